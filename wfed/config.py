@@ -1,0 +1,136 @@
+"""The configuration of wfed and wfectl: `config.toml`, `WFED_CONFIG` and `WFED_DATABASE_URL`.
+
+Every key has a default, so no file at all is a valid configuration (SQLite `wfed.db` in
+the working directory). An unknown key or a value of the wrong type is a `ConfigError`
+naming the section and key, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from wfed.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///wfed.db"
+CONFIG_ENV = "WFED_CONFIG"
+DATABASE_URL_ENV = "WFED_DATABASE_URL"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DatabaseConfig(_Section):
+    url: str = DEFAULT_DATABASE_URL
+    password_file: str = ""
+
+
+class DaemonConfig(_Section):
+    id: str = ""
+    queues: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
+    max_workflows: int = Field(default=32, ge=1, le=10_000)
+    poll_interval: float = Field(default=1.0, gt=0)
+    control_interval: float = Field(default=1.0, gt=0)
+    lease: float = Field(default=30.0, gt=0)
+    shutdown_grace: float = Field(default=30.0, ge=0)
+
+    @field_validator("poll_interval", "control_interval", "lease", "shutdown_grace", mode="before")
+    @classmethod
+    def _int_is_a_float(cls, value: Any) -> Any:
+        # TOML distinguishes 1 from 1.0; an operator writing `lease = 30` means 30 seconds.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+
+
+class StepsConfig(_Section):
+    modules: list[str] = Field(default_factory=lambda: ["wfed.examples"])
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console", "auto"] = "auto"
+
+
+class MetricsConfig(_Section):
+    listen: str = ""
+
+
+class Config(_Section):
+    """The whole configuration; sections and keys as in DESIGN.md §7."""
+
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    steps: StepsConfig = Field(default_factory=StepsConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+
+    def database_password(self) -> str | None:
+        """The password from `password_file` (trailing newline stripped), if one is set."""
+        if not self.database.password_file:
+            return None
+        path = Path(self.database.password_file)
+        try:
+            return path.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(
+                f"[database] password_file: cannot read {path}: {exc.strerror}"
+            ) from None
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    location = [str(part) for part in first["loc"]]
+    if len(location) >= 2:
+        where = f"[{location[0]}] {'.'.join(location[1:])}"
+    else:
+        where = f"[{location[0]}]" if location else "(top level)"
+    if first["type"] == "extra_forbidden":
+        what = "unknown key"
+    elif first["type"] in {"model_type", "model_attributes_type"}:
+        what = "must be a table (section)"
+    else:
+        what = first["msg"].lower()
+    more = f" (and {len(error.errors()) - 1} more)" if len(error.errors()) > 1 else ""
+    return f"{source}: {where}: {what}{more}"
+
+
+def parse_config(data: dict[str, Any], source: str = "configuration") -> Config:
+    """Validate a configuration mapping; raise ConfigError naming the first bad key."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load the configuration from `path`, else `$WFED_CONFIG`, else the built-in defaults.
+
+    `$WFED_DATABASE_URL`, when set, overrides `[database] url`.
+    """
+    chosen = path if path is not None else os.environ.get(CONFIG_ENV) or None
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if chosen is not None:
+        source = str(chosen)
+        try:
+            with open(chosen, "rb") as handle:
+                data = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {source} does not exist") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {source}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    config = parse_config(data, source)
+    override = os.environ.get(DATABASE_URL_ENV)
+    if override:
+        config = config.model_copy(
+            update={"database": config.database.model_copy(update={"url": override})}
+        )
+    return config

@@ -1,0 +1,604 @@
+"""The Python API: create, run and control workflows from scripts and tests.
+
+    async with Engine("mysql+asyncmy://wfed@db/wfed", step_modules=["myorg.runbooks"]) as e:
+        await e.create_workflow("maint-42", {"target_servers": ["intweb1"]},
+                                ["stop_app", "run_cmd", "start_app"])
+        await e.run("maint-42")
+
+Every operation is one transaction that checks the workflow's state in SQL and records an
+event with the actor (`user@host` unless given).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import json
+import socket
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from wfed.clock import Clock, utc_now
+from wfed.config import Config, load_config
+from wfed.errors import (
+    ErrorState,
+    InvalidDefinition,
+    InvalidTransition,
+    StepError,
+    WorkflowHalted,
+    WorkflowLocked,
+    WorkflowNotFound,
+)
+from wfed.runner import Outcome, RunResult, WorkflowRunner
+from wfed.states import Operation, StepState, WorkflowState, decide, sources
+from wfed.steps.definition import StepPlan, parse_context, parse_definition
+from wfed.steps.registry import StepRegistry
+from wfed.store import events as event_store
+from wfed.store import migrate
+from wfed.store import steps as step_store
+from wfed.store import workflows as workflow_store
+from wfed.store.database import Database
+from wfed.store.events import Event
+from wfed.store.rows import EventRow, WorkflowRow
+from wfed.views import Workflow
+
+log = structlog.get_logger("wfed.engine")
+
+# Which events explain a halt, per halted state (for `show`).
+_HALT_EVENTS = {
+    WorkflowState.PAUSED: ["paused", "pause_requested"],
+    WorkflowState.STOPPED: ["stopped", "stop_requested"],
+}
+
+
+def default_actor() -> str:
+    """`user@host`, how operator actions are attributed in the events."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+class Engine:
+    """A connection to a wfed database plus the registry of runnable steps."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        step_modules: Sequence[str] = (),
+        registry: StepRegistry | None = None,
+        actor: str | None = None,
+        password: str | None = None,
+        lease: float = 30.0,
+        control_interval: float = 1.0,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.db = Database(url, password)
+        self.registry = registry or StepRegistry.from_modules(step_modules)
+        self.actor = actor or default_actor()
+        self.lease = lease
+        self.control_interval = control_interval
+        self.clock = clock
+
+    @classmethod
+    def from_config(
+        cls, path: str | None = None, *, config: Config | None = None, **options: Any
+    ) -> Engine:
+        """An engine for the database and step modules of a config file (or WFED_CONFIG)."""
+        config = config or load_config(path)
+        return cls(
+            config.database.url,
+            step_modules=config.steps.modules,
+            password=config.database_password(),
+            lease=config.daemon.lease,
+            control_interval=config.daemon.control_interval,
+            **options,
+        )
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.db.dispose()
+
+    # -- schema -----------------------------------------------------------------------
+
+    async def upgrade_schema(self) -> tuple[str | None, str]:
+        """Create or migrate the schema (idempotent); returns (before, after) revisions."""
+        return await migrate.upgrade(self.db)
+
+    # -- creating ---------------------------------------------------------------------
+
+    def plan(self, steps: Any, context: Any = None) -> list[StepPlan]:
+        """Validate a definition and context without writing anything (`--dry-run`)."""
+        parse_context(context)
+        return parse_definition(steps, self.registry)
+
+    async def create_workflow(
+        self,
+        name: str,
+        context: dict[str, Any] | None,
+        steps: Sequence[Any],
+        *,
+        queue: str = "default",
+        priority: int = 0,
+        run_after: datetime | None = None,
+    ) -> Workflow:
+        """Create a pending workflow. InvalidDefinition before anything is written if the
+        steps or context are wrong; WorkflowExists on a duplicate name."""
+        _check_name(name)
+        definition = list(steps)
+        context = parse_context(context)
+        plans = parse_definition(definition, self.registry)
+        try:
+            json.dumps(context)
+        except (TypeError, ValueError) as exc:
+            raise InvalidDefinition(f"context is not JSON: {exc}") from None
+        now = self.clock()
+        async with self.db.transaction() as conn:
+            workflow_id = await workflow_store.workflow_insert(
+                conn,
+                name=name,
+                steps=definition,
+                context=context,
+                queue=queue,
+                priority=priority,
+                run_after=run_after,
+                now=now,
+            )
+            await step_store.steps_insert(
+                conn, workflow_id, [(p.name, p.label, p.args) for p in plans]
+            )
+            await event_store.events_insert(
+                conn,
+                Event(
+                    workflow_id, name, "created", self.actor, now, detail={"steps": len(plans)}
+                ),
+            )
+        log.info("workflow_created", workflow=name, steps=len(plans))
+        return await self.get(name)
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def get(self, name: str) -> Workflow:
+        """A workflow with its steps and, if halted, why (WorkflowNotFound if none)."""
+        async with self.db.transaction() as conn:
+            row = await self._require(conn, name)
+            steps = await step_store.steps_get(conn, row.id)
+            reason = await self._halt_reason(conn, row)
+        return Workflow(row=row, steps=steps, halt_reason=reason)
+
+    async def list(
+        self,
+        *,
+        state: WorkflowState | str | Iterable[WorkflowState | str] | None = None,
+        queue: str | None = None,
+        limit: int = 100,
+    ) -> list[WorkflowRow]:
+        """Workflows, newest first."""
+        if state is None:
+            states: list[WorkflowState] = []
+        elif isinstance(state, str):
+            states = [WorkflowState(state)]
+        else:
+            states = [WorkflowState(s) for s in state]
+        async with self.db.transaction() as conn:
+            return await workflow_store.workflow_list(
+                conn, states=states, queue=queue, limit=limit
+            )
+
+    async def history(self, name: str) -> list[EventRow]:
+        """The events of a workflow, oldest first; also for a deleted one (by name)."""
+        async with self.db.transaction() as conn:
+            row = await workflow_store.workflow_get(conn, name)
+            if row is not None:
+                return await event_store.events_for_workflow(conn, workflow_id=row.id)
+            events = await event_store.events_for_workflow(conn, workflow_name=name)
+        if not events:
+            raise WorkflowNotFound(f"no workflow named {name!r}")
+        return events
+
+    async def export(self, name: str) -> dict[str, Any]:
+        """The workflow, its steps and its events as one JSON-ready document."""
+        from wfed.views import event_json
+
+        workflow = await self.get(name)
+        events = await self.history(name)
+        return {
+            "workflow": workflow.to_json(),
+            "events": [event_json(e) for e in events],
+            "exported_at": self.clock().isoformat() + "Z",
+            "exported_by": self.actor,
+        }
+
+    async def _require(
+        self, conn: AsyncConnection, name: str, *, for_update: bool = False
+    ) -> WorkflowRow:
+        row = await workflow_store.workflow_get(conn, name, for_update=for_update)
+        if row is None:
+            raise WorkflowNotFound(f"no workflow named {name!r}")
+        return row
+
+    async def _halt_reason(self, conn: AsyncConnection, row: WorkflowRow) -> str | None:
+        if row.state is WorkflowState.ERROR:
+            return row.last_error
+        kinds = _HALT_EVENTS.get(row.state)
+        if row.state is WorkflowState.RUNNING and row.requested is not None:
+            kinds = [f"{row.requested.value}_requested"]
+        if kinds is None:
+            return None
+        event = await event_store.event_latest(conn, row.id, kinds)
+        if event is None:
+            return None
+        by = f"{event.kind.replace('_', ' ')} by {event.actor}"
+        return f"{by}: {event.reason}" if event.reason else by
+
+    # -- operator control -------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _operate(
+        self, name: str, operation: Operation
+    ) -> AsyncIterator[tuple[AsyncConnection, WorkflowRow]]:
+        async with self.db.transaction() as conn:
+            row = await self._require(conn, name, for_update=True)
+            decide(operation, row.state, name)  # raises InvalidTransition with the state
+            yield conn, row
+
+    async def _transition(
+        self,
+        conn: AsyncConnection,
+        row: WorkflowRow,
+        operation: Operation,
+        values: dict[str, Any],
+        *,
+        kind: str,
+        reason: str | None,
+        position: int | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Apply an operator transition, guarded in SQL by the operation's source states,
+        and record it."""
+        now = self.clock()
+        matched = await workflow_store.workflow_update(
+            conn, row.id, states=sources(operation), values={"updated_at": now, **values}
+        )
+        if not matched:
+            current = await workflow_store.workflow_get_by_id(conn, row.id)
+            state = current.state if current else row.state
+            decide(operation, state, row.name)
+            raise InvalidTransition(f"workflow {row.name!r} changed state meanwhile; try again")
+        await event_store.events_insert(
+            conn,
+            Event(row.id, row.name, kind, self.actor, now, position, reason, detail or {}),
+        )
+        log.info(f"workflow_{kind}", workflow=row.name, actor=self.actor, reason=reason)
+
+    async def _request(
+        self, conn: AsyncConnection, row: WorkflowRow, operation: Operation, reason: str | None
+    ) -> None:
+        """Leave a pause or stop request for the owner of a running workflow."""
+        decision = decide(operation, row.state, row.name)
+        assert decision.request is not None
+        now = self.clock()
+        matched = await workflow_store.workflow_update(
+            conn,
+            row.id,
+            states=[WorkflowState.RUNNING],
+            values={"requested": decision.request.value, "updated_at": now},
+        )
+        if not matched:
+            raise InvalidTransition(f"workflow {row.name!r} changed state meanwhile; try again")
+        kind = f"{decision.request.value}_requested"
+        await event_store.events_insert(
+            conn, Event(row.id, row.name, kind, self.actor, now, row.current_step, reason)
+        )
+        log.info(f"workflow_{kind}", workflow=row.name, actor=self.actor, reason=reason)
+
+    async def pause(self, name: str, reason: str | None = None) -> Workflow:
+        """Pause: at once if pending, after the current step if running."""
+        async with self._operate(name, Operation.PAUSE) as (conn, row):
+            if row.state is WorkflowState.RUNNING:
+                await self._request(conn, row, Operation.PAUSE, reason)
+            else:
+                await self._transition(
+                    conn,
+                    row,
+                    Operation.PAUSE,
+                    {"state": WorkflowState.PAUSED, "requested": None},
+                    kind="paused",
+                    reason=reason,
+                    position=row.current_step,
+                )
+        return await self.get(name)
+
+    async def stop(self, name: str, reason: str | None = None) -> Workflow:
+        """Stop for good: at once if not running, else the owner cancels the step."""
+        async with self._operate(name, Operation.STOP) as (conn, row):
+            if row.state is WorkflowState.RUNNING:
+                await self._request(conn, row, Operation.STOP, reason)
+            else:
+                await self._transition(
+                    conn,
+                    row,
+                    Operation.STOP,
+                    {
+                        "state": WorkflowState.STOPPED,
+                        "requested": None,
+                        "finished_at": self.clock(),
+                    },
+                    kind="stopped",
+                    reason=reason,
+                    position=row.current_step,
+                )
+        return await self.get(name)
+
+    async def resume(self, name: str, reason: str | None = None) -> Workflow:
+        """Make a paused workflow runnable again, from the step it halted before."""
+        async with self._operate(name, Operation.RESUME) as (conn, row):
+            await self._transition(
+                conn,
+                row,
+                Operation.RESUME,
+                {"state": WorkflowState.PENDING, "requested": None, "run_after": None},
+                kind="resumed",
+                reason=reason,
+                position=row.current_step,
+            )
+        return await self.get(name)
+
+    async def retry(self, name: str, reason: str | None = None) -> Workflow:
+        """Run a workflow in error again from the step that failed (its attempts go on)."""
+        async with self._operate(name, Operation.RETRY) as (conn, row):
+            await self._transition(
+                conn,
+                row,
+                Operation.RETRY,
+                {
+                    "state": WorkflowState.PENDING,
+                    "last_error": None,
+                    "requested": None,
+                    "run_after": None,
+                },
+                kind="retried",
+                reason=reason,
+                position=row.current_step,
+            )
+            await step_store.step_reschedule_clean(conn, row.id, row.current_step)
+        return await self.get(name)
+
+    async def skip(
+        self,
+        name: str,
+        *,
+        set_context: dict[str, Any] | None = None,
+        reason: str | None = None,
+    ) -> Workflow:
+        """Skip the step a workflow halted at (error or paused), optionally patching the
+        context; the workflow continues with the next step."""
+        async with self._operate(name, Operation.SKIP) as (conn, row):
+            steps = await step_store.steps_get(conn, row.id)
+            position = row.current_step
+            if position >= len(steps):
+                raise InvalidTransition(
+                    f"cannot skip in workflow {name!r}: it has no step {position} "
+                    "(an invalid definition has no steps to skip: fix `steps`, then retry)"
+                )
+            context = {**row.context, **(set_context or {})}
+            await self._transition(
+                conn,
+                row,
+                Operation.SKIP,
+                {
+                    "state": WorkflowState.PENDING,
+                    "current_step": position + 1,
+                    "context": context,
+                    "last_error": None,
+                    "requested": None,
+                    "run_after": None,
+                },
+                kind="skipped",
+                reason=reason,
+                position=position,
+                detail={"set": set_context} if set_context else None,
+            )
+            await step_store.step_finish(conn, row.id, position, StepState.SKIPPED, self.clock())
+        return await self.get(name)
+
+    async def restart(self, name: str, from_step: int = 0, reason: str | None = None) -> Workflow:
+        """Run a non-running workflow again from step `from_step` (0-based)."""
+        async with self._operate(name, Operation.RESTART) as (conn, row):
+            steps = await step_store.steps_get(conn, row.id)
+            count = len(steps) if steps else _definition_length(row.steps)
+            if not 0 <= from_step < max(count, 1):
+                raise InvalidTransition(
+                    f"cannot restart workflow {name!r} from step {from_step}: "
+                    f"its steps are numbered 0 to {count - 1}"
+                )
+            await self._transition(
+                conn,
+                row,
+                Operation.RESTART,
+                {
+                    "state": WorkflowState.PENDING,
+                    "current_step": from_step,
+                    "last_error": None,
+                    "requested": None,
+                    "run_after": None,
+                    "finished_at": None,
+                },
+                kind="restarted",
+                reason=reason,
+                position=from_step,
+            )
+            await step_store.steps_reset_from(conn, row.id, from_step)
+        return await self.get(name)
+
+    async def delete(self, name: str, reason: str | None = None) -> None:
+        """Delete a workflow that is not running; its events are kept."""
+        async with self._operate(name, Operation.DELETE) as (conn, row):
+            if not await workflow_store.workflow_delete(conn, row.id):
+                raise InvalidTransition(f"workflow {name!r} changed state meanwhile; try again")
+            await event_store.events_insert(
+                conn,
+                Event(row.id, row.name, "deleted", self.actor, self.clock(), None, reason),
+            )
+        log.info("workflow_deleted", workflow=name, actor=self.actor)
+
+    async def set_context(
+        self,
+        name: str,
+        updates: dict[str, Any] | None = None,
+        unset: Sequence[str] = (),
+        reason: str | None = None,
+    ) -> Workflow:
+        """Change keys of the context of a workflow that is not running."""
+        async with self._operate(name, Operation.SET_CONTEXT) as (conn, row):
+            context = {**row.context, **(updates or {})}
+            missing = [key for key in unset if key not in context]
+            if missing:
+                raise InvalidTransition(
+                    f"workflow {name!r} has no context key {missing[0]!r} to unset"
+                )
+            for key in unset:
+                del context[key]
+            try:
+                json.dumps(context)
+            except (TypeError, ValueError) as exc:
+                raise InvalidDefinition(f"context is not JSON: {exc}") from None
+            await self._transition(
+                conn,
+                row,
+                Operation.SET_CONTEXT,
+                {"context": context},
+                kind="context_set",
+                reason=reason,
+                detail={"set": updates or {}, "unset": list(unset)},
+            )
+        return await self.get(name)
+
+    # -- running inline ---------------------------------------------------------------
+
+    async def run(self, name: str) -> Workflow:
+        """Claim and run a workflow in this process until it completes or halts.
+
+        Raises StepError (a step failed; the workflow is now `error`), InvalidDefinition,
+        WorkflowHalted (paused or stopped), WorkflowLocked (another owner holds it) or
+        ErrorState (it was in `error` already). A completed workflow is returned as is.
+        """
+        while True:
+            now = self.clock()
+            async with self.db.transaction() as conn:
+                row = await self._require(conn, name)
+                if row.state is WorkflowState.COMPLETED:
+                    return await self.get(name)
+                _check_runnable(row, now)
+                claimed = await workflow_store.workflow_claim_by_id(
+                    conn, row.id, owner=self.actor, now=now, lease=self.lease
+                )
+                fresh = await workflow_store.workflow_get_by_id(conn, row.id)
+            if fresh is None:
+                raise WorkflowNotFound(f"no workflow named {name!r}")
+            if not claimed:
+                _check_runnable(fresh, self.clock())
+                raise WorkflowLocked(f"workflow {name!r} changed state meanwhile; try again")
+            result = await self._run_claimed(fresh)
+            if result.outcome is Outcome.RELEASED and result.run_after is not None:
+                # A retry delay: wait for it here, then claim the workflow again.
+                wait = (result.run_after - self.clock()).total_seconds()
+                await asyncio.sleep(max(wait, 0))
+                continue
+            return await self._finish_run(name, result)
+
+    async def _run_claimed(self, row: WorkflowRow) -> RunResult:
+        runner = WorkflowRunner(
+            self.db,
+            self.registry,
+            row,
+            actor=self.actor,
+            lease_seconds=self.lease,
+            clock=self.clock,
+        )
+        watcher = asyncio.create_task(self._watch(runner))
+        try:
+            return await runner.run()
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def _watch(self, runner: WorkflowRunner) -> None:
+        """Renew the lease and pass on stop requests while `run` holds a workflow."""
+        while True:
+            await asyncio.sleep(min(self.control_interval, self.lease / 3))
+            now = self.clock()
+            try:
+                async with self.db.transaction() as conn:
+                    owned, request = await workflow_store.workflow_renew_lease(
+                        conn, runner.workflow.id, fence=runner.fence, now=now, lease=self.lease
+                    )
+            except Exception as exc:  # an outage: the runner's writes ride it out
+                log.warning("lease_renewal_failed", workflow=runner.workflow.name, error=str(exc))
+                continue
+            if not owned:
+                runner.lose()
+                return
+            runner.renewed(now + timedelta(seconds=self.lease))
+            if request is not None and request.value == "stop":
+                runner.stop("stop requested")
+
+    async def _finish_run(self, name: str, result: RunResult) -> Workflow:
+        if result.outcome is Outcome.COMPLETED:
+            return await self.get(name)
+        if result.outcome is Outcome.ERROR:
+            if result.invalid:
+                raise InvalidDefinition(f"workflow {name!r}: {result.message}")
+            raise StepError(f"workflow {name!r} is now in error: {result.message}")
+        if result.outcome in {Outcome.PAUSED, Outcome.STOPPED}:
+            workflow = await self.get(name)
+            why = f": {workflow.halt_reason}" if workflow.halt_reason else ""
+            raise WorkflowHalted(f"workflow {name!r} is {workflow.state.value}{why}")
+        if result.outcome is Outcome.LOST:
+            raise WorkflowLocked(f"workflow {name!r} was taken over by another owner")
+        return await self.get(name)
+
+
+def _check_runnable(row: WorkflowRow, now: datetime) -> None:
+    """Refuse to run a workflow that is halted, in error or held by a live owner."""
+    name = row.name
+    if row.state is WorkflowState.ERROR:
+        raise ErrorState(
+            f"workflow {name!r} is in error ({row.last_error}); retry, skip or delete it first"
+        )
+    if row.state in {WorkflowState.PAUSED, WorkflowState.STOPPED}:
+        raise WorkflowHalted(f"workflow {name!r} is {row.state.value}")
+    if row.state is WorkflowState.RUNNING and (
+        row.lease_expires_at is None or row.lease_expires_at >= now
+    ):
+        raise WorkflowLocked(f"workflow {name!r} is running, owned by {row.claimed_by}")
+
+
+def _check_name(name: str) -> None:
+    if not name or len(name) > 255 or name != name.strip():
+        raise InvalidDefinition(
+            f"workflow name {name!r} must be 1 to 255 characters without surrounding spaces"
+        )
+
+
+def _definition_length(steps: Any) -> int:
+    return len(steps) if isinstance(steps, list) else 0

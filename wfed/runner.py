@@ -1,0 +1,569 @@
+"""Runs one claimed workflow's steps, one at a time, for the daemon and for `Engine.run`.
+
+The runner owns a lease (the workflow id and its fencing token). Every write it makes is
+guarded by that token, so once another owner has taken the workflow over, nothing this
+runner does can change it. Finishing step N and starting step N+1 (after checking for a
+pause or stop request) is one transaction: about one commit per step.
+
+Control comes from outside: the owner's heartbeat calls `stop()` on a stop request and
+`lose()` when the lease could not be renewed; a pause request is seen by the transaction
+that would start the next step, so no step starts once a pause is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import structlog
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from wfed.clock import Clock, utc_now
+from wfed.errors import DatabaseUnavailable, InvalidDefinition, LeaseLost
+from wfed.states import Request, StepState, WorkflowState
+from wfed.steps.base import PauseWorkflow
+from wfed.steps.definition import StepPlan, check_args, parse_context, parse_definition
+from wfed.steps.registry import StepRegistry
+from wfed.steps.template import render
+from wfed.store import events as event_store
+from wfed.store import steps as step_store
+from wfed.store import workflows as workflow_store
+from wfed.store.database import Database, is_connection_error, is_retryable
+from wfed.store.events import Event
+from wfed.store.rows import StepRow, WorkflowRow
+
+log = structlog.get_logger("wfed.runner")
+
+RUNNING = [WorkflowState.RUNNING]
+OUTAGE_BACKOFF_MAX = 5.0
+ERROR_TEXT_MAX = 4000
+
+
+class Outcome(StrEnum):
+    """How a runner's turn with a workflow ended."""
+
+    COMPLETED = "completed"
+    ERROR = "error"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+    RELEASED = "released"
+    """Handed back as pending: a retry delay, or the owner is shutting down."""
+    LOST = "lost"
+    """Another owner took the workflow over; nothing was written."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    outcome: Outcome
+    message: str | None = None
+    invalid: bool = False
+    run_after: datetime | None = None
+
+
+class _Halt(Exception):  # noqa: N818 - internal control flow
+    def __init__(self, result: RunResult) -> None:
+        self.result = result
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc).strip()
+    described = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return described[:ERROR_TEXT_MAX]
+
+
+class WorkflowRunner:
+    """One claimed workflow, run until it completes, halts, is released or is lost."""
+
+    def __init__(
+        self,
+        db: Database,
+        registry: StepRegistry,
+        workflow: WorkflowRow,
+        *,
+        actor: str,
+        lease_seconds: float,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.db = db
+        self.registry = registry
+        self.workflow = workflow
+        self.actor = actor
+        self.lease_seconds = lease_seconds
+        self.clock = clock
+        self.fence = workflow.fence
+        self.lease_expires_at = workflow.lease_expires_at or clock()
+        self._step_task: asyncio.Task[None] | None = None
+        self._stop_reason: str | None = None
+        self._lost = False
+        self._release_requested = False
+        self._prior_attempts: list[int] = []
+        self.log = log.bind(workflow=workflow.name, workflow_id=workflow.id)
+
+    # -- control, called by the owner's heartbeat or shutdown -----------------------------
+
+    def stop(self, reason: str = "stop requested") -> None:
+        """Cancel the in-flight step; the workflow and step become `stopped`."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+        if self._step_task is not None:
+            self._step_task.cancel()
+
+    def lose(self) -> None:
+        """The lease is gone: cancel the step and write nothing more."""
+        self._lost = True
+        if self._step_task is not None:
+            self._step_task.cancel()
+
+    def release_after_step(self) -> None:
+        """Hand the workflow back as pending once the current step finishes (shutdown)."""
+        self._release_requested = True
+
+    def renewed(self, lease_expires_at: datetime) -> None:
+        self.lease_expires_at = lease_expires_at
+
+    # -- the run ----------------------------------------------------------------------
+
+    async def run(self) -> RunResult:
+        try:
+            plans, context, position, attempts = await self._prepare()
+            while True:
+                plan = plans[position]
+                result = await self._run_step(plan, context, attempts)
+                if isinstance(result, RunResult):
+                    return result
+                context, position, attempts = result
+        except _Halt as halt:
+            return halt.result
+        except LeaseLost:
+            self.log.warning("lease_lost")
+            return RunResult(Outcome.LOST, "the lease was taken over by another owner")
+        except asyncio.CancelledError:
+            # Cancelled from outside (shutdown past its grace): the step is interrupted.
+            # Hand the workflow back at once rather than making others wait for the lease.
+            await asyncio.shield(self._release_interrupted())
+            raise
+
+    def _event(self, kind: str, *, position: int | None = None, **extra: Any) -> Event:
+        reason = extra.pop("reason", None)
+        return Event(
+            workflow_id=self.workflow.id,
+            workflow_name=self.workflow.name,
+            kind=kind,
+            actor=self.actor,
+            at=self.clock(),
+            position=position,
+            reason=reason,
+            detail=extra,
+        )
+
+    async def _write(self, body: Callable[[AsyncConnection], Awaitable[Any]]) -> Any:
+        """Run `body` in a transaction, riding out deadlocks and database outages.
+
+        An outage is retried with backoff for as long as the lease can still be valid: a
+        finished step's result is committed when the database returns, unless by then
+        another owner may have taken over.
+        """
+        delay = 0.05
+        while True:
+            if self._lost:
+                raise LeaseLost
+            try:
+                async with self.db.transaction() as conn:
+                    return await body(conn)
+            except (DBAPIError, DatabaseUnavailable, OSError) as exc:
+                if not (is_retryable(exc) or is_connection_error(exc)) and not isinstance(
+                    exc, DatabaseUnavailable
+                ):
+                    raise
+                if self.clock() >= self.lease_expires_at:
+                    self.log.warning("lease_expired_during_outage", error=_error_text(exc))
+                    raise LeaseLost from exc
+                self.log.warning("database_write_retried", error=_error_text(exc), delay=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, OUTAGE_BACKOFF_MAX)
+
+    async def _guarded(
+        self, conn: AsyncConnection, values: dict[str, Any], *, unrequested: bool = False
+    ) -> bool:
+        now = self.clock()
+        values = {"updated_at": now, **values}
+        return await workflow_store.workflow_update(
+            conn,
+            self.workflow.id,
+            states=RUNNING,
+            fence=self.fence,
+            unrequested=unrequested,
+            values=values,
+        )
+
+    async def _must(self, conn: AsyncConnection, values: dict[str, Any]) -> None:
+        if not await self._guarded(conn, values):
+            raise LeaseLost
+
+    def _unowned(self, state: WorkflowState, **values: Any) -> dict[str, Any]:
+        """Values that end this owner's hold on the workflow."""
+        finished = state in {WorkflowState.COMPLETED, WorkflowState.STOPPED}
+        return {
+            "state": state,
+            "claimed_by": None,
+            "lease_expires_at": None,
+            "requested": None,
+            **({"finished_at": self.clock()} if finished else {}),
+            **values,
+        }
+
+    async def _prepare(self) -> tuple[list[StepPlan], dict[str, Any], int, int]:
+        """Validate the definition, create step rows, honour a waiting request, handle an
+        interrupted step, and start the current step."""
+        row = self.workflow
+        try:
+            plans = parse_definition(row.steps, self.registry)
+            context = parse_context(row.context)
+        except InvalidDefinition as exc:
+            await self._fail_invalid(str(exc))
+            raise _Halt(RunResult(Outcome.ERROR, str(exc), invalid=True)) from None
+
+        async def body(conn: AsyncConnection) -> tuple[int, int]:
+            rows = await step_store.steps_get(conn, row.id)
+            if not rows:
+                await step_store.steps_insert(
+                    conn, row.id, [(p.name, p.label, p.args) for p in plans]
+                )
+                rows = await step_store.steps_get(conn, row.id)
+            self._prior_attempts = [r.attempts for r in rows]
+            if len(rows) != len(plans):
+                raise InvalidDefinition(
+                    f"the definition has {len(plans)} steps but {len(rows)} step rows exist "
+                    "(was `steps` edited after the workflow started?); "
+                    "`wfectl restart --from-step 0` rebuilds them"
+                )
+            if row.requested is not None:
+                raise _Halt(await self._honour_request(conn, row.requested, None, context))
+            position = row.current_step
+            if position >= len(plans):
+                await self._complete(conn, context, None)
+                raise _Halt(RunResult(Outcome.COMPLETED))
+            current = rows[position]
+            if current.state is StepState.RUNNING:
+                await self._interrupted(conn, plans[position], current)
+            await self._must(conn, {"lease_expires_at": self._next_expiry()})
+            await step_store.step_start(conn, row.id, position, self.clock())
+            await event_store.events_insert(
+                conn, self._event("claimed", position=position, fence=self.fence)
+            )
+            return position, current.attempts + 1
+
+        try:
+            position, attempts = await self._write(body)
+        except InvalidDefinition as exc:
+            await self._fail_invalid(str(exc))
+            raise _Halt(RunResult(Outcome.ERROR, str(exc), invalid=True)) from None
+        return plans, context, position, attempts
+
+    def _next_expiry(self) -> datetime:
+        expires = self.clock() + timedelta(seconds=self.lease_seconds)
+        self.lease_expires_at = expires
+        return expires
+
+    async def _interrupted(self, conn: AsyncConnection, plan: StepPlan, current: StepRow) -> None:
+        """The previous owner died (or was cancelled) while this step ran."""
+        if plan.idempotent:
+            self.log.warning("step_interrupted_rerun", position=plan.position, step=plan.name)
+            await event_store.events_insert(
+                conn,
+                self._event("step_interrupted", position=plan.position, rerun=True),
+            )
+            return
+        message = (
+            f"interrupted while running {plan.title} (attempt {current.attempts}); it is not "
+            "idempotent, so it was not re-run: check what it did, then `wfectl retry` or "
+            "`wfectl skip`"
+        )
+        self.log.error("step_interrupted", position=plan.position, step=plan.name)
+        await self._must(conn, self._unowned(WorkflowState.ERROR, last_error=message))
+        await step_store.step_finish(
+            conn, self.workflow.id, plan.position, StepState.ERROR, self.clock(), message
+        )
+        await event_store.events_insert(
+            conn,
+            self._event("step_interrupted", position=plan.position, rerun=False),
+            self._event("error", position=plan.position, reason=message),
+        )
+        raise _Halt(RunResult(Outcome.ERROR, message))
+
+    async def _fail_invalid(self, message: str) -> None:
+        text = f"invalid workflow: {message}"
+        self.log.error("workflow_invalid", error=message)
+
+        async def body(conn: AsyncConnection) -> None:
+            await self._must(conn, self._unowned(WorkflowState.ERROR, last_error=text))
+            await event_store.events_insert(conn, self._event("invalid", reason=text))
+
+        await self._write(body)
+
+    async def _honour_request(
+        self,
+        conn: AsyncConnection,
+        request: Request,
+        finished: StepPlan | None,
+        context: dict[str, Any],
+    ) -> RunResult:
+        """Apply a pause or stop request between steps (after `finished`, if any)."""
+        position = self.workflow.current_step if finished is None else finished.position + 1
+        state = WorkflowState.PAUSED if request is Request.PAUSE else WorkflowState.STOPPED
+        await self._must(conn, self._unowned(state, context=context, current_step=position))
+        if finished is not None:
+            await step_store.step_finish(
+                conn, self.workflow.id, finished.position, StepState.COMPLETED, self.clock()
+            )
+        await event_store.events_insert(conn, self._event(state.value, position=position))
+        self.log.info(f"workflow_{state.value}", position=position)
+        return RunResult(Outcome.PAUSED if state is WorkflowState.PAUSED else Outcome.STOPPED)
+
+    async def _complete(
+        self, conn: AsyncConnection, context: dict[str, Any], last: StepPlan | None
+    ) -> None:
+        now = self.clock()
+        position = self.workflow.current_step if last is None else last.position + 1
+        await self._must(
+            conn, self._unowned(WorkflowState.COMPLETED, context=context, current_step=position)
+        )
+        if last is not None:
+            await step_store.step_finish(
+                conn, self.workflow.id, last.position, StepState.COMPLETED, now
+            )
+        await event_store.events_insert(conn, self._event("completed"))
+        self.log.info("workflow_completed")
+
+    async def _run_step(
+        self, plan: StepPlan, context: dict[str, Any], attempts: int
+    ) -> RunResult | tuple[dict[str, Any], int, int]:
+        """Run one attempt of one step and commit what follows from it."""
+        bound = self.log.bind(position=plan.position, step=plan.name, attempt=attempts)
+        with structlog.contextvars.bound_contextvars(
+            workflow=self.workflow.name, position=plan.position, step=plan.name, attempt=attempts
+        ):
+            working = copy.deepcopy(context)
+            started = time.monotonic()
+            bound.info("step_started")
+            self._step_task = asyncio.create_task(self._attempt(plan, working))
+            pause_prompt: str | None = None
+            failure: BaseException | None = None
+            try:
+                await self._step_task
+            except PauseWorkflow as gate:
+                pause_prompt = str(gate) or "paused by a pause step"
+            except asyncio.CancelledError:
+                if not self._step_task.cancelled():
+                    raise
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+                if self._lost:
+                    raise LeaseLost from None
+                return await self._stopped(plan, working)
+            except Exception as exc:  # a step may raise anything: that is a step failure
+                failure = exc
+            finally:
+                if not self._step_task.done():
+                    self._step_task.cancel()
+                self._step_task = None
+            elapsed = round(time.monotonic() - started, 3)
+            if failure is None:
+                try:
+                    json.dumps(working)
+                except (TypeError, ValueError) as exc:
+                    failure = TypeError(f"the step left a context that is not JSON: {exc}")
+            if failure is not None:
+                bound.warning("step_failed", error=_error_text(failure), seconds=elapsed)
+                return await self._failed(plan, context, attempts, failure)
+            bound.info("step_completed", seconds=elapsed)
+            if self._stop_reason is not None:
+                # A stop that arrived as the step finished: the step's work stands.
+                return await self._after_step(plan, working, Request.STOP)
+            if pause_prompt is not None:
+                return await self._pause_gate(plan, working, pause_prompt)
+            return await self._after_step(plan, working, None)
+
+    async def _attempt(self, plan: StepPlan, context: dict[str, Any]) -> None:
+        args = render(plan.args, context)
+        args = check_args(plan.step_class, args, plan.title, rendered=True)
+        step = plan.step_class()
+        if plan.timeout is None:
+            await step.invoke(context, args)
+            return
+        try:
+            async with asyncio.timeout(plan.timeout):
+                await step.invoke(context, args)
+        except TimeoutError:
+            raise TimeoutError(f"timed out after {plan.timeout:g} s") from None
+
+    async def _after_step(
+        self, plan: StepPlan, context: dict[str, Any], forced: Request | None
+    ) -> RunResult | tuple[dict[str, Any], int, int]:
+        """Commit a completed step and, in the same transaction, start the next one —
+        unless a request, the end of the workflow or a shutdown says otherwise."""
+        plans_total = len(self._prior_attempts)
+        nxt = plan.position + 1
+
+        async def body(conn: AsyncConnection) -> RunResult | tuple[dict[str, Any], int, int]:
+            if nxt >= plans_total:
+                await self._complete(conn, context, plan)
+                return RunResult(Outcome.COMPLETED)
+            if forced is not None:
+                return await self._honour_request(conn, forced, plan, context)
+            if self._release_requested:
+                await self._must(
+                    conn, self._unowned(WorkflowState.PENDING, context=context, current_step=nxt)
+                )
+                await step_store.step_finish(
+                    conn, self.workflow.id, plan.position, StepState.COMPLETED, self.clock()
+                )
+                await event_store.events_insert(conn, self._event("released", position=nxt))
+                return RunResult(Outcome.RELEASED)
+            advanced = await self._guarded(
+                conn,
+                {"context": context, "current_step": nxt, "lease_expires_at": self._next_expiry()},
+                unrequested=True,
+            )
+            if not advanced:
+                current = await workflow_store.workflow_get_by_id(conn, self.workflow.id)
+                if (
+                    current is None
+                    or current.fence != self.fence
+                    or current.state is not WorkflowState.RUNNING
+                    or current.requested is None
+                ):
+                    raise LeaseLost
+                return await self._honour_request(conn, current.requested, plan, context)
+            await step_store.step_finish_and_start_next(
+                conn, self.workflow.id, plan.position, self.clock()
+            )
+            return context, nxt, self._prior_attempts[nxt] + 1
+
+        return await self._write(body)
+
+    async def _pause_gate(
+        self, plan: StepPlan, context: dict[str, Any], prompt: str
+    ) -> RunResult:
+        """A step asked to pause after itself: complete it and pause before the next."""
+        nxt = plan.position + 1
+
+        async def body(conn: AsyncConnection) -> RunResult:
+            if nxt >= len(self._prior_attempts):
+                await self._complete(conn, context, plan)
+                return RunResult(Outcome.COMPLETED)
+            await self._must(
+                conn, self._unowned(WorkflowState.PAUSED, context=context, current_step=nxt)
+            )
+            await step_store.step_finish(
+                conn, self.workflow.id, plan.position, StepState.COMPLETED, self.clock()
+            )
+            await event_store.events_insert(
+                conn, self._event("paused", position=nxt, reason=prompt, gate=plan.name)
+            )
+            return RunResult(Outcome.PAUSED, prompt)
+
+        self.log.info("workflow_paused", position=nxt, reason=prompt)
+        result: RunResult = await self._write(body)
+        return result
+
+    async def _stopped(self, plan: StepPlan, context: dict[str, Any]) -> RunResult:
+        """The step was cancelled by a stop request: step and workflow become stopped."""
+        reason = self._stop_reason or "stop requested"
+
+        async def body(conn: AsyncConnection) -> RunResult:
+            await self._must(conn, self._unowned(WorkflowState.STOPPED))
+            await step_store.step_finish(
+                conn, self.workflow.id, plan.position, StepState.STOPPED, self.clock(), reason
+            )
+            await event_store.events_insert(
+                conn, self._event("stopped", position=plan.position, reason=reason)
+            )
+            return RunResult(Outcome.STOPPED, reason)
+
+        self.log.info("workflow_stopped", position=plan.position)
+        result: RunResult = await asyncio.shield(self._write(body))
+        return result
+
+    async def _failed(
+        self, plan: StepPlan, context: dict[str, Any], attempts: int, failure: BaseException
+    ) -> RunResult | tuple[dict[str, Any], int, int]:
+        """A step attempt failed: retry it (now, or later with the slot released) or put
+        the workflow in error. The context is the one from before the attempt."""
+        error = _error_text(failure)
+        if attempts <= plan.retries:
+            delay = plan.retry_delay * plan.backoff ** (attempts - 1)
+            return await self._retry(plan, context, attempts, error, delay)
+        tries = f"after {attempts} attempts" if attempts > 1 else ""
+        message = " ".join(filter(None, [f"{plan.title} failed", tries])) + f": {error}"
+
+        async def body(conn: AsyncConnection) -> RunResult:
+            await self._must(conn, self._unowned(WorkflowState.ERROR, last_error=message))
+            await step_store.step_finish(
+                conn, self.workflow.id, plan.position, StepState.ERROR, self.clock(), error
+            )
+            await event_store.events_insert(
+                conn, self._event("error", position=plan.position, reason=message)
+            )
+            return RunResult(Outcome.ERROR, message)
+
+        self.log.error("workflow_error", position=plan.position, error=message)
+        result: RunResult = await self._write(body)
+        return result
+
+    async def _retry(
+        self, plan: StepPlan, context: dict[str, Any], attempts: int, error: str, delay: float
+    ) -> RunResult | tuple[dict[str, Any], int, int]:
+        retry = self._event(
+            "step_retry", position=plan.position, attempt=attempts, delay=delay, error=error
+        )
+        if delay <= 0 and not self._release_requested:
+
+            async def again(conn: AsyncConnection) -> tuple[dict[str, Any], int, int]:
+                await self._must(conn, {"lease_expires_at": self._next_expiry()})
+                await step_store.step_start(conn, self.workflow.id, plan.position, self.clock())
+                await event_store.events_insert(conn, retry)
+                return context, plan.position, attempts + 1
+
+            result: tuple[dict[str, Any], int, int] = await self._write(again)
+            return result
+        # Waiting out a retry delay does not hold a slot: the workflow goes back to
+        # pending with run_after, and any daemon may pick it up then.
+        run_after = self.clock() + timedelta(seconds=delay)
+
+        async def later(conn: AsyncConnection) -> RunResult:
+            await self._must(conn, self._unowned(WorkflowState.PENDING, run_after=run_after))
+            await step_store.step_reschedule(conn, self.workflow.id, plan.position, error)
+            await event_store.events_insert(conn, retry)
+            return RunResult(Outcome.RELEASED, error, run_after=run_after)
+
+        self.log.info("step_retry_scheduled", position=plan.position, delay=delay)
+        released: RunResult = await self._write(later)
+        return released
+
+    async def _release_interrupted(self) -> None:
+        """Hand a workflow whose step was cut off back as pending; the step stays
+        `running`, which the next owner treats as interrupted."""
+        if self._lost:
+            return
+
+        async def body(conn: AsyncConnection) -> None:
+            if await self._guarded(conn, self._unowned(WorkflowState.PENDING)):
+                await event_store.events_insert(
+                    conn, self._event("released", interrupted=True)
+                )
+
+        try:
+            async with self.db.transaction() as conn:
+                await body(conn)
+        except Exception as exc:  # best effort: the lease expiring does the same, later
+            self.log.warning("release_failed", error=_error_text(exc))

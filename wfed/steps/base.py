@@ -1,0 +1,132 @@
+"""The Step API: a `Step` subclass, or a function decorated with `@step`.
+
+A step receives the workflow's context (a dict, persisted as JSON when the step completes)
+and its arguments as keyword arguments. Raising any exception fails the step; its policy
+(`retries`, `retry_delay`, `backoff`, `timeout`, `idempotent`) decides what happens next.
+Plain `def` steps run in a worker thread so they never block the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar, get_type_hints
+
+Context = dict[str, Any]
+
+
+class PauseWorkflow(Exception):  # noqa: N818 - a signal to the runner, not an error
+    """Raised by a step to complete and then pause its workflow (an approval gate).
+
+    The context changes the step made are kept; `wfectl resume` continues with the next
+    step. The message is shown as the reason the workflow halted.
+    """
+
+
+class Step:
+    """Base class of class-based steps. Subclasses set `name` and implement `run`."""
+
+    name: ClassVar[str] = ""
+    idempotent: ClassVar[bool] = False
+    """Safe to run again after an interruption (a crash mid-step); never assumed."""
+    retries: ClassVar[int] = 0
+    retry_delay: ClassVar[float] = 0.0
+    backoff: ClassVar[float] = 1.0
+    """Multiplier applied to `retry_delay` after each failed attempt."""
+    timeout: ClassVar[float | None] = None
+    description: ClassVar[str] = ""
+
+    async def run(self, ctx: Context, **args: Any) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def parameters(cls) -> dict[str, inspect.Parameter]:
+        """The step's arguments: the parameters of `run` after the context."""
+        return _arguments_of(cls.run, skip=2)
+
+    @classmethod
+    def annotations(cls) -> dict[str, Any]:
+        return _resolved_hints(cls.run)
+
+    async def invoke(self, ctx: Context, args: dict[str, Any]) -> None:
+        """Run the step, in a worker thread when `run` is a plain function."""
+        if inspect.iscoroutinefunction(self.run):
+            await self.run(ctx, **args)
+        else:
+            await asyncio.to_thread(self.run, ctx, **args)
+
+
+def _arguments_of(func: Callable[..., Any], skip: int) -> dict[str, inspect.Parameter]:
+    params = list(inspect.signature(func).parameters.values())[skip:]
+    return {p.name: p for p in params}
+
+
+def _resolved_hints(func: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return get_type_hints(func)
+    except (NameError, TypeError):
+        # An annotation that cannot be resolved is not checked rather than refused.
+        return {}
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def step(
+    name: str,
+    *,
+    idempotent: bool = False,
+    retries: int = 0,
+    retry_delay: float = 0.0,
+    backoff: float = 1.0,
+    timeout: float | None = None,
+) -> Callable[[F], F]:
+    """Register a function as a step: `@step("stop_app") async def stop_app(ctx): …`.
+
+    The function is returned unchanged (it stays callable in tests); the step class built
+    around it is found by the registry when its module is listed in `[steps] modules`.
+    """
+
+    def decorate(func: F) -> F:
+        def run_function(self: Step, ctx: Context, **args: Any) -> Any:
+            return func(ctx, **args)
+
+        async def run_coroutine(self: Step, ctx: Context, **args: Any) -> None:
+            await func(ctx, **args)
+
+        run = run_coroutine if inspect.iscoroutinefunction(func) else run_function
+
+        class FunctionStep(Step):
+            @classmethod
+            def parameters(cls) -> dict[str, inspect.Parameter]:
+                return _arguments_of(func, skip=1)
+
+            @classmethod
+            def annotations(cls) -> dict[str, Any]:
+                return _resolved_hints(func)
+
+        FunctionStep.run = run  # type: ignore[method-assign]
+        FunctionStep.name = name
+        FunctionStep.idempotent = idempotent
+        FunctionStep.retries = retries
+        FunctionStep.retry_delay = retry_delay
+        FunctionStep.backoff = backoff
+        FunctionStep.timeout = timeout
+        FunctionStep.description = (inspect.getdoc(func) or "").split("\n")[0]
+        FunctionStep.__name__ = FunctionStep.__qualname__ = f"step_{name}"
+        FunctionStep.__module__ = func.__module__
+        func.__wfed_step__ = FunctionStep  # type: ignore[attr-defined]
+        return func
+
+    return decorate
+
+
+def step_class_of(obj: object) -> type[Step] | None:
+    """The step class a module attribute stands for, if it is a step."""
+    if isinstance(obj, type) and issubclass(obj, Step) and obj.name:
+        return obj
+    wrapped = getattr(obj, "__wfed_step__", None)
+    if isinstance(wrapped, type) and issubclass(wrapped, Step):
+        return wrapped
+    return None

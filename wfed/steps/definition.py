@@ -1,0 +1,197 @@
+"""Validation of a workflow definition (`workflows.steps`) and context against a registry.
+
+Messages name the element (`steps[2]`), the problem and the fix, because they end up in
+`last_error` of a row someone inserted by hand.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from wfed.errors import InvalidDefinition
+from wfed.steps.base import Step
+from wfed.steps.registry import StepRegistry
+from wfed.steps.template import is_reference
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """One validated element of a definition: which step, its arguments and its policy."""
+
+    position: int
+    name: str
+    step_class: type[Step]
+    args: dict[str, Any]
+    label: str | None
+    retries: int
+    retry_delay: float
+    backoff: float
+    timeout: float | None
+    idempotent: bool
+
+    @property
+    def title(self) -> str:
+        """How messages name this step: `step 2 'run_cmd'`, with its label if it has one."""
+        label = f" ({self.label})" if self.label else ""
+        return f"step {self.position} {self.name!r}{label}"
+
+
+class _Element(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    step: str = Field(min_length=1)
+    args: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = Field(default=None, max_length=255)
+    retries: int | None = Field(default=None, ge=0, le=1000)
+    retry_delay: float | None = Field(default=None, ge=0)
+    backoff: float | None = Field(default=None, ge=1)
+    timeout: float | None = Field(default=None, gt=0)
+    idempotent: bool | None = None
+
+
+_ELEMENT_FORM = (
+    'each element is a step name or an object like {"step": "shell", "args": {...}, '
+    '"label": "...", "retries": 2, "retry_delay": 5, "timeout": 600}'
+)
+
+
+def _pydantic_problem(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"{where}: unknown key"
+    if first["type"] == "missing":
+        return f"{where}: missing"
+    return f"{where}: {first['msg'].lower()}" if where else first["msg"].lower()
+
+
+def parse_element(position: int, raw: Any, registry: StepRegistry) -> StepPlan:
+    """Validate one element of a definition."""
+    where = f"steps[{position}]"
+    if isinstance(raw, str):
+        raw = {"step": raw}
+    if not isinstance(raw, dict):
+        raise InvalidDefinition(
+            f"{where}: {type(raw).__name__} is not a step ({_ELEMENT_FORM})"
+        )
+    try:
+        element = _Element.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidDefinition(f"{where}.{_pydantic_problem(exc)} ({_ELEMENT_FORM})") from None
+    step_class = registry.get(element.step)
+    if step_class is None:
+        known = ", ".join(registry.names()) or "none"
+        raise InvalidDefinition(
+            f"{where}: unknown step {element.step!r}; registered steps: {known} "
+            "(steps come from the modules in the config's [steps] modules)"
+        )
+    check_args(step_class, element.args, f"{where} ({element.step})")
+    return StepPlan(
+        position=position,
+        name=element.step,
+        step_class=step_class,
+        args=element.args,
+        label=element.label,
+        retries=step_class.retries if element.retries is None else element.retries,
+        retry_delay=(
+            step_class.retry_delay if element.retry_delay is None else element.retry_delay
+        ),
+        backoff=step_class.backoff if element.backoff is None else element.backoff,
+        timeout=step_class.timeout if element.timeout is None else element.timeout,
+        idempotent=step_class.idempotent if element.idempotent is None else element.idempotent,
+    )
+
+
+def parse_definition(steps: Any, registry: StepRegistry) -> list[StepPlan]:
+    """Validate a whole definition; InvalidDefinition names the first problem."""
+    if isinstance(steps, str):
+        # A plain-SQL INSERT on a backend without a JSON type may hand us the text.
+        try:
+            steps = json.loads(steps)
+        except ValueError:
+            raise InvalidDefinition("steps: not valid JSON; expected a JSON list") from None
+    if not isinstance(steps, list):
+        raise InvalidDefinition(
+            f"steps must be a non-empty JSON list of steps, got {_json_type(steps)} "
+            f"({_ELEMENT_FORM})"
+        )
+    if not steps:
+        raise InvalidDefinition("steps is an empty list: a workflow needs at least one step")
+    return [parse_element(position, raw, registry) for position, raw in enumerate(steps)]
+
+
+def parse_context(context: Any) -> dict[str, Any]:
+    """Validate a context: a JSON object (NULL counts as empty)."""
+    if context is None:
+        return {}
+    if isinstance(context, str):
+        try:
+            context = json.loads(context)
+        except ValueError:
+            raise InvalidDefinition("context: not valid JSON; expected a JSON object") from None
+    if not isinstance(context, dict):
+        raise InvalidDefinition(
+            f"context must be a JSON object like {{\"key\": \"value\"}}, "
+            f"got {_json_type(context)}"
+        )
+    return context
+
+
+def _json_type(value: Any) -> str:
+    names = {str: "a string", list: "a list", dict: "an object", bool: "a boolean"}
+    if value is None:
+        return "null"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "a number"
+    return names.get(type(value), type(value).__name__)
+
+
+def check_args(
+    step_class: type[Step], args: dict[str, Any], where: str, *, rendered: bool = False
+) -> dict[str, Any]:
+    """Check arguments against the step's signature: no unknown names, every required one,
+    the right types. Unrendered context references are checked once rendered."""
+    params = step_class.parameters()
+    hints = step_class.annotations()
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    named = {
+        name: p
+        for name, p in params.items()
+        if p.kind in {inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD}
+    }
+    for name in args:
+        if name not in named and not open_ended:
+            accepted = ", ".join(named) or "none"
+            raise InvalidDefinition(f"{where}: unknown argument {name!r} (accepted: {accepted})")
+    for name, param in named.items():
+        if param.default is inspect.Parameter.empty and name not in args:
+            raise InvalidDefinition(f"{where}: missing argument {name!r}")
+    checked = dict(args)
+    for name, value in args.items():
+        if name not in hints or (not rendered and _has_reference(value)):
+            continue
+        try:
+            checked[name] = TypeAdapter(hints[name]).validate_python(value)
+        except ValidationError as exc:
+            problem = exc.errors()[0]["msg"].lower()
+            raise InvalidDefinition(
+                f"{where}: argument {name!r}: {problem} (got {json.dumps(value)[:80]})"
+            ) from None
+    return checked
+
+
+def _has_reference(value: Any) -> bool:
+    if is_reference(value):
+        return True
+    if isinstance(value, str):
+        return "{" in value
+    if isinstance(value, list):
+        return any(_has_reference(item) for item in value)
+    if isinstance(value, dict):
+        return any(_has_reference(item) for item in value.values())
+    return False

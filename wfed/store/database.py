@@ -1,0 +1,167 @@
+"""The connection to the database: engine creation per backend, transactions, error mapping.
+
+Backend differences live here and nowhere else: MySQL/MariaDB sessions run READ COMMITTED
+(SKIP LOCKED claims fail under REPEATABLE READ's gap locks), SQLite runs every transaction
+as `BEGIN IMMEDIATE` with a busy timeout (one writer at a time, several processes fine),
+and deadlocks or lock waits are retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from wfed.errors import ConfigError, DatabaseUnavailable
+
+log = structlog.get_logger("wfed.store")
+
+# MySQL/MariaDB: 1213 deadlock, 1205 lock wait timeout. Both roll the statement (1205) or the
+# transaction (1213) back; the whole transaction is retried from the start.
+_MYSQL_RETRYABLE = {1205, 1213}
+# PostgreSQL: serialization_failure, deadlock_detected.
+_POSTGRES_RETRYABLE = {"40001", "40P01"}
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def redacted(url: str | URL) -> str:
+    """The URL as it may appear in a log line or an error: never with its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparsable database URL>"
+
+
+def _sqlite_immediate_transactions(engine: AsyncEngine) -> None:
+    # The sqlite3 module opens transactions lazily and as DEFERRED, so two processes can both
+    # read and then fail to upgrade to a write lock. Taking the write lock at BEGIN makes a
+    # transaction wait (busy_timeout) instead, which is what a claim needs.
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = FULL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_engine(url: str, password: str | None = None, pool_size: int = 5) -> AsyncEngine:
+    """An async engine for `url` configured for wfed's use of that backend."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"[database] url: not a database URL: {url!r}") from None
+    if password is not None:
+        parsed = parsed.set(password=password)
+    backend = parsed.get_backend_name()
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    if backend in {"mysql", "mariadb"}:
+        options.update(isolation_level="READ COMMITTED", pool_size=pool_size, max_overflow=4)
+        options["pool_recycle"] = 3600
+    elif backend == "postgresql":
+        options.update(pool_size=pool_size, max_overflow=4)
+    elif backend != "sqlite":
+        raise ConfigError(
+            f"[database] url: unsupported backend {backend!r} "
+            "(use mysql+asyncmy, mariadb+asyncmy, postgresql+asyncpg or sqlite+aiosqlite)"
+        )
+    try:
+        engine = create_async_engine(parsed, **options)
+    except (ArgumentError, ImportError) as exc:
+        raise ConfigError(f"[database] url {redacted(parsed)}: {exc}") from None
+    if backend == "sqlite":
+        _sqlite_immediate_transactions(engine)
+    return engine
+
+
+def mysql_error_code(exc: BaseException) -> int | None:
+    """The MySQL error number inside a wrapped DBAPI error, if there is one."""
+    orig = getattr(exc, "orig", None)
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0]
+    return None
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether the transaction failed only because of a deadlock or a lock wait."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if mysql_error_code(exc) in _MYSQL_RETRYABLE:
+        return True
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return sqlstate in _POSTGRES_RETRYABLE
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether `exc` means the database could not be reached or the connection broke."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | InterfaceError | OSError | ConnectionError)
+
+
+class Database:
+    """The engine plus wfed's transaction helper; the store functions take its connections."""
+
+    def __init__(self, url: str, password: str | None = None, pool_size: int = 5) -> None:
+        self.url = url
+        self.engine = create_engine(url, password, pool_size)
+        self.backend = self.engine.dialect.name
+        self.display_url = redacted(self.engine.url)
+
+    @property
+    def supports_skip_locked(self) -> bool:
+        return self.backend != "sqlite"
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction; committed on success, rolled back on error.
+
+        A lost connection becomes DatabaseUnavailable (with the URL minus its password).
+        Deadlocks are not retried here, as the body has run already: callers that can
+        repeat their work wrap it in `run_retrying`.
+        """
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except (DBAPIError, OSError) as exc:
+            if not is_retryable(exc) and is_connection_error(exc):
+                raise DatabaseUnavailable(
+                    f"database {self.display_url} unreachable: {_reason(exc)}"
+                ) from exc
+            raise
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip() or type(orig).__name__
+    return text.splitlines()[0]
+
+
+async def run_retrying(func: Any, attempts: int = 5, base_delay: float = 0.01) -> Any:
+    """Run `await func()` again when it fails on a deadlock or a lock wait timeout."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await func()
+        except DBAPIError as exc:
+            if not is_retryable(exc) or attempt == attempts:
+                raise
+            log.info("transaction_retried", attempt=attempt, error=_reason(exc))
+            await asyncio.sleep(base_delay * attempt)
+    raise AssertionError("unreachable")

@@ -1,0 +1,180 @@
+"""The tables of DESIGN.md §3, as SQLAlchemy Core metadata.
+
+Alembic migrations in `migrations/versions/` create exactly this; a test checks that the
+migrated schema and this metadata agree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Computed,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+
+from wfed.states import Request, StepState, WorkflowState
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s",
+    }
+)
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+# Microseconds matter for leases and ordering; MySQL's DATETIME drops them unless asked.
+# All timestamps are naive UTC.
+Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+Json = JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+class utc_now(FunctionElement[datetime]):  # noqa: N801 - reads as the SQL function it is
+    """The database's current UTC time, as a column default (naive, microseconds kept)."""
+
+    type = DateTime()
+    inherit_cache = True
+
+
+@compiles(utc_now)
+def _utc_now_default(element: utc_now, compiler: SQLCompiler, **kw: Any) -> str:
+    return "CURRENT_TIMESTAMP"  # SQLite: UTC already
+
+
+@compiles(utc_now, "postgresql")
+def _utc_now_postgresql(element: utc_now, compiler: SQLCompiler, **kw: Any) -> str:
+    return "(now() AT TIME ZONE 'utc')"
+
+
+@compiles(utc_now, "mysql")
+@compiles(utc_now, "mariadb")
+def _utc_now_mysql(element: utc_now, compiler: SQLCompiler, **kw: Any) -> str:
+    return "(UTC_TIMESTAMP(6))"
+
+
+NOW = utc_now()
+
+
+def _in(column: str, values: list[str]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+WORKFLOW_STATES = [s.value for s in WorkflowState]
+STEP_STATES = [s.value for s in StepState]
+
+workflows = Table(
+    "workflows",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False),
+    Column("state", String(16), nullable=False, server_default=WorkflowState.PENDING.value),
+    Column("steps", Json, nullable=False),
+    # NULL is read as {}: a plain-SQL INSERT may leave it out.
+    Column("context", Json, nullable=True),
+    Column("current_step", Integer, nullable=False, server_default="0"),
+    Column("queue", String(64), nullable=False, server_default="default"),
+    Column("priority", Integer, nullable=False, server_default="0"),
+    # The claim orders by priority descending then id ascending; MariaDB before 10.8
+    # ignores DESC in an index, so the index carries the negated priority instead.
+    Column("claim_rank", Integer, Computed("-priority", persisted=True)),
+    Column("run_after", Timestamp, nullable=True),
+    Column("requested", String(8), nullable=True),
+    Column("claimed_by", String(255), nullable=True),
+    Column("lease_expires_at", Timestamp, nullable=True),
+    # Fencing token: bumped by every claim; every write of an owner checks it.
+    Column("fence", BigInteger, nullable=False, server_default="0"),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Column("updated_at", Timestamp, nullable=False, server_default=NOW),
+    Column("finished_at", Timestamp, nullable=True),
+    UniqueConstraint("name"),
+    CheckConstraint(_in("state", WORKFLOW_STATES), name="state"),
+    CheckConstraint(
+        f"requested IS NULL OR {_in('requested', [r.value for r in Request])}",
+        name="requested",
+    ),
+    CheckConstraint("current_step >= 0", name="current_step"),
+    # Claim: pending rows of a queue in priority order, then age.
+    Index("ix_workflows_claim", "state", "queue", "claim_rank", "id"),
+    # Rescue: running rows whose lease expired; listing by state.
+    Index("ix_workflows_lease", "state", "lease_expires_at"),
+    # A daemon's own leases (heartbeat renewal).
+    Index("ix_workflows_claimed_by", "claimed_by"),
+    # Retention: finished workflows by age.
+    Index("ix_workflows_finished", "state", "finished_at"),
+)
+
+workflow_steps = Table(
+    "workflow_steps",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column(
+        "workflow_id",
+        Id,
+        ForeignKey("workflows.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("position", Integer, nullable=False),
+    Column("step", String(255), nullable=False),
+    Column("label", String(255), nullable=True),
+    Column("args", Json, nullable=False),
+    Column("state", String(16), nullable=False, server_default=StepState.PENDING.value),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("started_at", Timestamp, nullable=True),
+    Column("finished_at", Timestamp, nullable=True),
+    Column("error", Text, nullable=True),
+    UniqueConstraint("workflow_id", "position"),
+    CheckConstraint(_in("state", STEP_STATES), name="state"),
+    CheckConstraint("attempts >= 0", name="attempts"),
+)
+
+workflow_events = Table(
+    "workflow_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    # No foreign key: events are the audit trail and outlive a deleted workflow.
+    Column("workflow_id", Id, nullable=False),
+    Column("workflow_name", String(255), nullable=False),
+    Column("position", Integer, nullable=True),
+    Column("kind", String(32), nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("at", Timestamp, nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("detail", Json, nullable=True),
+    Index("ix_workflow_events_workflow", "workflow_id", "id"),
+    Index("ix_workflow_events_name", "workflow_name", "id"),
+)
+
+daemons = Table(
+    "daemons",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("queues", Json, nullable=False),
+    Column("max_workflows", Integer, nullable=False),
+    Column("lease_seconds", Integer, nullable=False),
+    Column("started_at", Timestamp, nullable=False),
+    Column("heartbeat_at", Timestamp, nullable=False),
+)

@@ -1,0 +1,132 @@
+"""Queries on the `workflow_steps` table.
+
+Step rows are only written in the same transaction as a guarded write to their workflow's
+row, which holds the row lock (and checks the fencing token); that is what makes them safe
+without a token of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from wfed.states import StepState
+from wfed.store.rows import StepRow
+from wfed.store.schema import workflow_steps
+
+S = workflow_steps.c
+
+
+async def steps_insert(
+    conn: AsyncConnection, workflow_id: int, rows: Sequence[tuple[str, str | None, dict[str, Any]]]
+) -> None:
+    """Create the step rows of a workflow: (step name, label, args) per position."""
+    await conn.execute(
+        workflow_steps.insert(),
+        [
+            {
+                "workflow_id": workflow_id,
+                "position": position,
+                "step": name,
+                "label": label,
+                "args": args,
+                "state": StepState.PENDING,
+                "attempts": 0,
+            }
+            for position, (name, label, args) in enumerate(rows)
+        ],
+    )
+
+
+async def steps_get(conn: AsyncConnection, workflow_id: int) -> list[StepRow]:
+    """The steps of a workflow in order (empty until the definition was validated)."""
+    rows = await conn.execute(
+        select(workflow_steps)
+        .where(S.workflow_id == workflow_id)
+        .order_by(S.position)
+    )
+    return [StepRow.from_mapping(row) for row in rows.mappings()]
+
+
+async def step_start(conn: AsyncConnection, workflow_id: int, position: int, now: datetime) -> None:
+    """Mark a step running and count the attempt."""
+    await conn.execute(
+        update(workflow_steps)
+        .where(S.workflow_id == workflow_id, S.position == position)
+        .values(
+            state=StepState.RUNNING,
+            attempts=S.attempts + 1,
+            started_at=now,
+            finished_at=None,
+            error=None,
+        )
+    )
+
+
+async def step_finish(
+    conn: AsyncConnection,
+    workflow_id: int,
+    position: int,
+    state: StepState,
+    now: datetime,
+    error: str | None = None,
+) -> None:
+    """Give a step its final state for this run (completed, error, skipped, stopped)."""
+    await conn.execute(
+        update(workflow_steps)
+        .where(S.workflow_id == workflow_id, S.position == position)
+        .values(state=state, finished_at=now, error=error)
+    )
+
+
+async def step_finish_and_start_next(
+    conn: AsyncConnection, workflow_id: int, position: int, now: datetime
+) -> None:
+    """Complete step `position` and start step `position + 1` in one statement."""
+    nxt = position + 1
+    await conn.execute(
+        update(workflow_steps)
+        .where(S.workflow_id == workflow_id, S.position.in_([position, nxt]))
+        .values(
+            state=case((S.position == position, StepState.COMPLETED), else_=StepState.RUNNING),
+            attempts=case((S.position == nxt, S.attempts + 1), else_=S.attempts),
+            started_at=case((S.position == nxt, now), else_=S.started_at),
+            finished_at=case((S.position == position, now), else_=None),
+            error=None,
+        )
+    )
+
+
+async def step_reschedule(
+    conn: AsyncConnection, workflow_id: int, position: int, error: str
+) -> None:
+    """Put a failed step back to pending for its next attempt, keeping the error."""
+    await conn.execute(
+        update(workflow_steps)
+        .where(S.workflow_id == workflow_id, S.position == position)
+        .values(state=StepState.PENDING, error=error)
+    )
+
+
+async def steps_reset_from(conn: AsyncConnection, workflow_id: int, position: int) -> None:
+    """Make steps from `position` on pending again, as never run (restart)."""
+    await conn.execute(
+        update(workflow_steps)
+        .where(S.workflow_id == workflow_id, S.position >= position)
+        .values(
+            state=StepState.PENDING, attempts=0, started_at=None, finished_at=None, error=None
+        )
+    )
+
+
+async def step_reschedule_clean(conn: AsyncConnection, workflow_id: int, position: int) -> None:
+    """Make a halted step pending again for a retry; its attempts are kept."""
+    await conn.execute(
+        update(workflow_steps)
+        .where(S.workflow_id == workflow_id, S.position == position)
+        .values(state=StepState.PENDING, finished_at=None)
+    )

@@ -1,0 +1,270 @@
+"""Queries on the `workflows` table.
+
+Every state change is a guarded `UPDATE … WHERE id = :id AND state IN (:allowed)` — plus the
+fencing token for an owner's writes — and reports whether it matched, so that a caller
+never mistakes a refused or lost write for a done one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from wfed.errors import WorkflowExists
+from wfed.states import Request, WorkflowState
+from wfed.store.rows import WorkflowRow
+from wfed.store.schema import workflows
+
+W = workflows.c
+
+
+async def workflow_insert(
+    conn: AsyncConnection,
+    *,
+    name: str,
+    steps: Any,
+    context: dict[str, Any],
+    queue: str,
+    priority: int,
+    run_after: datetime | None,
+    now: datetime,
+) -> int:
+    """Insert a pending workflow; WorkflowExists if the name is taken."""
+    try:
+        result = await conn.execute(
+            workflows.insert().values(
+                name=name,
+                steps=steps,
+                context=context,
+                queue=queue,
+                priority=priority,
+                run_after=run_after,
+                state=WorkflowState.PENDING,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    except IntegrityError:
+        raise WorkflowExists(f"a workflow named {name!r} already exists") from None
+    return int(result.inserted_primary_key[0])
+
+
+async def workflow_get(
+    conn: AsyncConnection, name: str, *, for_update: bool = False
+) -> WorkflowRow | None:
+    """The workflow named `name`, optionally row-locked for the rest of the transaction."""
+    query = select(workflows).where(W.name == name)
+    if for_update:
+        query = query.with_for_update()
+    row = (await conn.execute(query)).mappings().first()
+    return WorkflowRow.from_mapping(row) if row else None
+
+
+async def workflow_get_by_id(conn: AsyncConnection, workflow_id: int) -> WorkflowRow | None:
+    row = (await conn.execute(select(workflows).where(W.id == workflow_id))).mappings().first()
+    return WorkflowRow.from_mapping(row) if row else None
+
+
+async def workflow_list(
+    conn: AsyncConnection,
+    *,
+    states: Iterable[WorkflowState] = (),
+    queue: str | None = None,
+    limit: int = 100,
+) -> list[WorkflowRow]:
+    """Workflows, newest first, filtered by state and queue."""
+    query = select(workflows).order_by(W.id.desc()).limit(limit)
+    wanted = list(states)
+    if wanted:
+        query = query.where(W.state.in_(wanted))
+    if queue is not None:
+        query = query.where(W.queue == queue)
+    rows = (await conn.execute(query)).mappings().all()
+    return [WorkflowRow.from_mapping(row) for row in rows]
+
+
+async def workflow_update(
+    conn: AsyncConnection,
+    workflow_id: int,
+    *,
+    states: Iterable[WorkflowState],
+    fence: int | None = None,
+    unrequested: bool = False,
+    values: dict[str, Any],
+) -> bool:
+    """Guarded update: applies `values` only if the row is in one of `states` (and holds
+    `fence`, and has no pending request when `unrequested`). Returns whether it matched."""
+    conditions = [W.id == workflow_id, W.state.in_(list(states))]
+    if fence is not None:
+        conditions.append(W.fence == fence)
+    if unrequested:
+        conditions.append(W.requested.is_(None))
+    result = await conn.execute(update(workflows).where(*conditions).values(**values))
+    return result.rowcount == 1
+
+
+def _claim_values(owner: str, now: datetime, lease: float) -> dict[str, Any]:
+    return {
+        "state": WorkflowState.RUNNING,
+        "claimed_by": owner,
+        "fence": W.fence + 1,
+        "lease_expires_at": now + timedelta(seconds=lease),
+        "updated_at": now,
+    }
+
+
+async def _claim_selected(
+    conn: AsyncConnection, query: Any, *, owner: str, now: datetime, lease: float
+) -> list[WorkflowRow]:
+    # The rows are locked by the SELECT (SKIP LOCKED on MySQL/PostgreSQL; SQLite's
+    # BEGIN IMMEDIATE holds the whole database), so the UPDATE cannot miss; the fence is
+    # bumped in SQL and the new value derived here rather than read back.
+    rows = [WorkflowRow.from_mapping(r) for r in (await conn.execute(query)).mappings().all()]
+    if not rows:
+        return []
+    await conn.execute(
+        update(workflows)
+        .where(W.id.in_([row.id for row in rows]))
+        .values(**_claim_values(owner, now, lease))
+    )
+    expires = now + timedelta(seconds=lease)
+    return [
+        replace(
+            row,
+            state=WorkflowState.RUNNING,
+            claimed_by=owner,
+            fence=row.fence + 1,
+            lease_expires_at=expires,
+            updated_at=now,
+        )
+        for row in rows
+    ]
+
+
+def claim_pending_query(queues: Sequence[str], limit: int, now: datetime) -> Any:
+    """The claim SELECT: pending rows of `queues`, due, by priority then age, skipping rows
+    other claimers hold."""
+    return (
+        select(workflows)
+        .where(
+            W.state == WorkflowState.PENDING,
+            W.queue.in_(list(queues)),
+            or_(W.run_after.is_(None), W.run_after <= now),
+        )
+        .order_by(W.claim_rank, W.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+
+
+async def workflow_claim_pending(
+    conn: AsyncConnection,
+    *,
+    owner: str,
+    queues: Sequence[str],
+    limit: int,
+    now: datetime,
+    lease: float,
+) -> list[WorkflowRow]:
+    """Claim up to `limit` runnable pending workflows for `owner`."""
+    query = claim_pending_query(queues, limit, now)
+    return await _claim_selected(conn, query, owner=owner, now=now, lease=lease)
+
+
+async def workflow_claim_expired(
+    conn: AsyncConnection,
+    *,
+    owner: str,
+    queues: Sequence[str],
+    limit: int,
+    now: datetime,
+    lease: float,
+) -> list[WorkflowRow]:
+    """Claim up to `limit` running workflows whose owner's lease expired (recovery)."""
+    query = (
+        select(workflows)
+        .where(
+            W.state == WorkflowState.RUNNING,
+            W.lease_expires_at < now,
+            W.queue.in_(list(queues)),
+        )
+        .order_by(W.lease_expires_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return await _claim_selected(conn, query, owner=owner, now=now, lease=lease)
+
+
+async def workflow_claim_by_id(
+    conn: AsyncConnection, workflow_id: int, *, owner: str, now: datetime, lease: float
+) -> bool:
+    """Claim one workflow if it is pending or its owner's lease expired."""
+    result = await conn.execute(
+        update(workflows)
+        .where(
+            W.id == workflow_id,
+            or_(
+                W.state == WorkflowState.PENDING,
+                and_(W.state == WorkflowState.RUNNING, W.lease_expires_at < now),
+            ),
+        )
+        .values(**_claim_values(owner, now, lease))
+    )
+    return result.rowcount == 1
+
+
+async def workflow_renew_lease(
+    conn: AsyncConnection, workflow_id: int, *, fence: int, now: datetime, lease: float
+) -> tuple[bool, Request | None]:
+    """Extend one owner's lease; returns (still owned, pending control request)."""
+    renewed = await workflow_update(
+        conn,
+        workflow_id,
+        states=[WorkflowState.RUNNING],
+        fence=fence,
+        values={"lease_expires_at": now + timedelta(seconds=lease)},
+    )
+    if not renewed:
+        return False, None
+    requested = await conn.scalar(select(W.requested).where(W.id == workflow_id))
+    return True, Request(requested) if requested else None
+
+
+async def workflow_renew_owned(
+    conn: AsyncConnection, *, owner: str, now: datetime, lease: float
+) -> dict[int, tuple[int, Request | None]]:
+    """Extend every lease `owner` holds, in one UPDATE; returns {id: (fence, request)} of
+    the workflows it still owns."""
+    await conn.execute(
+        update(workflows)
+        .where(W.claimed_by == owner, W.state == WorkflowState.RUNNING)
+        .values(lease_expires_at=now + timedelta(seconds=lease))
+    )
+    rows = await conn.execute(
+        select(W.id, W.fence, W.requested).where(
+            W.claimed_by == owner, W.state == WorkflowState.RUNNING
+        )
+    )
+    return {
+        row.id: (row.fence, Request(row.requested) if row.requested else None) for row in rows
+    }
+
+
+async def workflow_delete(conn: AsyncConnection, workflow_id: int) -> bool:
+    """Delete a workflow that is not running (its steps go with it; events stay)."""
+    result = await conn.execute(
+        workflows.delete().where(W.id == workflow_id, W.state != WorkflowState.RUNNING)
+    )
+    return result.rowcount == 1
+
+
+async def workflow_counts(conn: AsyncConnection) -> dict[str, int]:
+    """How many workflows are in each state."""
+    rows = await conn.execute(select(W.state, func.count()).group_by(W.state))
+    return {state: count for state, count in rows.tuples()}
