@@ -12,6 +12,7 @@ event with the actor (`user@host` unless given).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import getpass
 import json
@@ -46,7 +47,7 @@ from wfed.store import workflows as workflow_store
 from wfed.store.database import Database
 from wfed.store.events import Event
 from wfed.store.rows import EventRow, WorkflowRow
-from wfed.views import Workflow
+from wfed.views import Workflow, event_json
 
 log = structlog.get_logger("wfed.engine")
 
@@ -167,9 +168,7 @@ class Engine:
             )
             await event_store.events_insert(
                 conn,
-                Event(
-                    workflow_id, name, "created", self.actor, now, detail={"steps": len(plans)}
-                ),
+                Event(workflow_id, name, "created", self.actor, now, detail={"steps": len(plans)}),
             )
         log.info("workflow_created", workflow=name, steps=len(plans))
         return await self.get(name)
@@ -199,11 +198,9 @@ class Engine:
         else:
             states = [WorkflowState(s) for s in state]
         async with self.db.transaction() as conn:
-            return await workflow_store.workflow_list(
-                conn, states=states, queue=queue, limit=limit
-            )
+            return await workflow_store.workflow_list(conn, states=states, queue=queue, limit=limit)
 
-    async def history(self, name: str) -> list[EventRow]:
+    async def history(self, name: str) -> builtins.list[EventRow]:
         """The events of a workflow, oldest first; also for a deleted one (by name)."""
         async with self.db.transaction() as conn:
             row = await workflow_store.workflow_get(conn, name)
@@ -216,8 +213,6 @@ class Engine:
 
     async def export(self, name: str) -> dict[str, Any]:
         """The workflow, its steps and its events as one JSON-ready document."""
-        from wfed.views import event_json
-
         workflow = await self.get(name)
         events = await self.history(name)
         return {
@@ -294,7 +289,8 @@ class Engine:
     ) -> None:
         """Leave a pause or stop request for the owner of a running workflow."""
         decision = decide(operation, row.state, row.name)
-        assert decision.request is not None
+        if decision.request is None:
+            raise InvalidTransition(f"workflow {row.name!r} is not running")
         now = self.clock()
         matched = await workflow_store.workflow_update(
             conn,

@@ -68,9 +68,17 @@ class RunResult:
     run_after: datetime | None = None
 
 
-class _Halt(Exception):  # noqa: N818 - internal control flow
+class _Stopped(Exception):
+    """The in-flight step was cancelled by a stop request."""
+
+
+class _Halt(Exception):
     def __init__(self, result: RunResult) -> None:
         self.result = result
+
+
+def _since(started: float) -> float:
+    return round(time.monotonic() - started, 3)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -347,51 +355,54 @@ class WorkflowRunner:
         self, plan: StepPlan, context: dict[str, Any], attempts: int
     ) -> RunResult | tuple[dict[str, Any], int, int]:
         """Run one attempt of one step and commit what follows from it."""
-        bound = self.log.bind(position=plan.position, step=plan.name, attempt=attempts)
         with structlog.contextvars.bound_contextvars(
             workflow=self.workflow.name, position=plan.position, step=plan.name, attempt=attempts
         ):
             working = copy.deepcopy(context)
             started = time.monotonic()
-            bound.info("step_started")
-            self._step_task = asyncio.create_task(self._attempt(plan, working))
-            pause_prompt: str | None = None
-            failure: BaseException | None = None
+            self.log.info("step_started")
             try:
-                await self._step_task
-            except PauseWorkflow as gate:
-                pause_prompt = str(gate) or "paused by a pause step"
-            except asyncio.CancelledError:
-                if not self._step_task.cancelled():
-                    raise
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise
-                if self._lost:
-                    raise LeaseLost from None
-                return await self._stopped(plan, working)
+                pause_prompt = await self._await_step(plan, working)
+            except _Stopped:
+                return await self._stopped(plan)
             except Exception as exc:  # a step may raise anything: that is a step failure
-                failure = exc
-            finally:
-                if not self._step_task.done():
-                    self._step_task.cancel()
-                self._step_task = None
-            elapsed = round(time.monotonic() - started, 3)
-            if failure is None:
-                try:
-                    json.dumps(working)
-                except (TypeError, ValueError) as exc:
-                    failure = TypeError(f"the step left a context that is not JSON: {exc}")
-            if failure is not None:
-                bound.warning("step_failed", error=_error_text(failure), seconds=elapsed)
-                return await self._failed(plan, context, attempts, failure)
-            bound.info("step_completed", seconds=elapsed)
+                self.log.warning("step_failed", error=_error_text(exc), seconds=_since(started))
+                return await self._failed(plan, context, attempts, exc)
+            self.log.info("step_completed", seconds=_since(started))
             if self._stop_reason is not None:
                 # A stop that arrived as the step finished: the step's work stands.
                 return await self._after_step(plan, working, Request.STOP)
             if pause_prompt is not None:
                 return await self._pause_gate(plan, working, pause_prompt)
             return await self._after_step(plan, working, None)
+
+    async def _await_step(self, plan: StepPlan, working: dict[str, Any]) -> str | None:
+        """Run the step as a task that control can cancel; returns a pause gate's prompt.
+
+        Raises what the step raised, _Stopped if a stop request cancelled it, LeaseLost
+        if the lease did, and CancelledError if the runner itself was cancelled.
+        """
+        self._step_task = asyncio.create_task(self._attempt(plan, working))
+        try:
+            await self._step_task
+        except PauseWorkflow as gate:
+            return str(gate) or "paused by a pause step"
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not self._step_task.cancelled() or (current and current.cancelling()):
+                raise
+            if self._lost:
+                raise LeaseLost from None
+            raise _Stopped from None
+        finally:
+            if not self._step_task.done():
+                self._step_task.cancel()
+            self._step_task = None
+        try:
+            json.dumps(working)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"the step left a context that is not JSON: {exc}") from None
+        return None
 
     async def _attempt(self, plan: StepPlan, context: dict[str, Any]) -> None:
         args = render(plan.args, context)
@@ -449,11 +460,10 @@ class WorkflowRunner:
             )
             return context, nxt, self._prior_attempts[nxt] + 1
 
-        return await self._write(body)
+        outcome: RunResult | tuple[dict[str, Any], int, int] = await self._write(body)
+        return outcome
 
-    async def _pause_gate(
-        self, plan: StepPlan, context: dict[str, Any], prompt: str
-    ) -> RunResult:
+    async def _pause_gate(self, plan: StepPlan, context: dict[str, Any], prompt: str) -> RunResult:
         """A step asked to pause after itself: complete it and pause before the next."""
         nxt = plan.position + 1
 
@@ -476,7 +486,7 @@ class WorkflowRunner:
         result: RunResult = await self._write(body)
         return result
 
-    async def _stopped(self, plan: StepPlan, context: dict[str, Any]) -> RunResult:
+    async def _stopped(self, plan: StepPlan) -> RunResult:
         """The step was cancelled by a stop request: step and workflow become stopped."""
         reason = self._stop_reason or "stop requested"
 
@@ -558,9 +568,7 @@ class WorkflowRunner:
 
         async def body(conn: AsyncConnection) -> None:
             if await self._guarded(conn, self._unowned(WorkflowState.PENDING)):
-                await event_store.events_insert(
-                    conn, self._event("released", interrupted=True)
-                )
+                await event_store.events_insert(conn, self._event("released", interrupted=True))
 
         try:
             async with self.db.transaction() as conn:

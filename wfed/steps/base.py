@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar, get_type_hints
+from typing import Any, ClassVar, TypeVar, cast, get_type_hints
 
 Context = dict[str, Any]
 
 
-class PauseWorkflow(Exception):  # noqa: N818 - a signal to the runner, not an error
+class PauseWorkflow(Exception):
     """Raised by a step to complete and then pause its workflow (an approval gate).
 
     The context changes the step made are kept; `wfectl resume` continues with the next
@@ -54,7 +54,8 @@ class Step:
         if inspect.iscoroutinefunction(self.run):
             await self.run(ctx, **args)
         else:
-            await asyncio.to_thread(self.run, ctx, **args)
+            sync_run = cast(Callable[..., None], self.run)
+            await asyncio.to_thread(sync_run, ctx, **args)
 
 
 def _arguments_of(func: Callable[..., Any], skip: int) -> dict[str, inspect.Parameter]:

@@ -76,9 +76,7 @@ def parse_element(position: int, raw: Any, registry: StepRegistry) -> StepPlan:
     if isinstance(raw, str):
         raw = {"step": raw}
     if not isinstance(raw, dict):
-        raise InvalidDefinition(
-            f"{where}: {type(raw).__name__} is not a step ({_ELEMENT_FORM})"
-        )
+        raise InvalidDefinition(f"{where}: {type(raw).__name__} is not a step ({_ELEMENT_FORM})")
     try:
         element = _Element.model_validate(raw)
     except ValidationError as exc:
@@ -136,8 +134,7 @@ def parse_context(context: Any) -> dict[str, Any]:
             raise InvalidDefinition("context: not valid JSON; expected a JSON object") from None
     if not isinstance(context, dict):
         raise InvalidDefinition(
-            f"context must be a JSON object like {{\"key\": \"value\"}}, "
-            f"got {_json_type(context)}"
+            f'context must be a JSON object like {{"key": "value"}}, got {_json_type(context)}'
         )
     return context
 

@@ -66,6 +66,4 @@ async def require_current(db: Database) -> None:
     if current == head:
         return
     state = "missing" if current is None else f"at revision {current}, this wfed needs {head}"
-    raise SchemaOutdated(
-        f"the wfed schema in {db.display_url} is {state}: run `wfectl db upgrade`"
-    )
+    raise SchemaOutdated(f"the wfed schema in {db.display_url} is {state}: run `wfectl db upgrade`")

@@ -45,9 +45,7 @@ async def steps_insert(
 async def steps_get(conn: AsyncConnection, workflow_id: int) -> list[StepRow]:
     """The steps of a workflow in order (empty until the definition was validated)."""
     rows = await conn.execute(
-        select(workflow_steps)
-        .where(S.workflow_id == workflow_id)
-        .order_by(S.position)
+        select(workflow_steps).where(S.workflow_id == workflow_id).order_by(S.position)
     )
     return [StepRow.from_mapping(row) for row in rows.mappings()]
 
@@ -117,9 +115,7 @@ async def steps_reset_from(conn: AsyncConnection, workflow_id: int, position: in
     await conn.execute(
         update(workflow_steps)
         .where(S.workflow_id == workflow_id, S.position >= position)
-        .values(
-            state=StepState.PENDING, attempts=0, started_at=None, finished_at=None, error=None
-        )
+        .values(state=StepState.PENDING, attempts=0, started_at=None, finished_at=None, error=None)
     )
 
 

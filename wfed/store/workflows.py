@@ -52,7 +52,10 @@ async def workflow_insert(
         )
     except IntegrityError:
         raise WorkflowExists(f"a workflow named {name!r} already exists") from None
-    return int(result.inserted_primary_key[0])
+    key = result.inserted_primary_key
+    if key is None:
+        raise AssertionError("the database returned no id for the new workflow")
+    return int(key[0])
 
 
 async def workflow_get(
@@ -237,23 +240,16 @@ async def workflow_renew_lease(
 
 
 async def workflow_renew_owned(
-    conn: AsyncConnection, *, owner: str, now: datetime, lease: float
+    conn: AsyncConnection, *, owner: str, ids: Sequence[int], now: datetime, lease: float
 ) -> dict[int, tuple[int, Request | None]]:
-    """Extend every lease `owner` holds, in one UPDATE; returns {id: (fence, request)} of
-    the workflows it still owns."""
+    """Extend the leases `owner` holds on `ids`, in one UPDATE; returns
+    {id: (fence, request)} of those it still owns."""
+    owned = [W.claimed_by == owner, W.state == WorkflowState.RUNNING, W.id.in_(list(ids))]
     await conn.execute(
-        update(workflows)
-        .where(W.claimed_by == owner, W.state == WorkflowState.RUNNING)
-        .values(lease_expires_at=now + timedelta(seconds=lease))
+        update(workflows).where(*owned).values(lease_expires_at=now + timedelta(seconds=lease))
     )
-    rows = await conn.execute(
-        select(W.id, W.fence, W.requested).where(
-            W.claimed_by == owner, W.state == WorkflowState.RUNNING
-        )
-    )
-    return {
-        row.id: (row.fence, Request(row.requested) if row.requested else None) for row in rows
-    }
+    rows = await conn.execute(select(W.id, W.fence, W.requested).where(*owned))
+    return {row.id: (row.fence, Request(row.requested) if row.requested else None) for row in rows}
 
 
 async def workflow_delete(conn: AsyncConnection, workflow_id: int) -> bool:

@@ -42,9 +42,7 @@ def upgrade() -> None:
         sa.Column("finished_at", Timestamp, nullable=True),
         sa.UniqueConstraint("name", name="uq_workflows_name"),
         sa.CheckConstraint(f"state IN ({WORKFLOW_STATES})", name="state"),
-        sa.CheckConstraint(
-            "requested IS NULL OR requested IN ('pause', 'stop')", name="requested"
-        ),
+        sa.CheckConstraint("requested IS NULL OR requested IN ('pause', 'stop')", name="requested"),
         sa.CheckConstraint("current_step >= 0", name="current_step"),
     )
     op.create_index("ix_workflows_claim", "workflows", ["state", "queue", "claim_rank", "id"])

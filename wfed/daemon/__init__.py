@@ -1,0 +1,1 @@
+"""The wfed daemon: claims runnable workflows and runs them, many at once."""

@@ -1,0 +1,348 @@
+"""The daemon's supervisor: claims workflows into free slots and runs them, many at once.
+
+Its side loops (poller, heartbeat, rescuer) run in one TaskGroup, so a crash in one stops
+the whole daemon loudly instead of leaving it half-alive. Signal handlers only set events;
+the loops wait on "stop or timeout", never on a bare sleep.
+
+Shutdown (SIGTERM/SIGINT): stop claiming, let in-flight steps finish within
+`shutdown_grace` while the heartbeat keeps their leases, hand every workflow back as
+pending at once, deregister, exit 0. A second signal cancels the steps at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy.exc import DBAPIError
+
+from wfed import __version__
+from wfed.clock import Clock, utc_now
+from wfed.config import Config
+from wfed.daemon import sdnotify
+from wfed.errors import DatabaseUnavailable
+from wfed.runner import WorkflowRunner
+from wfed.states import Request
+from wfed.steps.registry import StepRegistry
+from wfed.store import daemons as daemon_store
+from wfed.store import migrate
+from wfed.store import workflows as workflow_store
+from wfed.store.database import Database, is_connection_error, run_retrying
+from wfed.store.rows import DaemonRow, WorkflowRow
+
+log = structlog.get_logger("wfed.daemon")
+
+OUTAGE_BACKOFF_MAX = 10.0
+
+
+class Daemon:
+    """One wfed daemon process."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        registry: StepRegistry | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.config = config
+        self.settings = config.daemon
+        self.registry = registry or StepRegistry.from_modules(config.steps.modules)
+        self.clock = clock
+        self.id = self.settings.id or f"{socket.gethostname()}:{os.getpid()}"
+        self.db = Database(
+            config.database.url,
+            config.database_password(),
+            pool_size=min(self.settings.max_workflows, 20) + 2,
+        )
+        self.runners: dict[int, WorkflowRunner] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._stopping = asyncio.Event()
+        self._finished = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._signals = 0
+        self.log = log.bind(daemon=self.id)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until a signal (or `request_shutdown`) and a clean shutdown."""
+        try:
+            await migrate.require_current(self.db)
+            await self._register()
+            self._install_signal_handlers()
+            self.log.info(
+                "daemon_started",
+                queues=self.settings.queues,
+                max_workflows=self.settings.max_workflows,
+                database=self.db.display_url,
+                steps=self.registry.names(),
+            )
+            sdnotify.notify("READY=1\nSTATUS=claiming workflows")
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._side_loop("poller", self._poll_loop))
+                group.create_task(self._side_loop("heartbeat", self._heartbeat_loop))
+                group.create_task(self._side_loop("rescuer", self._rescue_loop))
+                await self._stopping.wait()
+                await self._drain()
+                self._finished.set()
+        finally:
+            self._remove_signal_handlers()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._deregister())
+            await self.db.dispose()
+            self.log.info("daemon_stopped")
+
+    def request_shutdown(self) -> None:
+        """Begin a graceful shutdown; a second call cancels running steps at once."""
+        self._signals += 1
+        if self._signals == 1:
+            self.log.info("shutdown_requested", grace=self.settings.shutdown_grace)
+            sdnotify.notify("STOPPING=1")
+            self._stopping.set()
+            for runner in self.runners.values():
+                runner.release_after_step()
+        else:
+            self.log.warning("shutdown_forced", running=len(self._tasks))
+            for task in self._tasks.values():
+                task.cancel()
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_shutdown)
+
+    def _remove_signal_handlers(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+
+    def _daemon_row(self, now: datetime) -> DaemonRow:
+        return DaemonRow(
+            id=self.id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=__version__,
+            queues=list(self.settings.queues),
+            max_workflows=self.settings.max_workflows,
+            lease_seconds=round(self.settings.lease),
+            started_at=now,
+            heartbeat_at=now,
+        )
+
+    async def _register(self) -> None:
+        async with self.db.transaction() as conn:
+            await daemon_store.daemon_register(conn, self._daemon_row(self.clock()))
+
+    async def _deregister(self) -> None:
+        async with self.db.transaction() as conn:
+            await daemon_store.daemon_deregister(conn, self.id)
+
+    async def _drain(self) -> None:
+        """Shutdown: wait for in-flight steps up to the grace, then cancel them."""
+        tasks = list(self._tasks.values())
+        if not tasks:
+            return
+        self.log.info("draining", running=len(tasks))
+        _done, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace)
+        if pending:
+            self.log.warning("grace_expired", cancelled=len(pending))
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending)
+
+    # -- loops ------------------------------------------------------------------------
+
+    async def _side_loop(self, name: str, body: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await body()
+        except Exception:
+            self.log.exception("side_loop_crashed", loop=name)
+            raise
+
+    async def _wait(self, event: asyncio.Event, seconds: float) -> bool:
+        """Wait for `event` at most `seconds`; returns whether it is set."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await event.wait()
+        return event.is_set()
+
+    async def _outage(self, what: str, exc: BaseException, delay: float) -> float:
+        """Log a database problem in a loop and wait before the next try."""
+        self.log.warning(f"{what}_failed", error=str(exc).splitlines()[0][:300], retry_in=delay)
+        await self._wait(self._finished, delay)
+        return min(delay * 2, OUTAGE_BACKOFF_MAX)
+
+    async def _poll_loop(self) -> None:
+        delay = self.settings.poll_interval
+        while not self._stopping.is_set():
+            free = self.settings.max_workflows - len(self._tasks)
+            if free <= 0:
+                # Full: the next poll is when a slot frees up.
+                self._slot_freed.clear()
+                await self._wait_any(self._slot_freed, self.settings.poll_interval)
+                continue
+            try:
+                claimed = await self._claim(free, expired=False)
+            except (DatabaseUnavailable, DBAPIError, OSError) as exc:
+                if not (isinstance(exc, DatabaseUnavailable) or is_connection_error(exc)):
+                    raise
+                delay = await self._outage("claim", exc, delay)
+                continue
+            delay = self.settings.poll_interval
+            if len(claimed) == free:
+                continue  # there may be more: claim again at once
+            self._slot_freed.clear()
+            await self._wait_any(self._slot_freed, self.settings.poll_interval)
+
+    async def _wait_any(self, event: asyncio.Event, seconds: float) -> None:
+        """Wait for `event`, shutdown, or `seconds`."""
+        stop = asyncio.ensure_future(self._stopping.wait())
+        other = asyncio.ensure_future(event.wait())
+        try:
+            await asyncio.wait({stop, other}, timeout=seconds, return_when="FIRST_COMPLETED")
+        finally:
+            stop.cancel()
+            other.cancel()
+
+    async def _rescue_loop(self) -> None:
+        """Take over workflows whose owner's lease expired (a dead or stuck daemon)."""
+        interval = max(self.settings.poll_interval, self.settings.lease / 4)
+        delay = interval
+        while not await self._wait(self._stopping, delay):
+            free = self.settings.max_workflows - len(self._tasks)
+            if free <= 0:
+                continue
+            try:
+                rescued = await self._claim(free, expired=True)
+            except (DatabaseUnavailable, DBAPIError, OSError) as exc:
+                if not (isinstance(exc, DatabaseUnavailable) or is_connection_error(exc)):
+                    raise
+                delay = await self._outage("rescue", exc, delay)
+                continue
+            delay = interval
+            if rescued:
+                self.log.warning("workflows_recovered", count=len(rescued))
+
+    async def _claim(self, limit: int, *, expired: bool) -> list[WorkflowRow]:
+        claim = (
+            workflow_store.workflow_claim_expired
+            if expired
+            else workflow_store.workflow_claim_pending
+        )
+
+        async def attempt() -> list[WorkflowRow]:
+            async with self.db.transaction() as conn:
+                return await claim(
+                    conn,
+                    owner=self.id,
+                    queues=self.settings.queues,
+                    limit=limit,
+                    now=self.clock(),
+                    lease=self.settings.lease,
+                )
+
+        rows: list[WorkflowRow] = await run_retrying(attempt)
+        for row in rows:
+            self._start(row)
+        if rows:
+            self.log.info("workflows_claimed", count=len(rows), expired=expired)
+        return rows
+
+    def _start(self, row: WorkflowRow) -> None:
+        runner = WorkflowRunner(
+            self.db,
+            self.registry,
+            row,
+            actor=self.id,
+            lease_seconds=self.settings.lease,
+            clock=self.clock,
+        )
+        if self._stopping.is_set():
+            runner.release_after_step()
+        self.runners[row.id] = runner
+        self._tasks[row.id] = asyncio.create_task(self._run_workflow(runner))
+
+    async def _run_workflow(self, runner: WorkflowRunner) -> None:
+        workflow_id = runner.workflow.id
+        try:
+            result = await runner.run()
+            self.log.info(
+                "runner_finished",
+                workflow=runner.workflow.name,
+                outcome=result.outcome.value,
+                message=result.message,
+            )
+        except Exception:
+            # A runner bug must not take the daemon down with it; the lease expiring
+            # hands the workflow to a rescuer.
+            self.log.exception("runner_crashed", workflow=runner.workflow.name)
+        finally:
+            self.runners.pop(workflow_id, None)
+            self._tasks.pop(workflow_id, None)
+            self._slot_freed.set()
+
+    async def _heartbeat_loop(self) -> None:
+        """Every `control_interval`: refresh this daemon's row, renew all its leases in one
+        UPDATE, and pass stop requests and lost leases on to the runners."""
+        interval = self.settings.control_interval
+        watchdog = sdnotify.watchdog_interval()
+        if watchdog is not None:
+            interval = min(interval, watchdog)
+        delay = interval
+        while not await self._wait(self._finished, delay):
+            try:
+                await self._beat()
+            except (DatabaseUnavailable, DBAPIError, OSError) as exc:
+                if not (isinstance(exc, DatabaseUnavailable) or is_connection_error(exc)):
+                    raise
+                self._lose_expired()
+                delay = await self._outage("heartbeat", exc, delay)
+                continue
+            delay = interval
+            if watchdog is not None:
+                sdnotify.notify("WATCHDOG=1")
+
+    async def _beat(self) -> None:
+        now = self.clock()
+        owned_ids = list(self.runners)
+
+        async def attempt() -> dict[int, tuple[int, Request | None]]:
+            async with self.db.transaction() as conn:
+                if not await daemon_store.daemon_heartbeat(conn, self.id, now):
+                    # Our row is gone (pruned while we looked dead): register again.
+                    self.log.warning("daemon_reregistered")
+                    await daemon_store.daemon_register(conn, self._daemon_row(now))
+                if not owned_ids:
+                    return {}
+                return await workflow_store.workflow_renew_owned(
+                    conn, owner=self.id, ids=owned_ids, now=now, lease=self.settings.lease
+                )
+
+        owned: dict[int, tuple[int, Request | None]] = await run_retrying(attempt)
+        expires = now + timedelta(seconds=self.settings.lease)
+        for workflow_id in owned_ids:
+            runner = self.runners.get(workflow_id)
+            if runner is None:
+                continue
+            held = owned.get(workflow_id)
+            if held is None or held[0] != runner.fence:
+                runner.lose()
+                continue
+            runner.renewed(expires)
+            if held[1] is Request.STOP:
+                runner.stop("stop requested")
+
+    def _lose_expired(self) -> None:
+        """Runners whose lease ran out while the database was away have lost it."""
+        now = self.clock()
+        for runner in list(self.runners.values()):
+            if now >= runner.lease_expires_at:
+                runner.lose()
