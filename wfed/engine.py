@@ -205,7 +205,9 @@ class Engine:
         async with self.db.transaction() as conn:
             row = await workflow_store.workflow_get(conn, name)
             if row is not None:
-                return await event_store.events_for_workflow(conn, workflow_id=row.id)
+                return await event_store.events_for_workflow(
+                    conn, workflow_id=row.id, workflow_name=name
+                )
             events = await event_store.events_for_workflow(conn, workflow_name=name)
         if not events:
             raise WorkflowNotFound(f"no workflow named {name!r}")
@@ -241,7 +243,8 @@ class Engine:
         event = await event_store.event_latest(conn, row.id, kinds)
         if event is None:
             return None
-        by = f"{event.kind.replace('_', ' ')} by {event.actor}"
+        actor = event.detail.get("requested_by", event.actor)
+        by = f"{event.kind.replace('_', ' ')} by {actor}"
         return f"{by}: {event.reason}" if event.reason else by
 
     # -- operator control -------------------------------------------------------------
@@ -502,7 +505,7 @@ class Engine:
             async with self.db.transaction() as conn:
                 row = await self._require(conn, name)
                 if row.state is WorkflowState.COMPLETED:
-                    return await self.get(name)
+                    return Workflow(row=row, steps=await step_store.steps_get(conn, row.id))
                 _check_runnable(row, now)
                 claimed = await workflow_store.workflow_claim_by_id(
                     conn, row.id, owner=self.actor, now=now, lease=self.lease

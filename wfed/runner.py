@@ -239,7 +239,9 @@ class WorkflowRunner:
             await self._fail_invalid(str(exc))
             raise _Halt(RunResult(Outcome.ERROR, str(exc), invalid=True)) from None
 
-        async def body(conn: AsyncConnection) -> tuple[int, int]:
+        # The body returns a RunResult when the workflow ends here: raising would roll
+        # back the very transition it just wrote.
+        async def body(conn: AsyncConnection) -> RunResult | tuple[int, int]:
             rows = await step_store.steps_get(conn, row.id)
             if not rows:
                 await step_store.steps_insert(
@@ -254,14 +256,16 @@ class WorkflowRunner:
                     "`wfectl restart --from-step 0` rebuilds them"
                 )
             if row.requested is not None:
-                raise _Halt(await self._honour_request(conn, row.requested, None, context))
+                return await self._honour_request(conn, row.requested, None, context)
             position = row.current_step
             if position >= len(plans):
                 await self._complete(conn, context, None)
-                raise _Halt(RunResult(Outcome.COMPLETED))
+                return RunResult(Outcome.COMPLETED)
             current = rows[position]
             if current.state is StepState.RUNNING:
-                await self._interrupted(conn, plans[position], current)
+                halted = await self._interrupted(conn, plans[position], current)
+                if halted is not None:
+                    return halted
             await self._must(conn, {"lease_expires_at": self._next_expiry()})
             await step_store.step_start(conn, row.id, position, self.clock())
             await event_store.events_insert(
@@ -270,10 +274,13 @@ class WorkflowRunner:
             return position, current.attempts + 1
 
         try:
-            position, attempts = await self._write(body)
+            prepared: RunResult | tuple[int, int] = await self._write(body)
         except InvalidDefinition as exc:
             await self._fail_invalid(str(exc))
             raise _Halt(RunResult(Outcome.ERROR, str(exc), invalid=True)) from None
+        if isinstance(prepared, RunResult):
+            raise _Halt(prepared)
+        position, attempts = prepared
         return plans, context, position, attempts
 
     def _next_expiry(self) -> datetime:
@@ -281,15 +288,18 @@ class WorkflowRunner:
         self.lease_expires_at = expires
         return expires
 
-    async def _interrupted(self, conn: AsyncConnection, plan: StepPlan, current: StepRow) -> None:
-        """The previous owner died (or was cancelled) while this step ran."""
+    async def _interrupted(
+        self, conn: AsyncConnection, plan: StepPlan, current: StepRow
+    ) -> RunResult | None:
+        """The previous owner died (or was cancelled) while this step ran: re-run it if it
+        is idempotent (None), else put the workflow in error."""
         if plan.idempotent:
             self.log.warning("step_interrupted_rerun", position=plan.position, step=plan.name)
             await event_store.events_insert(
                 conn,
                 self._event("step_interrupted", position=plan.position, rerun=True),
             )
-            return
+            return None
         message = (
             f"interrupted while running {plan.title} (attempt {current.attempts}); it is not "
             "idempotent, so it was not re-run: check what it did, then `wfectl retry` or "
@@ -305,7 +315,7 @@ class WorkflowRunner:
             self._event("step_interrupted", position=plan.position, rerun=False),
             self._event("error", position=plan.position, reason=message),
         )
-        raise _Halt(RunResult(Outcome.ERROR, message))
+        return RunResult(Outcome.ERROR, message)
 
     async def _fail_invalid(self, message: str) -> None:
         text = f"invalid workflow: {message}"
@@ -332,7 +342,17 @@ class WorkflowRunner:
             await step_store.step_finish(
                 conn, self.workflow.id, finished.position, StepState.COMPLETED, self.clock()
             )
-        await event_store.events_insert(conn, self._event(state.value, position=position))
+        # Carry the operator's reason over, so `show` says who halted it and why.
+        asked = await event_store.event_latest(
+            conn, self.workflow.id, [f"{request.value}_requested"]
+        )
+        by = {"requested_by": asked.actor} if asked else {}
+        await event_store.events_insert(
+            conn,
+            self._event(
+                state.value, position=position, reason=asked.reason if asked else None, **by
+            ),
+        )
         self.log.info(f"workflow_{state.value}", position=position)
         return RunResult(Outcome.PAUSED if state is WorkflowState.PAUSED else Outcome.STOPPED)
 

@@ -1,0 +1,328 @@
+"""The daemon as operators run it: real `wfed` processes, real signals, real databases."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from daemon_harness import (
+    DaemonFactory,
+    insert_workflows,
+    journal_lines,
+    wait_for_journal,
+    wait_until,
+)
+from sqlalchemy import text
+
+from wfed import Engine, StepState, WorkflowState
+
+
+def _state_is(engine: Engine, name: str, *states: WorkflowState) -> Any:
+    async def check() -> bool:
+        return (await engine.get(name)).state in states
+
+    return check
+
+
+async def _create(
+    engine: Engine, name: str, queue: str, journal: Path, steps: list[Any]
+) -> None:
+    await engine.create_workflow(name, {"journal": str(journal)}, steps, queue=queue)
+
+
+async def test_two_daemons_run_200_plain_sql_workflows_exactly_once(
+    engine: Engine, start_daemon: DaemonFactory, queue: str, journal: Path, schema: str
+) -> None:
+    """Two daemons share 200 workflows enqueued with plain SQL: all complete, and every
+    step ran exactly once."""
+    rows = [
+        {
+            "name": f"{queue}-{i}",
+            "queue": queue,
+            "context": {"journal": str(journal)},
+            "steps": [{"step": "mark", "args": {"tag": f"w{i}-s{p}"}} for p in range(3)],
+        }
+        for i in range(200)
+    ]
+    await insert_workflows(engine, rows)
+    first = start_daemon(schema, queue=queue)
+    second = start_daemon(schema, queue=queue)
+
+    async def all_completed() -> bool:
+        async with engine.db.engine.connect() as conn:
+            done = await conn.scalar(
+                text("SELECT COUNT(*) FROM workflows WHERE queue = :q AND state = 'completed'"),
+                {"q": queue},
+            )
+        return done == 200
+
+    await wait_until(all_completed, limit=120, what="200 completed workflows")
+    tags = [line.split()[1] for line in journal_lines(journal)]
+    assert sorted(tags) == sorted(f"w{i}-s{p}" for i in range(200) for p in range(3))
+    async with engine.db.engine.connect() as conn:
+        attempts = (
+            await conn.execute(
+                text(
+                    "SELECT s.attempts, COUNT(*) FROM workflow_steps s "
+                    "JOIN workflows w ON w.id = s.workflow_id WHERE w.queue = :q "
+                    "GROUP BY s.attempts"
+                ),
+                {"q": queue},
+            )
+        ).all()
+    assert [tuple(row) for row in attempts] == [(1, 600)]
+    assert first.proc.poll() is None
+    assert second.proc.poll() is None
+
+
+async def test_pause_lets_the_running_step_finish_and_starts_no_other(
+    engine: Engine, start_daemon: DaemonFactory, queue: str, journal: Path, schema: str
+) -> None:
+    """A pause during a running step: that step completes, no later step starts, the
+    workflow is paused; resume completes it."""
+    name = f"{queue}-pause"
+    steps = [
+        {"step": "slow", "args": {"tag": "a", "seconds": 1.0}},
+        {"step": "mark", "args": {"tag": "b"}},
+    ]
+    await _create(engine, name, queue, journal, steps)
+    start_daemon(schema, queue=queue)
+    await wait_for_journal(journal, "start a")
+    await engine.pause(name, reason="change window closed")
+    await wait_until(_state_is(engine, name, WorkflowState.PAUSED), what="paused")
+    workflow = await engine.get(name)
+    assert [s.state for s in workflow.steps] == [StepState.COMPLETED, StepState.PENDING]
+    assert workflow.current_step == 1
+    assert workflow.halt_reason is not None
+    assert "change window closed" in workflow.halt_reason
+    assert [line.split()[:2] for line in journal_lines(journal)] == [
+        ["start", "a"],
+        ["end", "a"],
+    ]
+    await engine.resume(name)
+    await wait_until(_state_is(engine, name, WorkflowState.COMPLETED), what="completed")
+    assert any(line.startswith("ran b") for line in journal_lines(journal))
+
+
+async def test_stop_cancels_a_long_step(
+    engine: Engine, start_daemon: DaemonFactory, queue: str, journal: Path, schema: str
+) -> None:
+    """A stop during a 60 s step cancels it: step and workflow are `stopped` long before
+    the step could have ended, and the next step never starts."""
+    name = f"{queue}-stop"
+    steps = [
+        {"step": "slow", "args": {"tag": "long", "seconds": 60}},
+        {"step": "mark", "args": {"tag": "never"}},
+    ]
+    await _create(engine, name, queue, journal, steps)
+    start_daemon(schema, queue=queue, control_interval=0.2)
+    await wait_for_journal(journal, "start long")
+    await engine.stop(name, reason="wrong servers")
+    took = await wait_until(
+        _state_is(engine, name, WorkflowState.STOPPED), limit=15, what="stopped"
+    )
+    print(f"stop latency: {took:.3f} s (control_interval 0.2 s)")
+    workflow = await engine.get(name)
+    assert [s.state for s in workflow.steps] == [StepState.STOPPED, StepState.PENDING]
+    assert workflow.row.claimed_by is None
+    assert not any(line.startswith(("end long", "ran never")) for line in journal_lines(journal))
+    kinds = [event.kind for event in await engine.history(name)]
+    assert kinds[-2:] == ["stop_requested", "stopped"]
+
+
+async def test_kill_9_during_idempotent_step_is_recovered_by_another_daemon(
+    engine: Engine, start_daemon: DaemonFactory, queue: str, journal: Path, schema: str
+) -> None:
+    """kill -9 during an idempotent step: after the lease, a second daemon re-runs that
+    step (attempts 2) and finishes the workflow; other steps ran once."""
+    name = f"{queue}-kill-idem"
+    steps = [
+        {"step": "mark", "args": {"tag": "a"}},
+        {"step": "slow_idempotent", "args": {"tag": "b", "seconds": 1.0}},
+        {"step": "mark", "args": {"tag": "c"}},
+    ]
+    await _create(engine, name, queue, journal, steps)
+    victim = start_daemon(schema, queue=queue, lease=2.0)
+    await wait_for_journal(journal, "start b")
+    victim.signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    victim.wait()
+    start_daemon(schema, queue=queue, lease=2.0)
+    await wait_until(
+        _state_is(engine, name, WorkflowState.COMPLETED), limit=30, what="completed"
+    )
+    print(f"recovered after kill -9 in {time.monotonic() - killed_at:.3f} s (lease 2 s)")
+    workflow = await engine.get(name)
+    assert [s.attempts for s in workflow.steps] == [1, 2, 1]
+    starts = [line for line in journal_lines(journal) if line.startswith("start b")]
+    assert len(starts) == 2
+    assert sum(line.startswith("ran a") for line in journal_lines(journal)) == 1
+    assert sum(line.startswith("ran c") for line in journal_lines(journal)) == 1
+
+
+async def test_kill_9_during_non_idempotent_step_puts_workflow_in_error(
+    engine: Engine, start_daemon: DaemonFactory, queue: str, journal: Path, schema: str
+) -> None:
+    """kill -9 during a non-idempotent step: the recovering daemon never re-runs it; the
+    workflow goes to `error` saying it was interrupted and what to do."""
+    name = f"{queue}-kill"
+    steps = [
+        {"step": "mark", "args": {"tag": "a"}},
+        {"step": "slow", "args": {"tag": "b", "seconds": 1.0}},
+        {"step": "mark", "args": {"tag": "c"}},
+    ]
+    await _create(engine, name, queue, journal, steps)
+    victim = start_daemon(schema, queue=queue, lease=2.0)
+    await wait_for_journal(journal, "start b")
+    victim.signal(signal.SIGKILL)
+    victim.wait()
+    rescuer = start_daemon(schema, queue=queue, lease=2.0)
+    await wait_until(_state_is(engine, name, WorkflowState.ERROR), limit=30, what="error")
+    workflow = await engine.get(name)
+    assert workflow.last_error is not None
+    assert "interrupted" in workflow.last_error
+    assert "wfectl retry" in workflow.last_error
+    assert [s.state for s in workflow.steps] == [
+        StepState.COMPLETED,
+        StepState.ERROR,
+        StepState.PENDING,
+    ]
+    assert [s.attempts for s in workflow.steps] == [1, 1, 0]
+    assert sum(line.startswith("start b") for line in journal_lines(journal)) == 1
+    assert rescuer.proc.poll() is None
+
+
+async def test_fencing_a_resumed_daemon_cannot_overwrite_the_new_owner(
+    engine: Engine, start_daemon: DaemonFactory, queue: str, journal: Path, schema: str
+) -> None:
+    """SIGSTOP a daemon mid-step past its lease, let another take the workflow over and
+    finish it, SIGCONT the first: its late writes change nothing."""
+    name = f"{queue}-fence"
+    steps = [
+        {"step": "slow_idempotent", "args": {"tag": "b", "seconds": 1.0}},
+        {"step": "mark", "args": {"tag": "c"}},
+    ]
+    await _create(engine, name, queue, journal, steps)
+    frozen = start_daemon(schema, queue=queue, lease=1.5)
+    await wait_for_journal(journal, "start b")
+    frozen.signal(signal.SIGSTOP)
+    successor = start_daemon(schema, queue=queue, lease=1.5)
+    await wait_until(
+        _state_is(engine, name, WorkflowState.COMPLETED), limit=30, what="completed"
+    )
+    before = await engine.get(name)
+    events_before = await engine.history(name)
+    frozen.signal(signal.SIGCONT)
+    frozen.wait_for_log("lease_lost", timeout=30)
+    after = await engine.get(name)
+    assert after.row == before.row
+    assert after.steps == before.steps
+    assert await engine.history(name) == events_before
+    assert after.context["b_by"] == successor.pid
+    assert after.context["c_by"] == successor.pid
+    assert [s.attempts for s in after.steps] == [2, 1]
+    assert frozen.proc.poll() is None
+
+
+async def test_sigterm_lets_the_step_finish_and_hands_the_workflow_back(
+    engine: Engine, start_daemon: DaemonFactory, queue: str, journal: Path, schema: str
+) -> None:
+    """SIGTERM mid-step: the step completes, the workflow is pending and unowned when the
+    daemon exits 0, and another daemon finishes it."""
+    name = f"{queue}-term"
+    steps = [
+        {"step": "slow", "args": {"tag": "b", "seconds": 1.0}},
+        {"step": "mark", "args": {"tag": "c"}},
+    ]
+    await _create(engine, name, queue, journal, steps)
+    leaving = start_daemon(schema, queue=queue, shutdown_grace=30)
+    await wait_for_journal(journal, "start b")
+    leaving.signal(signal.SIGTERM)
+    assert leaving.wait(timeout=30) == 0
+    workflow = await engine.get(name)
+    assert workflow.state is WorkflowState.PENDING
+    assert workflow.row.claimed_by is None
+    assert workflow.current_step == 1
+    assert [s.state for s in workflow.steps] == [StepState.COMPLETED, StepState.PENDING]
+    async with engine.db.engine.connect() as conn:
+        registered = await conn.scalar(
+            text("SELECT COUNT(*) FROM daemons WHERE pid = :pid"), {"pid": leaving.pid}
+        )
+    assert registered == 0
+    start_daemon(schema, queue=queue)
+    await wait_until(_state_is(engine, name, WorkflowState.COMPLETED), what="completed")
+    assert (await engine.get(name)).steps[1].attempts == 1
+
+
+async def test_sigterm_past_the_grace_interrupts_the_step(
+    engine: Engine, start_daemon: DaemonFactory, queue: str, journal: Path, schema: str
+) -> None:
+    """A step still running when the shutdown grace ends is cancelled and treated as
+    interrupted: the workflow is handed back at once, and the next daemon puts the
+    non-idempotent step in error."""
+    name = f"{queue}-grace"
+    steps = [{"step": "slow", "args": {"tag": "b", "seconds": 60}}]
+    await _create(engine, name, queue, journal, steps)
+    leaving = start_daemon(schema, queue=queue, shutdown_grace=0.5, lease=30)
+    await wait_for_journal(journal, "start b")
+    leaving.signal(signal.SIGTERM)
+    assert leaving.wait(timeout=30) == 0
+    workflow = await engine.get(name)
+    assert workflow.state is WorkflowState.PENDING
+    assert workflow.row.claimed_by is None
+    start_daemon(schema, queue=queue, lease=30)
+    await wait_until(_state_is(engine, name, WorkflowState.ERROR), what="error")
+    assert "interrupted" in ((await engine.get(name)).last_error or "")
+
+
+async def test_bad_rows_go_to_error_while_good_rows_flow(
+    engine: Engine, start_daemon: DaemonFactory, queue: str, journal: Path, schema: str
+) -> None:
+    """Rows the daemon cannot run go to `error` naming the problem; valid rows around
+    them complete and the daemon stays up."""
+    context = {"journal": str(journal)}
+    bad = {
+        f"{queue}-unknown": (["no_such_step"], context, "unknown step 'no_such_step'"),
+        f"{queue}-notlist": ({"step": "mark"}, context, "non-empty JSON list"),
+        f"{queue}-empty": ([], context, "empty"),
+        f"{queue}-ctx": ([{"step": "mark", "args": {"tag": "x"}}], [1, 2], "JSON object"),
+        f"{queue}-args": ([{"step": "slow", "args": {"seconds": "soon"}}], context, "seconds"),
+    }
+    good = [f"{queue}-good-{i}" for i in range(5)]
+    rows = [
+        {"name": n, "queue": queue, "steps": steps, "context": ctx}
+        for n, (steps, ctx, _) in bad.items()
+    ]
+    rows += [
+        {
+            "name": n,
+            "queue": queue,
+            "steps": [{"step": "mark", "args": {"tag": n}}],
+            "context": context,
+        }
+        for n in good
+    ]
+    await insert_workflows(engine, rows)
+    daemon = start_daemon(schema, queue=queue)
+    for n in good:
+        await wait_until(_state_is(engine, n, WorkflowState.COMPLETED), what=f"{n} completed")
+    for n, (_, _, expected) in bad.items():
+        await wait_until(_state_is(engine, n, WorkflowState.ERROR), what=f"{n} in error")
+        message = (await engine.get(n)).last_error or ""
+        assert expected in message, message
+    assert daemon.proc.poll() is None
+
+
+async def test_daemon_refuses_to_start_without_the_schema(
+    start_daemon: DaemonFactory, tmp_path: Path, queue: str
+) -> None:
+    """On a database without the wfed schema the daemon exits 1 telling the operator to
+    run `wfectl db upgrade`."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+    daemon = start_daemon(url, queue=queue, wait_ready=False)
+    assert daemon.wait(timeout=30) == 1
+    output = daemon.log_path.read_text()
+    assert "wfectl db upgrade" in output
+    assert "Traceback" not in output
