@@ -56,6 +56,11 @@ class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console", "auto"] = "auto"
 
+    @field_validator("level", mode="before")
+    @classmethod
+    def _level_any_case(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
 
 class MetricsConfig(_Section):
     listen: str = ""
@@ -81,6 +86,8 @@ class Config(_Section):
             raise ConfigError(
                 f"[database] password_file: cannot read {path}: {exc.strerror}"
             ) from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"[database] password_file: {path} is not UTF-8 text") from None
 
 
 def _describe(error: ValidationError, source: str) -> str:
@@ -127,6 +134,10 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
             raise ConfigError(f"cannot read config file {source}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:  # tomllib decodes before parsing
+            raise ConfigError(
+                f"{source}: not valid TOML: not UTF-8 text (byte {exc.start})"
+            ) from None
     config = parse_config(data, source)
     override = os.environ.get(DATABASE_URL_ENV)
     if override:

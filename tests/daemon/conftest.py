@@ -122,5 +122,3 @@ async def engine(schema: str) -> AsyncIterator[Engine]:
     """An Engine on the test database with the test steps, for setting up and checking."""
     async with Engine(schema, step_modules=STEP_MODULES, actor="tester@test") as engine:
         yield engine
-
-

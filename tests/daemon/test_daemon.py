@@ -26,9 +26,7 @@ def _state_is(engine: Engine, name: str, *states: WorkflowState) -> Any:
     return check
 
 
-async def _create(
-    engine: Engine, name: str, queue: str, journal: Path, steps: list[Any]
-) -> None:
+async def _create(engine: Engine, name: str, queue: str, journal: Path, steps: list[Any]) -> None:
     await engine.create_workflow(name, {"journal": str(journal)}, steps, queue=queue)
 
 
@@ -150,9 +148,7 @@ async def test_kill_9_during_idempotent_step_is_recovered_by_another_daemon(
     killed_at = time.monotonic()
     victim.wait()
     start_daemon(schema, queue=queue, lease=2.0)
-    await wait_until(
-        _state_is(engine, name, WorkflowState.COMPLETED), limit=30, what="completed"
-    )
+    await wait_until(_state_is(engine, name, WorkflowState.COMPLETED), limit=30, what="completed")
     print(f"recovered after kill -9 in {time.monotonic() - killed_at:.3f} s (lease 2 s)")
     workflow = await engine.get(name)
     assert [s.attempts for s in workflow.steps] == [1, 2, 1]
@@ -209,9 +205,7 @@ async def test_fencing_a_resumed_daemon_cannot_overwrite_the_new_owner(
     await wait_for_journal(journal, "start b")
     frozen.signal(signal.SIGSTOP)
     successor = start_daemon(schema, queue=queue, lease=1.5)
-    await wait_until(
-        _state_is(engine, name, WorkflowState.COMPLETED), limit=30, what="completed"
-    )
+    await wait_until(_state_is(engine, name, WorkflowState.COMPLETED), limit=30, what="completed")
     before = await engine.get(name)
     events_before = await engine.history(name)
     frozen.signal(signal.SIGCONT)

@@ -54,8 +54,12 @@ class Step:
         if inspect.iscoroutinefunction(self.run):
             await self.run(ctx, **args)
         else:
-            sync_run = cast(Callable[..., None], self.run)
-            await asyncio.to_thread(sync_run, ctx, **args)
+            sync_run = cast(Callable[..., Any], self.run)
+            result = await asyncio.to_thread(sync_run, ctx, **args)
+            # An async function behind a plain (sync) decorator looks like a `def`: its
+            # coroutine must still be awaited, or the step "completes" having done nothing.
+            if inspect.isawaitable(result):
+                await result
 
 
 def _arguments_of(func: Callable[..., Any], skip: int) -> dict[str, inspect.Parameter]:

@@ -11,7 +11,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PydanticSchemaGenerationError,
+    TypeAdapter,
+    ValidationError,
+)
 
 from wfed.errors import InvalidDefinition
 from wfed.steps.base import Step
@@ -173,7 +180,13 @@ def check_args(
         if name not in hints or (not rendered and _has_reference(value)):
             continue
         try:
-            checked[name] = TypeAdapter(hints[name]).validate_python(value)
+            adapter: TypeAdapter[Any] = TypeAdapter(hints[name])
+        except PydanticSchemaGenerationError:
+            # A type pydantic cannot validate (a plain class) is not checked rather than
+            # refused, as in _resolved_hints; raising here would escape as a traceback.
+            continue
+        try:
+            checked[name] = adapter.validate_python(value)
         except ValidationError as exc:
             problem = exc.errors()[0]["msg"].lower()
             raise InvalidDefinition(

@@ -8,6 +8,7 @@ expressions, so a context can never make a step run code.
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
@@ -65,7 +66,8 @@ def render(value: Any, context: dict[str, Any]) -> Any:
     if isinstance(value, str):
         whole = _WHOLE.fullmatch(value)
         if whole:
-            return lookup(context, whole.group(1))
+            # A copy: a step changing its argument must not change the context behind it.
+            return copy.deepcopy(lookup(context, whole.group(1)))
 
         def substitute(match: re.Match[str]) -> str:
             if match.group(0) == "{{":

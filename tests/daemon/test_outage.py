@@ -1,0 +1,121 @@
+"""Database outages: a private MariaDB server is stopped under a running daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from daemon_harness import DaemonFactory, journal_lines, wait_until
+from private_mariadb import PrivateMariaDB, available
+from sqlalchemy import event, text
+
+from wfed import Engine, StepState, WorkflowState
+from wfed.store.database import Database
+from wfed.store.migrate import upgrade
+
+STEP_MODULES = ["wfed_test_steps"]
+
+
+@pytest.fixture
+def private_mariadb(tmp_path: Path) -> Iterator[PrivateMariaDB]:
+    """A MariaDB server of this test's own (own datadir, spare port) with database wfed."""
+    reason = available()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"private MariaDB needed in CI: {reason}")
+        pytest.skip(f"private MariaDB unavailable: {reason}")
+    server = PrivateMariaDB(tmp_path / "mariadb")
+    server.root.mkdir()
+    server.install()
+    server.start()
+    server.sql("CREATE DATABASE wfed")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_daemon_rides_out_a_mariadb_outage(
+    private_mariadb: PrivateMariaDB, start_daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    """MariaDB stopped for 10 s while workflows run, then started: the daemon stays up and
+    every workflow completes with each step run exactly once."""
+    url = private_mariadb.url
+    db = Database(url)
+    await upgrade(db)
+    await db.dispose()
+    journal = tmp_path / "journal.txt"
+    journal.touch()
+    queue = "outage"
+    names = [f"outage-{i}" for i in range(12)]
+    async with Engine(url, step_modules=STEP_MODULES) as engine:
+        for i, name in enumerate(names):
+            steps = [
+                {"step": "slow", "args": {"tag": f"w{i}-s{p}", "seconds": 0.4}} for p in range(4)
+            ]
+            await engine.create_workflow(name, {"journal": str(journal)}, steps, queue=queue)
+    # The lease outlasts the outage, so no step is taken for interrupted.
+    daemon = start_daemon(url, queue=queue, lease=40.0, control_interval=0.5)
+
+    def started() -> int:
+        return sum(line.startswith("start") for line in journal_lines(journal))
+
+    async def some_started() -> bool:
+        return started() >= 12
+
+    await wait_until(some_started, what="steps under way")
+    private_mariadb.stop()
+    stopped_at = time.monotonic()
+    await asyncio.sleep(10)  # the outage itself, not a wait for a result
+    assert daemon.proc.poll() is None, "the daemon exited during the outage"
+    private_mariadb.start()
+    print(f"database down for {time.monotonic() - stopped_at:.1f} s")
+
+    async with Engine(url, step_modules=STEP_MODULES) as engine:
+
+        async def all_completed() -> bool:
+            states = [(await engine.get(name)).state for name in names]
+            return all(state is WorkflowState.COMPLETED for state in states)
+
+        await wait_until(all_completed, limit=120, what="every workflow completed")
+        for name in names:
+            workflow = await engine.get(name)
+            assert [s.state for s in workflow.steps] == [StepState.COMPLETED] * 4
+            assert [s.attempts for s in workflow.steps] == [1] * 4
+    ends = [line.split()[1] for line in journal_lines(journal) if line.startswith("end")]
+    assert sorted(ends) == sorted(f"w{i}-s{p}" for i in range(12) for p in range(4))
+    assert daemon.proc.poll() is None
+    assert daemon.events("claim_failed") or daemon.events("heartbeat_failed")
+
+
+async def test_cancelled_query_never_returns_its_connection_to_the_pool(
+    mariadb_url: str,
+) -> None:
+    """A query cancelled mid-flight invalidates its connection; the pool's next query
+    gets its own result, not the cancelled one's."""
+    db = Database(mariadb_url, pool_size=1)
+    invalidated: list[object] = []
+    event.listen(
+        db.engine.sync_engine.pool, "invalidate", lambda conn, rec, exc: invalidated.append(conn)
+    )
+    try:
+        for _ in range(3):
+
+            async def slow_query() -> None:
+                async with db.engine.connect() as conn:
+                    await conn.execute(text("SELECT SLEEP(2), 'stale'"))
+
+            task = asyncio.create_task(slow_query())
+            await asyncio.sleep(0.3)  # let the query reach the server
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            async with db.engine.connect() as conn:
+                assert await conn.scalar(text("SELECT 'fresh'")) == "fresh"
+        assert len(invalidated) == 3
+    finally:
+        await db.dispose()

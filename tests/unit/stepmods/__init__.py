@@ -1,0 +1,1 @@
+"""Step modules used only by the unit tests (listed in registries the tests build)."""

@@ -1,0 +1,14 @@
+"""Defines another, different step named `dup`."""
+
+from __future__ import annotations
+
+from wfed.steps.base import Context, Step
+
+
+class DupB(Step):
+    """The other of two different classes named `dup`."""
+
+    name = "dup"
+
+    async def run(self, ctx: Context) -> None:
+        ctx["dup"] = "b"
