@@ -37,17 +37,27 @@ def journal(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-async def schema(database_url: str) -> str:
-    """The backend's test database with the wfed schema (upgraded once per session)."""
-    if database_url not in _upgraded:
-        db = Database(database_url)
+async def _with_schema(url: str) -> str:
+    if url not in _upgraded:
+        db = Database(url)
         try:
             await upgrade(db)
         finally:
             await db.dispose()
-        _upgraded.add(database_url)
-    return database_url
+        _upgraded.add(url)
+    return url
+
+
+@pytest.fixture
+async def schema(database_url: str) -> str:
+    """The backend's test database with the wfed schema (upgraded once per session)."""
+    return await _with_schema(database_url)
+
+
+@pytest.fixture
+async def schema_sqlite(sqlite_url: str) -> str:
+    """The SQLite test database with the wfed schema."""
+    return await _with_schema(sqlite_url)
 
 
 @pytest.fixture
