@@ -113,6 +113,7 @@ class WorkflowRunner:
         self._lost = False
         self._release_requested = False
         self._prior_attempts: list[int] = []
+        self._uncommitted_expiry: datetime | None = None
         self.log = log.bind(workflow=workflow.name, workflow_id=workflow.id)
 
     # -- control, called by the owner's heartbeat or shutdown -----------------------------
@@ -183,9 +184,12 @@ class WorkflowRunner:
         while True:
             if self._lost:
                 raise LeaseLost
+            self._uncommitted_expiry = None
             try:
                 async with self.db.transaction() as conn:
-                    return await body(conn)
+                    result = await body(conn)
+                self._lease_committed()
+                return result  # noqa: TRY300 - the except below must not cover this
             except (DBAPIError, DatabaseUnavailable, OSError) as exc:
                 if not (is_retryable(exc) or is_connection_error(exc)) and not isinstance(
                     exc, DatabaseUnavailable
@@ -283,9 +287,14 @@ class WorkflowRunner:
         position, attempts = prepared
         return plans, context, position, attempts
 
+    def _lease_committed(self) -> None:
+        if self._uncommitted_expiry is not None:
+            self.lease_expires_at = self._uncommitted_expiry
+
     def _next_expiry(self) -> datetime:
+        """A renewed lease end for the write being built; it counts once committed."""
         expires = self.clock() + timedelta(seconds=self.lease_seconds)
-        self.lease_expires_at = expires
+        self._uncommitted_expiry = expires
         return expires
 
     async def _interrupted(
@@ -403,6 +412,9 @@ class WorkflowRunner:
         if the lease did, and CancelledError if the runner itself was cancelled.
         """
         self._step_task = asyncio.create_task(self._attempt(plan, working))
+        if self._stop_reason is not None or self._lost:
+            # Control arrived between steps: this one must not run at all.
+            self._step_task.cancel()
         try:
             await self._step_task
         except PauseWorkflow as gate:

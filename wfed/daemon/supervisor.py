@@ -146,17 +146,22 @@ class Daemon:
             await daemon_store.daemon_deregister(conn, self.id)
 
     async def _drain(self) -> None:
-        """Shutdown: wait for in-flight steps up to the grace, then cancel them."""
-        tasks = list(self._tasks.values())
-        if not tasks:
-            return
-        self.log.info("draining", running=len(tasks))
-        _done, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace)
-        if pending:
-            self.log.warning("grace_expired", cancelled=len(pending))
-            for task in pending:
-                task.cancel()
-            await asyncio.wait(pending)
+        """Shutdown: wait for in-flight steps up to the grace, then cancel them.
+
+        A claim that was in flight when the signal came may still add a runner (it
+        releases after its first step), so this waits until none is left."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_grace
+        if self._tasks:
+            self.log.info("draining", running=len(self._tasks))
+        while self._tasks:
+            remaining = deadline - loop.time()
+            tasks = list(self._tasks.values())
+            if remaining <= 0:
+                self.log.warning("grace_expired", cancelled=len(tasks))
+                for task in tasks:
+                    task.cancel()
+            await asyncio.wait(tasks, timeout=max(remaining, 0) or None)
 
     # -- loops ------------------------------------------------------------------------
 
