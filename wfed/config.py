@@ -12,7 +12,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from wfed.errors import ConfigError
 
@@ -38,6 +45,17 @@ class DaemonConfig(_Section):
     control_interval: float = Field(default=1.0, gt=0)
     lease: float = Field(default=30.0, gt=0)
     shutdown_grace: float = Field(default=30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeats(self) -> DaemonConfig:
+        # The heartbeat renews leases every control_interval; a lease shorter than two
+        # heartbeats would expire between renewals of a healthy daemon.
+        if self.lease < 2 * self.control_interval:
+            raise ValueError(
+                f"lease ({self.lease:g} s) must be at least twice control_interval "
+                f"({self.control_interval:g} s)"
+            )
+        return self
 
     @field_validator("poll_interval", "control_interval", "lease", "shutdown_grace", mode="before")
     @classmethod

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.clock import Clock, utc_now
 from wfed.errors import DatabaseUnavailable, InvalidDefinition, LeaseLost
+from wfed.metrics import Metrics
 from wfed.states import Request, StepState, WorkflowState
 from wfed.steps.base import PauseWorkflow
 from wfed.steps.definition import StepPlan, check_args, parse_context, parse_definition
@@ -99,8 +100,10 @@ class WorkflowRunner:
         actor: str,
         lease_seconds: float,
         clock: Clock = utc_now,
+        metrics: Metrics | None = None,
     ) -> None:
         self.db = db
+        self.metrics = metrics
         self.registry = registry
         self.workflow = workflow
         self.actor = actor
@@ -153,6 +156,8 @@ class WorkflowRunner:
             return halt.result
         except LeaseLost:
             self.log.warning("lease_lost")
+            if self.metrics:
+                self.metrics.leases_lost.inc()
             return RunResult(Outcome.LOST, "the lease was taken over by another owner")
         except asyncio.CancelledError:
             # Cancelled from outside (shutdown past its grace): the step is interrupted.
@@ -302,6 +307,7 @@ class WorkflowRunner:
     ) -> RunResult | None:
         """The previous owner died (or was cancelled) while this step ran: re-run it if it
         is idempotent (None), else put the workflow in error."""
+        self._count(plan, "interrupted")
         if plan.idempotent:
             self.log.warning("step_interrupted_rerun", position=plan.position, step=plan.name)
             await event_store.events_insert(
@@ -390,20 +396,31 @@ class WorkflowRunner:
             working = copy.deepcopy(context)
             started = time.monotonic()
             self.log.info("step_started")
+            self._count(plan, "started")
             try:
                 pause_prompt = await self._await_step(plan, working)
             except _Stopped:
+                self._count(plan, "stopped", started)
                 return await self._stopped(plan)
             except Exception as exc:  # a step may raise anything: that is a step failure
                 self.log.warning("step_failed", error=_error_text(exc), seconds=_since(started))
+                self._count(plan, "failed" if attempts > plan.retries else "retried", started)
                 return await self._failed(plan, context, attempts, exc)
             self.log.info("step_completed", seconds=_since(started))
+            self._count(plan, "completed", started)
             if self._stop_reason is not None:
                 # A stop that arrived as the step finished: the step's work stands.
                 return await self._after_step(plan, working, Request.STOP)
             if pause_prompt is not None:
                 return await self._pause_gate(plan, working, pause_prompt)
             return await self._after_step(plan, working, None)
+
+    def _count(self, plan: StepPlan, outcome: str, started: float | None = None) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.steps.labels(plan.name, outcome).inc()
+        if started is not None:
+            self.metrics.step_seconds.labels(plan.name).observe(time.monotonic() - started)
 
     async def _await_step(self, plan: StepPlan, working: dict[str, Any]) -> str | None:
         """Run the step as a task that control can cancel; returns a pause gate's prompt.

@@ -76,6 +76,7 @@ def start_daemon(tmp_path: Path) -> Iterator[DaemonFactory]:
         shutdown_grace: float = 10.0,
         wait_ready: bool = True,
         env: dict[str, str] | None = None,
+        extra_config: str = "",
     ) -> DaemonProcess:
         number = len(started)
         config = tmp_path / f"wfed-{number}.toml"
@@ -99,6 +100,7 @@ def start_daemon(tmp_path: Path) -> Iterator[DaemonFactory]:
                 ]
             )
             + "\n"
+            + extra_config
         )
         log_path = tmp_path / f"wfed-{number}.log"
         process_env = {

@@ -27,8 +27,9 @@ from wfed.clock import Clock, utc_now
 from wfed.config import Config
 from wfed.daemon import sdnotify
 from wfed.errors import DatabaseUnavailable
+from wfed.metrics import STATE_COUNT_INTERVAL, Metrics
 from wfed.runner import WorkflowRunner
-from wfed.states import Request
+from wfed.states import Request, WorkflowState
 from wfed.steps.registry import StepRegistry
 from wfed.store import daemons as daemon_store
 from wfed.store import migrate
@@ -61,6 +62,8 @@ class Daemon:
             config.database_password(),
             pool_size=min(self.settings.max_workflows, 20) + 2,
         )
+        self.metrics = Metrics()
+        self.metrics.free_slots.set(self.settings.max_workflows)
         self.runners: dict[int, WorkflowRunner] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
@@ -75,6 +78,9 @@ class Daemon:
         """Run until a signal (or `request_shutdown`) and a clean shutdown."""
         try:
             await migrate.require_current(self.db)
+            if self.config.metrics.listen:
+                host, port = self.metrics.serve(self.config.metrics.listen)
+                self.log.info("metrics_listening", address=f"{host}:{port}")
             await self._register()
             self._install_signal_handlers()
             self.log.info(
@@ -89,6 +95,8 @@ class Daemon:
                 group.create_task(self._side_loop("poller", self._poll_loop))
                 group.create_task(self._side_loop("heartbeat", self._heartbeat_loop))
                 group.create_task(self._side_loop("rescuer", self._rescue_loop))
+                if self.config.metrics.listen:
+                    group.create_task(self._side_loop("state_counter", self._count_loop))
                 await self._stopping.wait()
                 await self._drain()
                 self._finished.set()
@@ -97,6 +105,7 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._deregister())
             await self.db.dispose()
+            self.metrics.close()
             self.log.info("daemon_stopped")
 
     def request_shutdown(self) -> None:
@@ -182,6 +191,7 @@ class Daemon:
     async def _outage(self, what: str, exc: BaseException, delay: float) -> float:
         """Log a database problem in a loop and wait before the next try."""
         self.log.warning(f"{what}_failed", error=str(exc).splitlines()[0][:300], retry_in=delay)
+        self.metrics.database_errors.labels(type(exc).__name__).inc()
         await self._wait(self._finished, delay)
         return min(delay * 2, OUTAGE_BACKOFF_MAX)
 
@@ -254,7 +264,9 @@ class Daemon:
                     lease=self.settings.lease,
                 )
 
-        rows: list[WorkflowRow] = await run_retrying(attempt)
+        with self.metrics.claim_seconds.time():
+            rows: list[WorkflowRow] = await run_retrying(attempt)
+        self.metrics.claim_batch.observe(len(rows))
         for row in rows:
             self._start(row)
         if rows:
@@ -269,11 +281,13 @@ class Daemon:
             actor=self.id,
             lease_seconds=self.settings.lease,
             clock=self.clock,
+            metrics=self.metrics,
         )
         if self._stopping.is_set():
             runner.release_after_step()
         self.runners[row.id] = runner
         self._tasks[row.id] = asyncio.create_task(self._run_workflow(runner))
+        self._update_slots()
 
     async def _run_workflow(self, runner: WorkflowRunner) -> None:
         workflow_id = runner.workflow.id
@@ -292,6 +306,7 @@ class Daemon:
         finally:
             self.runners.pop(workflow_id, None)
             self._tasks.pop(workflow_id, None)
+            self._update_slots()
             self._slot_freed.set()
 
     async def _heartbeat_loop(self) -> None:
@@ -342,6 +357,7 @@ class Daemon:
                 runner.lose()
                 continue
             runner.renewed(expires)
+            self.metrics.lease_renewals.inc()
             if held[1] is Request.STOP:
                 runner.stop("stop requested")
 
@@ -351,3 +367,23 @@ class Daemon:
         for runner in list(self.runners.values()):
             if now >= runner.lease_expires_at:
                 runner.lose()
+
+    def _update_slots(self) -> None:
+        self.metrics.running.set(len(self._tasks))
+        self.metrics.free_slots.set(max(self.settings.max_workflows - len(self._tasks), 0))
+
+    async def _count_loop(self) -> None:
+        """Count workflows by state for the metrics, now and then (not per scrape)."""
+        while True:
+            try:
+                async with self.db.transaction() as conn:
+                    counts = await workflow_store.workflow_counts(conn)
+            except (DatabaseUnavailable, DBAPIError, OSError) as exc:
+                if not (isinstance(exc, DatabaseUnavailable) or is_connection_error(exc)):
+                    raise
+                counts = {}
+            for state in WorkflowState:
+                if counts:
+                    self.metrics.workflows.labels(state.value).set(counts.get(state.value, 0))
+            if await self._wait(self._finished, STATE_COUNT_INTERVAL):
+                return
