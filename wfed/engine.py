@@ -144,7 +144,7 @@ class Engine:
         """Create a pending workflow. InvalidDefinition before anything is written if the
         steps or context are wrong; WorkflowExists on a duplicate name."""
         _check_name(name)
-        definition = list(steps)
+        definition = list(steps) if isinstance(steps, list | tuple) else steps
         context = parse_context(context)
         plans = parse_definition(definition, self.registry)
         try:
@@ -498,7 +498,8 @@ class Engine:
 
         Raises StepError (a step failed; the workflow is now `error`), InvalidDefinition,
         WorkflowHalted (paused or stopped), WorkflowLocked (another owner holds it) or
-        ErrorState (it was in `error` already). A completed workflow is returned as is.
+        ErrorState (it was in `error` already). A completed workflow is returned as is;
+        a pending one whose `run_after` is still ahead is waited for.
         """
         while True:
             now = self.clock()
@@ -507,10 +508,17 @@ class Engine:
                 if row.state is WorkflowState.COMPLETED:
                     return Workflow(row=row, steps=await step_store.steps_get(conn, row.id))
                 _check_runnable(row, now)
-                claimed = await workflow_store.workflow_claim_by_id(
-                    conn, row.id, owner=self.actor, now=now, lease=self.lease
-                )
-                fresh = await workflow_store.workflow_get_by_id(conn, row.id)
+                not_before = _not_before(row, now)
+                if not_before is None:
+                    claimed = await workflow_store.workflow_claim_by_id(
+                        conn, row.id, owner=self.actor, now=now, lease=self.lease
+                    )
+                    fresh = await workflow_store.workflow_get_by_id(conn, row.id)
+            if not_before is not None:
+                # Pending, but not runnable before `run_after` (set at creation, or a
+                # retry delay): wait for it here, then claim it.
+                await asyncio.sleep(not_before)
+                continue
             if fresh is None:
                 raise WorkflowNotFound(f"no workflow named {name!r}")
             if not claimed:
@@ -518,10 +526,7 @@ class Engine:
                 raise WorkflowLocked(f"workflow {name!r} changed state meanwhile; try again")
             result = await self._run_claimed(fresh)
             if result.outcome is Outcome.RELEASED and result.run_after is not None:
-                # A retry delay: wait for it here, then claim the workflow again.
-                wait = (result.run_after - self.clock()).total_seconds()
-                await asyncio.sleep(max(wait, 0))
-                continue
+                continue  # a retry delay: waited for at the top
             return await self._finish_run(name, result)
 
     async def _run_claimed(self, row: WorkflowRow) -> RunResult:
@@ -590,6 +595,14 @@ def _check_runnable(row: WorkflowRow, now: datetime) -> None:
         row.lease_expires_at is None or row.lease_expires_at >= now
     ):
         raise WorkflowLocked(f"workflow {name!r} is running, owned by {row.claimed_by}")
+
+
+def _not_before(row: WorkflowRow, now: datetime) -> float | None:
+    """Seconds until a pending workflow's `run_after`, or None if it may run now."""
+    if row.state is not WorkflowState.PENDING or row.run_after is None:
+        return None
+    wait = (row.run_after - now).total_seconds()
+    return wait if wait > 0 else None
 
 
 def _check_name(name: str) -> None:

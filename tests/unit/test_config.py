@@ -138,9 +138,9 @@ def test_full_valid_file(tmp_path: Path) -> None:
 )
 def test_int_accepted_for_seconds(tmp_path: Path, key: str) -> None:
     """`lease = 30` (a TOML integer) is accepted for a seconds key and read as a float."""
-    config = load_config(write(tmp_path, f"[daemon]\n{key} = 30\n"))
+    config = load_config(write(tmp_path, f"[daemon]\n{key} = 3\n"))
     value = getattr(config.daemon, key)
-    assert value == 30.0
+    assert value == 3.0
     assert type(value) is float
 
 

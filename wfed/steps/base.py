@@ -49,6 +49,20 @@ class Step:
     def annotations(cls) -> dict[str, Any]:
         return _resolved_hints(cls.run)
 
+    @classmethod
+    def is_idempotent(cls, args: dict[str, Any]) -> bool:
+        """Whether a use of this step with these arguments (as written in the definition,
+        possibly with unrendered context references) may be re-run after an interruption.
+        The class's `idempotent` unless a step knows better (`http`: a GET is)."""
+        return cls.idempotent
+
+    @classmethod
+    def check_arguments(cls, args: dict[str, Any]) -> None:
+        """Check the arguments together, once each has passed its type check; raise
+        ValueError naming the problem and the fix. It runs when a workflow is created or
+        claimed, when values may still be context references (see
+        `wfed.steps.template.is_reference`), and again once they are rendered."""
+
     async def invoke(self, ctx: Context, args: dict[str, Any]) -> None:
         """Run the step, in a worker thread when `run` is a plain function."""
         if inspect.iscoroutinefunction(self.run):

@@ -108,18 +108,16 @@ def parse_element(position: int, raw: Any, registry: StepRegistry) -> StepPlan:
         ),
         backoff=step_class.backoff if element.backoff is None else element.backoff,
         timeout=step_class.timeout if element.timeout is None else element.timeout,
-        idempotent=step_class.idempotent if element.idempotent is None else element.idempotent,
+        idempotent=(
+            step_class.is_idempotent(element.args)
+            if element.idempotent is None
+            else element.idempotent
+        ),
     )
 
 
 def parse_definition(steps: Any, registry: StepRegistry) -> list[StepPlan]:
     """Validate a whole definition; InvalidDefinition names the first problem."""
-    if isinstance(steps, str):
-        # A plain-SQL INSERT on a backend without a JSON type may hand us the text.
-        try:
-            steps = json.loads(steps)
-        except ValueError:
-            raise InvalidDefinition("steps: not valid JSON; expected a JSON list") from None
     if not isinstance(steps, list):
         raise InvalidDefinition(
             f"steps must be a non-empty JSON list of steps, got {_json_type(steps)} "
@@ -134,11 +132,6 @@ def parse_context(context: Any) -> dict[str, Any]:
     """Validate a context: a JSON object (NULL counts as empty)."""
     if context is None:
         return {}
-    if isinstance(context, str):
-        try:
-            context = json.loads(context)
-        except ValueError:
-            raise InvalidDefinition("context: not valid JSON; expected a JSON object") from None
     if not isinstance(context, dict):
         raise InvalidDefinition(
             f'context must be a JSON object like {{"key": "value"}}, got {_json_type(context)}'
@@ -192,6 +185,10 @@ def check_args(
             raise InvalidDefinition(
                 f"{where}: argument {name!r}: {problem} (got {json.dumps(value)[:80]})"
             ) from None
+    try:
+        step_class.check_arguments(checked)
+    except ValueError as exc:
+        raise InvalidDefinition(f"{where}: {exc}") from None
     return checked
 
 

@@ -122,6 +122,9 @@ workflows = Table(
     Index("ix_workflows_claimed_by", "claimed_by"),
     # Retention: finished workflows by age.
     Index("ix_workflows_finished", "state", "finished_at"),
+    # Ids are never reused (SQLite reuses the highest freed one unless told not to):
+    # events outlive a deleted workflow and are found by its id.
+    sqlite_autoincrement=True,
 )
 
 workflow_steps = Table(
@@ -146,6 +149,7 @@ workflow_steps = Table(
     UniqueConstraint("workflow_id", "position"),
     CheckConstraint(_in("state", STEP_STATES), name="state"),
     CheckConstraint("attempts >= 0", name="attempts"),
+    sqlite_autoincrement=True,
 )
 
 workflow_events = Table(
@@ -163,6 +167,7 @@ workflow_events = Table(
     Column("detail", Json, nullable=True),
     Index("ix_workflow_events_workflow", "workflow_id", "id"),
     Index("ix_workflow_events_name", "workflow_name", "id"),
+    sqlite_autoincrement=True,
 )
 
 daemons = Table(

@@ -44,6 +44,7 @@ def upgrade() -> None:
         sa.CheckConstraint(f"state IN ({WORKFLOW_STATES})", name="state"),
         sa.CheckConstraint("requested IS NULL OR requested IN ('pause', 'stop')", name="requested"),
         sa.CheckConstraint("current_step >= 0", name="current_step"),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_workflows_claim", "workflows", ["state", "queue", "claim_rank", "id"])
     op.create_index("ix_workflows_lease", "workflows", ["state", "lease_expires_at"])
@@ -74,6 +75,7 @@ def upgrade() -> None:
         ),
         sa.CheckConstraint(f"state IN ({STEP_STATES})", name="state"),
         sa.CheckConstraint("attempts >= 0", name="attempts"),
+        sqlite_autoincrement=True,
     )
 
     op.create_table(
@@ -87,6 +89,7 @@ def upgrade() -> None:
         sa.Column("at", Timestamp, nullable=False),
         sa.Column("reason", sa.Text, nullable=True),
         sa.Column("detail", Json, nullable=True),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_workflow_events_workflow", "workflow_events", ["workflow_id", "id"])
     op.create_index("ix_workflow_events_name", "workflow_events", ["workflow_name", "id"])

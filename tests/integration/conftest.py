@@ -1,0 +1,178 @@
+"""Fixtures for the integration tests: Engines on the session's test databases.
+
+Each backend's database is shared by the whole session (see tests/conftest.py), so tests
+never assume an empty table: every workflow gets a unique name, and workflows made through
+`create` go to a queue of their own (`TEST_QUEUE`), which the daemon tests' daemons (queue
+per test) never claim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import threading
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+
+from wfed import Engine, WorkflowState
+from wfed.clock import utc_now
+from wfed.store import workflows as workflow_store
+from wfed.store.database import Database
+from wfed.store.migrate import upgrade
+from wfed.store.rows import WorkflowRow
+
+# Importable as `stepmods.…` (see tests/stepmods/__init__.py); made sure of here so that the
+# name does not depend on pytest's import mode.
+_TESTS_DIR = str(Path(__file__).resolve().parents[1])
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
+
+STEP_MODULES: Final = ["stepmods.basic"]
+ACTOR: Final = "tester@host"
+TEST_QUEUE: Final = "itest"
+OTHER_OWNER: Final = "other-daemon:4242"
+
+_upgraded: set[str] = set()
+_upgrade_lock = threading.Lock()
+
+
+def unique_name(prefix: str = "wf") -> str:
+    """A workflow (or queue) name no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def ensure_schema(url: str) -> None:
+    """Upgrade the schema of `url` once per session (upgrade is idempotent, but slow-ish).
+
+    It runs on a private event loop in a helper thread, so it works from sync and async
+    fixtures alike and leaves no pool bound to a test's loop.
+    """
+    with _upgrade_lock:
+        if url in _upgraded:
+            return
+
+        async def work() -> None:
+            db = Database(url)
+            try:
+                await upgrade(db)
+            finally:
+                await db.dispose()
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wfed-test-upgrade") as pool:
+            pool.submit(lambda: asyncio.run(work())).result()
+        _upgraded.add(url)
+
+
+EngineFactory = Callable[..., Engine]
+
+
+@pytest.fixture
+async def make_engine() -> AsyncIterator[EngineFactory]:
+    """Build Engines on an upgraded database (test steps registered, actor `tester@host`
+    unless given); all of them are closed after the test."""
+    engines: list[Engine] = []
+
+    def make(url: str, **options: Any) -> Engine:
+        ensure_schema(url)
+        options.setdefault("step_modules", STEP_MODULES)
+        options.setdefault("actor", ACTOR)
+        engine = Engine(url, **options)
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        await engine.close()
+
+
+@pytest.fixture
+async def engine(database_url: str, make_engine: EngineFactory) -> Engine:
+    """An Engine on this backend's test database, with the test steps, as `tester@host`."""
+    return make_engine(database_url)
+
+
+CreateFn = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+def create(engine: Engine) -> CreateFn:
+    """`await create(steps, context=None, **options)`: a new pending workflow in the test
+    queue under a unique name; returns the name."""
+
+    async def make(steps: list[Any], context: dict[str, Any] | None = None, **options: Any) -> str:
+        name = unique_name(options.pop("prefix", "wf"))
+        options.setdefault("queue", TEST_QUEUE)
+        await engine.create_workflow(name, context, steps, **options)
+        return name
+
+    return make
+
+
+class Probe:
+    """Direct looks at (and one guarded write to) the rows behind an Engine, for asserting
+    what the API did to the database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def row(self, name: str) -> WorkflowRow:
+        """The raw `workflows` row (every column, for before/after comparisons)."""
+        async with self.engine.db.transaction() as conn:
+            row = await workflow_store.workflow_get(conn, name)
+        assert row is not None, f"no workflow {name!r}"
+        return row
+
+    async def exists(self, name: str) -> bool:
+        async with self.engine.db.transaction() as conn:
+            return await workflow_store.workflow_get(conn, name) is not None
+
+    async def kinds(self, name: str) -> list[str]:
+        """The kinds of the workflow's events, oldest first."""
+        return [event.kind for event in await self.engine.history(name)]
+
+    @contextlib.asynccontextmanager
+    async def held_by_other(
+        self, name: str, owner: str = OTHER_OWNER
+    ) -> AsyncIterator[WorkflowRow]:
+        """Make `name` `running`, held by another live owner (a guarded claim with a long
+        lease), for the duration of the block; afterwards it is stopped, so that no later
+        test or daemon ever finds it running."""
+        row = await self.row(name)
+        async with self.engine.db.transaction() as conn:
+            claimed = await workflow_store.workflow_claim_by_id(
+                conn, row.id, owner=owner, now=utc_now(), lease=600
+            )
+        assert claimed, f"could not claim {name!r} from state {row.state}"
+        try:
+            yield await self.row(name)
+        finally:
+            async with self.engine.db.transaction() as conn:
+                await workflow_store.workflow_update(
+                    conn,
+                    row.id,
+                    states=[WorkflowState.RUNNING],
+                    values={
+                        "state": WorkflowState.STOPPED,
+                        "claimed_by": None,
+                        "lease_expires_at": None,
+                        "finished_at": utc_now(),
+                    },
+                )
+
+
+@pytest.fixture
+def probe(engine: Engine) -> Probe:
+    """A Probe on the `engine` fixture's database."""
+    return Probe(engine)
+
+
+@pytest.fixture
+def new_name() -> Callable[..., str]:
+    """`new_name(prefix="wf")`: a workflow or queue name no other test uses."""
+    return unique_name

@@ -1,0 +1,182 @@
+"""Workflows enqueued with plain SQL (DESIGN.md §3) that cannot run go to `error` with a
+`last_error` naming the problem, without running a step; `Engine.create_workflow` refuses
+the same definitions before writing anything."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from stepmods.basic import CALLS
+
+from wfed import Engine, InvalidDefinition, WorkflowNotFound, WorkflowState
+
+
+def _key() -> str:
+    return f"bad-{uuid.uuid4().hex[:12]}"
+
+
+def _record(key: str) -> dict[str, Any]:
+    return {"step": "record", "args": {"key": key}}
+
+
+# id -> (steps, context, words last_error must contain). `{key}` stands for a `record`
+# step placed before the bad element: it must never run.
+BAD: dict[str, tuple[Any, Any, list[str]]] = {
+    "unknown-step": (
+        ["{key}", "no_such_step"],
+        {},
+        ["steps[1]", "unknown step", "no_such_step", "registered steps"],
+    ),
+    "steps-an-object": ({"step": "noop"}, {}, ["steps", "list", "an object"]),
+    "steps-an-object-of-names": ({"noop": 1}, {}, ["steps", "list", "an object"]),
+    "steps-a-string": ("noop", {}, ["steps", "list"]),
+    "steps-empty": ([], {}, ["steps", "empty"]),
+    "context-a-list": (["{key}"], [1, 2], ["context", "object", "a list"]),
+    "context-a-number": (["{key}"], 42, ["context", "object", "a number"]),
+    "args-wrong-type": (
+        ["{key}", {"step": "sleep", "args": {"seconds": "abc"}}],
+        {},
+        ["steps[1]", "sleep", "seconds", "abc"],
+    ),
+    "args-unknown": (
+        ["{key}", {"step": "sleep", "args": {"minutes": 1}}],
+        {},
+        ["steps[1]", "unknown argument", "minutes"],
+    ),
+    "args-missing": (
+        ["{key}", {"step": "record"}],
+        {},
+        ["steps[1]", "missing argument", "key"],
+    ),
+    "element-unknown-key": (
+        ["{key}", {"step": "noop", "retry": 3}],
+        {},
+        ["steps[1]", "retry", "unknown key"],
+    ),
+    "element-not-a-step": (["{key}", 7], {}, ["steps[1]", "int", "not a step"]),
+}
+
+
+def _definition(case: str, key: str) -> tuple[Any, Any, list[str]]:
+    steps, context, words = BAD[case]
+    if isinstance(steps, list):
+        steps = [_record(key) if element == "{key}" else element for element in steps]
+    return steps, context, words
+
+
+async def _insert(engine: Engine, name: str, steps: Any, context: Any) -> None:
+    """Enqueue as an operator would: plain SQL with only name, steps and context."""
+    async with engine.db.engine.begin() as conn:
+        await conn.execute(
+            text("INSERT INTO workflows (name, steps, context) VALUES (:name, :steps, :context)"),
+            {"name": name, "steps": json.dumps(steps), "context": json.dumps(context)},
+        )
+
+
+@pytest.mark.parametrize("case", list(BAD))
+async def test_plain_sql_row_with_bad_definition_goes_to_error(
+    engine: Engine, probe, new_name, case: str
+) -> None:
+    """`run` of a row with a bad definition raises InvalidDefinition; the row goes to
+    `error` with a `last_error` naming the problem, and no step runs."""
+    key = _key()
+    steps, context, words = _definition(case, key)
+    name = new_name(case)
+    await _insert(engine, name, steps, context)
+
+    with pytest.raises(InvalidDefinition) as invalid:
+        await engine.run(name)
+
+    failed = await engine.get(name)
+    assert failed.state is WorkflowState.ERROR
+    assert failed.last_error is not None
+    for word in words:
+        assert word in failed.last_error
+        assert word in str(invalid.value)
+    assert failed.row.claimed_by is None
+    assert failed.row.lease_expires_at is None
+    assert all(step.attempts == 0 for step in failed.steps)
+    assert CALLS[key] == 0
+    assert await probe.kinds(name) == ["invalid"]
+
+
+@pytest.mark.parametrize("case", list(BAD))
+async def test_create_workflow_refuses_bad_definition_before_writing(
+    engine: Engine, probe, new_name, case: str
+) -> None:
+    """`create_workflow` raises InvalidDefinition naming the problem, and writes neither
+    a workflow nor an event."""
+    steps, context, words = _definition(case, _key())
+    name = new_name(case)
+
+    with pytest.raises(InvalidDefinition) as invalid:
+        await engine.create_workflow(name, context, steps, queue="itest")
+
+    for word in words:
+        assert word in str(invalid.value)
+    assert not await probe.exists(name)
+    with pytest.raises(WorkflowNotFound):
+        await engine.history(name)
+
+
+async def test_design_plain_sql_insert_runs_to_completion(engine: Engine, new_name) -> None:
+    """The DESIGN.md §3 INSERT, literally (three columns, JSON as SQL string literals),
+    adapted to the test steps, runs to completion with the defaults filled in."""
+    name = new_name("maint")
+    async with engine.db.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO workflows (name, steps, context)\n"
+                f'VALUES (\'{name}\', \'["write_a", "read_a_write_b", "noop"]\',\n'
+                '        \'{"target_servers": ["intweb1", "intweb2"], '
+                '"cmd": "logrotate -f /etc/logrotate.conf"}\');'
+            )
+        )
+
+    pending = await engine.get(name)
+    assert pending.state is WorkflowState.PENDING
+    assert pending.row.queue == "default"
+    assert pending.row.priority == 0
+    assert pending.current_step == 0
+    assert pending.row.run_after is None
+    done = await engine.run(name)
+
+    assert done.state is WorkflowState.COMPLETED
+    assert [s.step for s in done.steps] == ["write_a", "read_a_write_b", "noop"]
+    assert [s.attempts for s in done.steps] == [1, 1, 1]
+    assert done.context["target_servers"] == ["intweb1", "intweb2"]
+    assert done.context["b"] == 2
+
+
+async def test_plain_sql_insert_without_context_runs(engine: Engine, new_name) -> None:
+    """A plain-SQL row without a context (NULL) runs with an empty context."""
+    name = new_name("noctx")
+    async with engine.db.engine.begin() as conn:
+        await conn.execute(
+            text("INSERT INTO workflows (name, steps) VALUES (:name, :steps)"),
+            {"name": name, "steps": json.dumps(["write_a"])},
+        )
+
+    done = await engine.run(name)
+
+    assert done.state is WorkflowState.COMPLETED
+    assert done.context == {"a": 1, "a_on_main_thread": True}
+
+
+async def test_steps_given_as_a_json_string_is_named_a_string(engine: Engine, new_name) -> None:
+    """A row whose `steps` is a JSON string goes to error saying it got a string, not a
+    list (as for an object), rather than calling valid JSON invalid."""
+    name = new_name("strsteps")
+    await _insert(engine, name, "noop", {})
+
+    with pytest.raises(InvalidDefinition):
+        await engine.run(name)
+
+    last_error = (await engine.get(name)).last_error
+    assert last_error is not None
+    assert "got a string" in last_error
+    assert "not valid JSON" not in last_error

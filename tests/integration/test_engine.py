@@ -1,0 +1,655 @@
+"""The Python API (`wfed.Engine`) end to end on every backend: running, failing, retrying,
+skipping, restarting, halting, deleting, locking, and the events every transition writes."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from stepmods.basic import CALLS
+
+from wfed import (
+    Engine,
+    ErrorState,
+    InvalidTransition,
+    StepError,
+    StepState,
+    Workflow,
+    WorkflowExists,
+    WorkflowHalted,
+    WorkflowLocked,
+    WorkflowNotFound,
+    WorkflowState,
+)
+from wfed.clock import utc_now
+from wfed.store import steps as step_store
+from wfed.store import workflows as workflow_store
+
+
+def attempts(workflow: Workflow) -> list[int]:
+    return [s.attempts for s in workflow.steps]
+
+
+def step_states(workflow: Workflow) -> list[StepState]:
+    return [s.state for s in workflow.steps]
+
+
+def fail_step(message: str = "boom", **policy: Any) -> dict[str, Any]:
+    return {"step": "fail", "args": {"message": message}, **policy}
+
+
+def fail_times(key: str, times: int, **policy: Any) -> dict[str, Any]:
+    return {"step": "fail_times", "args": {"key": key, "times": times}, **policy}
+
+
+def record(key: str) -> dict[str, Any]:
+    return {"step": "record", "args": {"key": key}}
+
+
+def new_key(prefix: str) -> str:
+    """A key for the test steps' module-level counters that no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+# -- running ------------------------------------------------------------------------------
+
+
+async def test_run_completes_with_context_flowing_between_steps(engine: Engine, create) -> None:
+    """An async step writes a key, a plain `def` step (in a worker thread) reads it and
+    writes another; the run completes with both keys committed."""
+    name = await create(["write_a", "read_a_write_b"], {"given": "x"})
+
+    done = await engine.run(name)
+
+    assert done.state is WorkflowState.COMPLETED
+    assert done.context == {
+        "given": "x",
+        "a": 1,
+        "a_on_main_thread": True,
+        "b": 2,
+        "b_on_main_thread": False,
+    }
+    assert step_states(done) == [StepState.COMPLETED, StepState.COMPLETED]
+    assert attempts(done) == [1, 1]
+    assert done.current_step == 2
+    assert done.row.finished_at is not None
+    assert done.row.claimed_by is None
+    assert (await engine.get(name)).context == done.context
+
+
+async def test_run_of_completed_workflow_returns_it_unchanged(engine: Engine, create) -> None:
+    """`run` on a completed workflow returns it without running anything again."""
+    key = new_key("k")
+    name = await create([record(key)])
+    first = await engine.run(name)
+
+    again = await engine.run(name)
+
+    assert again.row == first.row
+    assert CALLS[key] == 1
+
+
+# -- step failure, retry, skip, restart ---------------------------------------------------
+
+
+async def test_step_failure_puts_workflow_in_error(engine: Engine, create, probe) -> None:
+    """A failing step: StepError, workflow `error`, `last_error` names the step and the
+    exception text, the context keeps only earlier steps' writes, later steps untouched."""
+    name = await create(["write_a", fail_step("disk /var is full"), "read_a_write_b"])
+
+    with pytest.raises(StepError, match="disk /var is full"):
+        await engine.run(name)
+
+    failed = await engine.get(name)
+    assert failed.state is WorkflowState.ERROR
+    assert failed.last_error is not None
+    assert "step 1 'fail'" in failed.last_error
+    assert "disk /var is full" in failed.last_error
+    assert failed.current_step == 1
+    assert step_states(failed) == [StepState.COMPLETED, StepState.ERROR, StepState.PENDING]
+    assert attempts(failed) == [1, 1, 0]
+    assert failed.steps[1].error is not None
+    assert "disk /var is full" in failed.steps[1].error
+    assert failed.steps[2].started_at is None
+    assert "written_by_failed_step" not in failed.context
+    assert failed.context["a"] == 1
+    assert failed.halt_reason == failed.last_error
+    assert (await probe.kinds(name))[-1] == "error"
+
+
+async def test_retry_reruns_only_the_failed_step(engine: Engine, create) -> None:
+    """`retry` of an errored workflow re-runs only the failed step (attempts 2, the others
+    1) and the workflow completes."""
+    key = new_key("retry")
+    name = await create(["write_a", fail_times(key, 1), "read_a_write_b"])
+    with pytest.raises(StepError):
+        await engine.run(name)
+
+    retried = await engine.retry(name, reason="fixed the disk")
+    assert retried.state is WorkflowState.PENDING
+    assert retried.last_error is None
+    assert retried.current_step == 1
+    done = await engine.run(name)
+
+    assert done.state is WorkflowState.COMPLETED
+    assert attempts(done) == [1, 2, 1]
+    assert step_states(done) == [StepState.COMPLETED] * 3
+    assert CALLS[key] == 2
+    assert done.context[f"passed_{key}"] == 2
+
+
+async def test_skip_errored_step_continues_with_patched_context(engine: Engine, create) -> None:
+    """`skip(set_context=…)` of the errored step marks it skipped, patches the context and
+    the workflow continues with the next step."""
+    name = await create(["write_a", fail_step(), "read_a_write_b"], {"keep": True})
+    with pytest.raises(StepError):
+        await engine.run(name)
+
+    skipped = await engine.skip(name, set_context={"a": 41, "patched": "yes"}, reason="manual")
+
+    assert skipped.state is WorkflowState.PENDING
+    assert skipped.current_step == 2
+    assert skipped.last_error is None
+    assert step_states(skipped) == [StepState.COMPLETED, StepState.SKIPPED, StepState.PENDING]
+    assert skipped.context["patched"] == "yes"
+    done = await engine.run(name)
+    assert done.state is WorkflowState.COMPLETED
+    assert step_states(done) == [StepState.COMPLETED, StepState.SKIPPED, StepState.COMPLETED]
+    assert attempts(done) == [1, 1, 1]
+    assert done.context["b"] == 42  # the step after the skip read the patched value
+    assert done.context["keep"] is True
+
+
+async def test_restart_from_step_reruns_only_later_steps(engine: Engine, create) -> None:
+    """`restart(from_step=K)` resets steps ≥ K (state and attempts) and re-runs only
+    them; earlier steps keep their state, attempts and timings."""
+    first, second, third = new_key("r0"), new_key("r1"), new_key("r2")
+    name = await create(
+        [record(first), fail_times(second, 1, retries=1, retry_delay=0), record(third)]
+    )
+    done = await engine.run(name)
+    assert attempts(done) == [1, 2, 1]
+
+    restarted = await engine.restart(name, from_step=1, reason="again")
+
+    assert restarted.state is WorkflowState.PENDING
+    assert restarted.current_step == 1
+    assert restarted.row.finished_at is None
+    assert step_states(restarted) == [StepState.COMPLETED, StepState.PENDING, StepState.PENDING]
+    assert attempts(restarted) == [1, 0, 0]
+    assert restarted.steps[0] == done.steps[0]
+    assert restarted.steps[1].started_at is None
+    again = await engine.run(name)
+    assert again.state is WorkflowState.COMPLETED
+    assert attempts(again) == [1, 1, 1]
+    assert again.steps[0] == done.steps[0]
+    assert (CALLS[first], CALLS[second], CALLS[third]) == (1, 3, 2)
+
+
+@pytest.mark.parametrize("from_step", [3, 7, -1])
+async def test_restart_out_of_range_is_refused(
+    engine: Engine, create, probe, from_step: int
+) -> None:
+    """`restart(from_step=K)` with K outside the workflow's steps is refused and changes
+    nothing."""
+    name = await create(["noop", "noop", "noop"])
+    await engine.run(name)
+    before = await probe.row(name)
+    events = await probe.kinds(name)
+
+    with pytest.raises(InvalidTransition, match=r"from step -?\d+"):
+        await engine.restart(name, from_step=from_step)
+
+    assert await probe.row(name) == before
+    assert await probe.kinds(name) == events
+
+
+# -- pause, stop, resume ------------------------------------------------------------------
+
+
+async def test_pause_pending_then_resume_runs_to_completion(engine: Engine, create) -> None:
+    """Pausing a pending workflow makes it `paused`; `run` then raises WorkflowHalted and
+    runs nothing; after `resume` it runs to completion."""
+    key = new_key("pause")
+    name = await create([record(key), "noop"])
+
+    paused = await engine.pause(name, reason="change freeze")
+    assert paused.state is WorkflowState.PAUSED
+    assert paused.halt_reason is not None
+    assert "tester@host" in paused.halt_reason
+    assert "change freeze" in paused.halt_reason
+    with pytest.raises(WorkflowHalted, match="paused"):
+        await engine.run(name)
+    assert CALLS[key] == 0
+    assert (await engine.get(name)).state is WorkflowState.PAUSED
+
+    resumed = await engine.resume(name)
+    assert resumed.state is WorkflowState.PENDING
+    done = await engine.run(name)
+    assert done.state is WorkflowState.COMPLETED
+    assert CALLS[key] == 1
+
+
+async def test_stop_pending_then_restart_runs_to_completion(engine: Engine, create) -> None:
+    """Stopping a pending workflow makes it `stopped`; `run` then raises WorkflowHalted;
+    `restart` makes it runnable and it completes."""
+    name = await create(["write_a", "read_a_write_b"])
+
+    stopped = await engine.stop(name, reason="not needed")
+    assert stopped.state is WorkflowState.STOPPED
+    assert stopped.row.finished_at is not None
+    with pytest.raises(WorkflowHalted, match="stopped"):
+        await engine.run(name)
+    assert attempts(await engine.get(name)) == [0, 0]
+
+    restarted = await engine.restart(name)
+    assert restarted.state is WorkflowState.PENDING
+    done = await engine.run(name)
+    assert done.state is WorkflowState.COMPLETED
+    assert done.context["b"] == 2
+
+
+async def test_pause_step_pauses_with_its_prompt_then_resume_continues(
+    engine: Engine, create
+) -> None:
+    """The built-in `pause` step completes, pauses the workflow before the next step with
+    its prompt as the halt reason; `resume` continues with the next step."""
+    prompt = "approve the change in CAB-1234, then resume"
+    name = await create(
+        ["write_a", {"step": "pause", "args": {"prompt": prompt}}, "read_a_write_b"]
+    )
+
+    with pytest.raises(WorkflowHalted, match="CAB-1234"):
+        await engine.run(name)
+
+    paused = await engine.get(name)
+    assert paused.state is WorkflowState.PAUSED
+    assert paused.halt_reason is not None
+    assert prompt in paused.halt_reason
+    assert paused.current_step == 2
+    assert step_states(paused) == [StepState.COMPLETED, StepState.COMPLETED, StepState.PENDING]
+    assert paused.context["a"] == 1
+    await engine.resume(name)
+    done = await engine.run(name)
+    assert done.state is WorkflowState.COMPLETED
+    assert attempts(done) == [1, 1, 1]
+    assert done.context["b"] == 2
+
+
+# -- delete -------------------------------------------------------------------------------
+
+
+async def test_delete_is_refused_for_a_running_workflow(engine: Engine, create, probe) -> None:
+    """`delete` of a running workflow raises InvalidTransition and deletes nothing."""
+    name = await create(["noop"])
+    async with probe.held_by_other(name) as held:
+        events = await probe.kinds(name)
+
+        with pytest.raises(InvalidTransition, match="running"):
+            await engine.delete(name)
+
+        assert await probe.row(name) == held
+        assert await probe.kinds(name) == events
+
+
+@pytest.mark.parametrize("run_first", [False, True], ids=["pending", "completed"])
+async def test_delete_keeps_the_events(engine: Engine, create, probe, run_first: bool) -> None:
+    """`delete` of a non-running workflow removes it; its events stay and `history(name)`
+    still returns them, ending with `deleted`."""
+    name = await create(["noop"])
+    if run_first:
+        await engine.run(name)
+    before = await probe.kinds(name)
+
+    await engine.delete(name, reason="cleanup")
+
+    assert not await probe.exists(name)
+    with pytest.raises(WorkflowNotFound):
+        await engine.get(name)
+    history = await engine.history(name)
+    assert [e.kind for e in history] == [*before, "deleted"]
+    assert history[-1].actor == "tester@host"
+    assert history[-1].reason == "cleanup"
+
+
+async def test_history_is_only_this_workflows_after_an_earlier_delete(
+    engine: Engine, create
+) -> None:
+    """`history` of a workflow never includes the events of a deleted one, even one whose
+    id the new workflow may have received."""
+    gone = await create(["noop"])
+    await engine.pause(gone)
+    await engine.delete(gone)
+
+    name = await create(["noop"])
+
+    assert [e.kind for e in await engine.history(name)] == ["created"]
+    assert [e.kind for e in await engine.history(gone)] == ["created", "paused", "deleted"]
+
+
+async def test_deleted_workflows_id_is_not_reused(engine: Engine, create, probe) -> None:
+    """A new workflow never gets the id of a deleted one (its events, kept for audit, are
+    keyed by that id)."""
+    gone = await create(["noop"])
+    gone_id = (await probe.row(gone)).id
+    await engine.delete(gone)
+
+    name = await create(["noop"])
+
+    assert (await probe.row(name)).id != gone_id
+
+
+# -- refusals -----------------------------------------------------------------------------
+
+
+async def test_duplicate_name_is_refused(engine: Engine, create, probe) -> None:
+    """Creating a workflow under a taken name raises WorkflowExists and leaves the first
+    workflow untouched."""
+    name = await create(["noop"], {"first": True})
+    before = await probe.row(name)
+    events = await probe.kinds(name)
+
+    with pytest.raises(WorkflowExists, match=name):
+        await engine.create_workflow(name, {"second": True}, ["write_a", "read_a_write_b"])
+
+    assert await probe.row(name) == before
+    assert await probe.kinds(name) == events
+    assert [s.step for s in (await engine.get(name)).steps] == ["noop"]
+
+
+async def test_run_of_workflow_held_by_another_owner_is_refused(
+    engine: Engine, create, probe
+) -> None:
+    """`run` on a workflow another live owner holds raises WorkflowLocked and changes
+    nothing (owner and fencing token stay)."""
+    key = new_key("locked")
+    name = await create([record(key)])
+    async with probe.held_by_other(name) as held:
+        with pytest.raises(WorkflowLocked, match="other-daemon"):
+            await engine.run(name)
+
+        assert await probe.row(name) == held
+    assert CALLS[key] == 0
+
+
+async def test_run_of_errored_workflow_raises_error_state(engine: Engine, create, probe) -> None:
+    """`run` on a workflow in `error` raises ErrorState and runs nothing."""
+    name = await create([fail_step("first failure")])
+    with pytest.raises(StepError):
+        await engine.run(name)
+    before = await probe.row(name)
+
+    with pytest.raises(ErrorState, match="first failure"):
+        await engine.run(name)
+
+    assert await probe.row(name) == before
+    assert attempts(await engine.get(name)) == [1]
+
+
+# -- recovery and plain-SQL control ------------------------------------------------------
+
+
+async def _crash_while_running_first_step(engine: Engine, name: str) -> None:
+    """Leave `name` as a crashed owner would: running, its lease expired a minute ago,
+    step 0 `running` with one attempt."""
+    async with engine.db.transaction() as conn:
+        row = await workflow_store.workflow_get(conn, name)
+        assert row is not None
+        long_ago = utc_now() - timedelta(seconds=120)
+        claimed = await workflow_store.workflow_claim_by_id(
+            conn, row.id, owner="crashed-daemon", now=long_ago, lease=60
+        )
+        assert claimed
+        await step_store.step_start(conn, row.id, 0, long_ago)
+
+
+async def test_run_reruns_an_interrupted_idempotent_step(engine: Engine, create) -> None:
+    """`run` takes over a workflow whose owner's lease expired mid-step and re-runs the
+    interrupted step when it is idempotent (its attempts grow)."""
+    name = await create([{"step": "sleep", "args": {"seconds": 0}}, "noop"])
+    await _crash_while_running_first_step(engine, name)
+
+    done = await engine.run(name)
+
+    assert done.state is WorkflowState.COMPLETED
+    assert attempts(done) == [2, 1]
+    kinds = [e.kind for e in await engine.history(name)]
+    # Both are written by the one transaction that takes the workflow over.
+    assert kinds[0] == "created"
+    assert sorted(kinds[1:3]) == ["claimed", "step_interrupted"]
+    assert kinds[3:] == ["completed"]
+
+
+async def test_run_does_not_rerun_an_interrupted_non_idempotent_step(
+    engine: Engine, create
+) -> None:
+    """A non-idempotent step interrupted by its owner's crash is not re-run: the workflow
+    goes to error saying so, naming `wfectl retry` and `wfectl skip`."""
+    key = new_key("interrupted")
+    name = await create([record(key), "noop"])
+    await _crash_while_running_first_step(engine, name)
+
+    with pytest.raises(StepError, match="interrupted"):
+        await engine.run(name)
+
+    failed = await engine.get(name)
+    assert failed.state is WorkflowState.ERROR
+    assert failed.last_error is not None
+    assert "interrupted while running step 0 'record'" in failed.last_error
+    assert "wfectl retry" in failed.last_error
+    assert "wfectl skip" in failed.last_error
+    assert step_states(failed) == [StepState.ERROR, StepState.PENDING]
+    assert attempts(failed) == [1, 0]
+    assert CALLS[key] == 0
+
+
+async def test_pause_requested_with_plain_sql_on_pending_is_applied_by_run(
+    engine: Engine, create
+) -> None:
+    """`UPDATE workflows SET requested = 'pause'` on a pending row: the next claimer (here
+    `run`) pauses it before its first step instead of running it."""
+    key = new_key("sqlpause")
+    name = await create([record(key)])
+    async with engine.db.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE workflows SET requested = 'pause' WHERE name = :name"), {"name": name}
+        )
+
+    with pytest.raises(WorkflowHalted, match="paused"):
+        await engine.run(name)
+
+    paused = await engine.get(name)
+    assert paused.state is WorkflowState.PAUSED
+    assert paused.row.requested is None
+    assert paused.current_step == 0
+    assert CALLS[key] == 0
+    await engine.resume(name)
+    assert (await engine.run(name)).state is WorkflowState.COMPLETED
+    assert CALLS[key] == 1
+
+
+# -- retries, timeouts, bad contexts ------------------------------------------------------
+
+
+async def test_retries_without_delay_count_attempts(engine: Engine, create) -> None:
+    """A step with retries=2 and retry_delay 0 runs 3 times in one claim, writing a
+    `step_retry` event per retry, then the workflow goes to error."""
+    name = await create([fail_step("always", retries=2, retry_delay=0)])
+
+    with pytest.raises(StepError, match="after 3 attempts"):
+        await engine.run(name)
+
+    failed = await engine.get(name)
+    assert failed.state is WorkflowState.ERROR
+    assert attempts(failed) == [3]
+    history = await engine.history(name)
+    assert [e.kind for e in history] == ["created", "claimed", "step_retry", "step_retry", "error"]
+    assert [e.detail["attempt"] for e in history if e.kind == "step_retry"] == [1, 2]
+
+
+async def test_retry_delay_releases_and_reclaims_until_attempts_run_out(
+    engine: Engine, create
+) -> None:
+    """With retry_delay 0.2 s a failed attempt releases the workflow to pending with
+    run_after; the same `run` re-claims it once due; it ends in error after retries+1
+    attempts."""
+    name = await create([fail_step("still broken", retries=1, retry_delay=0.2)])
+    started = time.monotonic()
+
+    with pytest.raises(StepError, match="after 2 attempts"):
+        await engine.run(name)
+
+    assert time.monotonic() - started >= 0.2
+    failed = await engine.get(name)
+    assert attempts(failed) == [2]
+    history = await engine.history(name)
+    assert [e.kind for e in history] == ["created", "claimed", "step_retry", "claimed", "error"]
+    retry, reclaim = history[2], history[3]
+    assert retry.detail["delay"] == pytest.approx(0.2)
+    assert failed.row.run_after is not None
+    assert failed.row.run_after >= retry.at
+    assert reclaim.at >= failed.row.run_after  # not re-claimed before it was due
+    assert reclaim.detail["fence"] == history[1].detail["fence"] + 1
+
+
+async def test_retry_delay_then_success_on_second_attempt(engine: Engine, create) -> None:
+    """A step that fails once with retry_delay 0.2 s succeeds on its second attempt in the
+    same `run` call and the workflow completes."""
+    key = new_key("delay")
+    name = await create([fail_times(key, 1, retries=3, retry_delay=0.2), "noop"])
+
+    done = await engine.run(name)
+
+    assert done.state is WorkflowState.COMPLETED
+    assert attempts(done) == [2, 1]
+    kinds = [e.kind for e in await engine.history(name)]
+    assert kinds == ["created", "claimed", "step_retry", "claimed", "completed"]
+
+
+async def test_step_timeout_fails_the_step(engine: Engine, create) -> None:
+    """A step running past its `timeout` fails with a message saying it timed out."""
+    name = await create([{"step": "sleep", "args": {"seconds": 30}, "timeout": 0.2}])
+    started = time.monotonic()
+
+    with pytest.raises(StepError, match="timed out"):
+        await engine.run(name)
+
+    assert time.monotonic() - started < 10
+    failed = await engine.get(name)
+    assert failed.state is WorkflowState.ERROR
+    assert failed.last_error is not None
+    assert "timed out after 0.2 s" in failed.last_error
+    assert "step 0 'sleep'" in failed.last_error
+
+
+async def test_non_json_context_is_a_step_error(engine: Engine, create) -> None:
+    """A step leaving a non-JSON value in the context fails with a clear message and the
+    committed context stays as before that step."""
+    name = await create(["write_a", "bad_context", "noop"], {"given": 1})
+
+    with pytest.raises(StepError, match="not JSON"):
+        await engine.run(name)
+
+    failed = await engine.get(name)
+    assert failed.state is WorkflowState.ERROR
+    assert failed.last_error is not None
+    assert "step 1 'bad_context'" in failed.last_error
+    assert "context that is not JSON" in failed.last_error
+    assert failed.context == {"given": 1, "a": 1, "a_on_main_thread": True}
+    assert step_states(failed) == [StepState.COMPLETED, StepState.ERROR, StepState.PENDING]
+
+
+# -- context edits ------------------------------------------------------------------------
+
+
+async def test_set_context_sets_and_unsets_keys(engine: Engine, create) -> None:
+    """`set_context` on a non-running workflow sets and unsets keys and records one
+    `context_set` event."""
+    name = await create(["read_a_write_b"], {"a": 1, "drop": "me", "keep": [1, 2]})
+
+    changed = await engine.set_context(name, {"a": 10, "new": {"x": 1}}, unset=["drop"])
+
+    assert changed.context == {"a": 10, "new": {"x": 1}, "keep": [1, 2]}
+    history = await engine.history(name)
+    assert [e.kind for e in history] == ["created", "context_set"]
+    assert history[-1].detail == {"set": {"a": 10, "new": {"x": 1}}, "unset": ["drop"]}
+    done = await engine.run(name)
+    assert done.context["b"] == 11
+
+
+async def test_set_context_is_refused_while_running(engine: Engine, create, probe) -> None:
+    """`set_context` on a running workflow raises InvalidTransition and changes nothing."""
+    name = await create(["noop"], {"a": 1})
+    async with probe.held_by_other(name) as held:
+        events = await probe.kinds(name)
+
+        with pytest.raises(InvalidTransition, match="running"):
+            await engine.set_context(name, {"a": 2})
+
+        assert await probe.row(name) == held
+        assert await probe.kinds(name) == events
+
+
+async def test_unset_of_missing_context_key_is_refused(engine: Engine, create, probe) -> None:
+    """Unsetting a key the context does not have is refused and changes nothing."""
+    name = await create(["noop"], {"a": 1})
+    before = await probe.row(name)
+
+    with pytest.raises(InvalidTransition, match="no context key 'b'"):
+        await engine.set_context(name, unset=["b"])
+
+    assert await probe.row(name) == before
+
+
+# -- events -------------------------------------------------------------------------------
+
+
+async def test_simple_run_writes_created_claimed_completed(
+    database_url: str, make_engine: Callable[..., Engine], new_name
+) -> None:
+    """A simple run writes exactly the events created, claimed, completed, each with the
+    Engine's actor."""
+    engine = make_engine(database_url, actor="tester@host")
+    name = new_name()
+    await engine.create_workflow(name, {}, ["write_a", "read_a_write_b"], queue="itest")
+
+    await engine.run(name)
+
+    history = await engine.history(name)
+    assert [e.kind for e in history] == ["created", "claimed", "completed"]
+    assert {e.actor for e in history} == {"tester@host"}
+    assert all(e.workflow_name == name for e in history)
+    assert history == sorted(history, key=lambda e: e.id)
+
+
+async def test_every_operator_transition_writes_one_event(engine: Engine, create) -> None:
+    """Each operator transition writes exactly one event of its kind, with the actor and
+    the reason given."""
+    name = await create(["noop"])
+    expected = ["created"]
+
+    async def check(kind: str) -> None:
+        expected.append(kind)
+        history = await engine.history(name)
+        assert [e.kind for e in history] == expected
+        assert history[-1].actor == "tester@host"
+
+    await engine.pause(name, reason="r-pause")
+    await check("paused")
+    await engine.resume(name, reason="r-resume")
+    await check("resumed")
+    await engine.set_context(name, {"x": 1}, reason="r-ctx")
+    await check("context_set")
+    await engine.stop(name, reason="r-stop")
+    await check("stopped")
+    await engine.restart(name, reason="r-restart")
+    await check("restarted")
+    await engine.delete(name, reason="r-delete")
+    await check("deleted")
+    reasons = [e.reason for e in await engine.history(name)][1:]
+    assert reasons == ["r-pause", "r-resume", "r-ctx", "r-stop", "r-restart", "r-delete"]

@@ -1,0 +1,70 @@
+"""Small steps the integration tests compose into workflows.
+
+Module-level state (`CALLS`, `_FAILURES`) is keyed by a per-test unique key passed as a step
+argument, so tests running one after another in the same process never see each other's
+counts.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import ClassVar
+
+from wfed import Context, Step, step
+
+CALLS: Counter[str] = Counter()
+"""How many times `record` (and `fail_times`) ran, by key."""
+
+_FAILURES: Counter[str] = Counter()
+
+
+@step("noop")
+async def noop(ctx: Context) -> None:
+    """Do nothing."""
+
+
+@step("write_a")
+async def write_a(ctx: Context) -> None:
+    """An async step: write `a` into the context, and note it ran on the event loop."""
+    ctx["a"] = 1
+    ctx["a_on_main_thread"] = threading.current_thread() is threading.main_thread()
+
+
+@step("read_a_write_b")
+def read_a_write_b(ctx: Context) -> None:
+    """A plain `def` step: read `a`, write `b`, and note which thread it ran in."""
+    ctx["b"] = ctx["a"] + 1
+    ctx["b_on_main_thread"] = threading.current_thread() is threading.main_thread()
+
+
+@step("record")
+def record(ctx: Context, key: str) -> None:
+    """Count a run under `key` (so a test can tell whether and how often a step ran)."""
+    CALLS[key] += 1
+
+
+@step("fail")
+async def fail(ctx: Context, message: str = "boom") -> None:
+    """Always fail with `message`, after writing to the context (which must be dropped)."""
+    ctx["written_by_failed_step"] = True
+    raise RuntimeError(message)
+
+
+@step("fail_times")
+async def fail_times(ctx: Context, key: str, times: int) -> None:
+    """Fail the first `times` runs under `key`, then succeed."""
+    CALLS[key] += 1
+    if _FAILURES[key] < times:
+        _FAILURES[key] += 1
+        raise RuntimeError(f"planned failure {_FAILURES[key]} of {times}")
+    ctx[f"passed_{key}"] = CALLS[key]
+
+
+class BadContext(Step):
+    """Leave a value that is not JSON (a set) in the context."""
+
+    name: ClassVar[str] = "bad_context"
+
+    async def run(self, ctx: Context) -> None:  # type: ignore[override]
+        ctx["not_json"] = {1, 2, 3}
