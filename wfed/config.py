@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from wfed.durations import parse_duration
 from wfed.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///wfed.db"
@@ -84,6 +86,35 @@ class MetricsConfig(_Section):
     listen: str = ""
 
 
+PurgeableState = Literal["completed", "stopped"]
+_PURGEABLE_DEFAULT: tuple[PurgeableState, ...] = ("completed", "stopped")
+
+
+class RetentionConfig(_Section):
+    purge_after: str = ""
+    """Delete completed/stopped workflows that finished longer ago (e.g. "30d"); "" = off."""
+    states: list[PurgeableState] = Field(
+        default_factory=lambda: list(_PURGEABLE_DEFAULT), min_length=1
+    )
+    purge_events: bool = False
+    interval: float = Field(default=3600.0, gt=0)
+
+    @field_validator("purge_after")
+    @classmethod
+    def _a_duration(cls, value: str) -> str:
+        if value:
+            parse_duration(value)
+        return value
+
+    @field_validator("interval", mode="before")
+    @classmethod
+    def _int_is_a_float(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    def purge_age(self) -> timedelta | None:
+        return parse_duration(self.purge_after) if self.purge_after else None
+
+
 class Config(_Section):
     """The whole configuration; sections and keys as in DESIGN.md §7."""
 
@@ -92,6 +123,7 @@ class Config(_Section):
     steps: StepsConfig = Field(default_factory=StepsConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     def database_password(self) -> str | None:
         """The password from `password_file` (trailing newline stripped), if one is set."""

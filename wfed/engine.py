@@ -36,6 +36,7 @@ from wfed.errors import (
     WorkflowLocked,
     WorkflowNotFound,
 )
+from wfed.retention import PURGEABLE, purge_finished
 from wfed.runner import Outcome, RunResult, WorkflowRunner
 from wfed.states import Operation, StepState, WorkflowState, decide, sources
 from wfed.steps.definition import StepPlan, parse_context, parse_definition
@@ -490,6 +491,31 @@ class Engine:
                 detail={"set": updates or {}, "unset": list(unset)},
             )
         return await self.get(name)
+
+    # -- retention --------------------------------------------------------------------
+
+    async def purge(
+        self,
+        older_than: timedelta,
+        *,
+        states: Iterable[WorkflowState | str] = PURGEABLE,
+        events: bool = False,
+        dry_run: bool = False,
+        batch_size: int = 1000,
+    ) -> int:
+        """Delete finished workflows that finished more than `older_than` ago, in batches
+        of short transactions (no long locks). Their events are kept (plus a `purged`
+        event each) unless `events`. Returns how many were (or, dry, would be) deleted."""
+        return await purge_finished(
+            self.db,
+            older_than,
+            states=states,
+            events=events,
+            dry_run=dry_run,
+            batch_size=batch_size,
+            actor=self.actor,
+            clock=self.clock,
+        )
 
     # -- running inline ---------------------------------------------------------------
 

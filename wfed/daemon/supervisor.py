@@ -28,6 +28,7 @@ from wfed.config import Config
 from wfed.daemon import sdnotify
 from wfed.errors import DatabaseUnavailable
 from wfed.metrics import STATE_COUNT_INTERVAL, Metrics
+from wfed.retention import purge_finished
 from wfed.runner import WorkflowRunner
 from wfed.states import Request, WorkflowState
 from wfed.steps.registry import StepRegistry
@@ -97,6 +98,8 @@ class Daemon:
                 group.create_task(self._side_loop("rescuer", self._rescue_loop))
                 if self.config.metrics.listen:
                     group.create_task(self._side_loop("state_counter", self._count_loop))
+                if self.config.retention.purge_after:
+                    group.create_task(self._side_loop("retention", self._retention_loop))
                 await self._stopping.wait()
                 await self._drain()
                 self._finished.set()
@@ -387,3 +390,29 @@ class Daemon:
                     self.metrics.workflows.labels(state.value).set(counts.get(state.value, 0))
             if await self._wait(self._finished, STATE_COUNT_INTERVAL):
                 return
+
+    async def _retention_loop(self) -> None:
+        """Purge old finished workflows every `[retention] interval`, when this daemon is
+        the eldest live one (so one daemon at a time does it)."""
+        retention = self.config.retention
+        age = retention.purge_age()
+        if age is None:
+            return
+        while not await self._wait(self._stopping, retention.interval):
+            since = self.clock() - timedelta(seconds=self.settings.lease)
+            try:
+                async with self.db.transaction() as conn:
+                    eldest = await daemon_store.daemon_is_eldest_live(conn, self.id, since)
+                if eldest:
+                    await purge_finished(
+                        self.db,
+                        age,
+                        states=retention.states,
+                        events=retention.purge_events,
+                        actor=self.id,
+                        clock=self.clock,
+                    )
+            except (DatabaseUnavailable, DBAPIError, OSError) as exc:
+                if not (isinstance(exc, DatabaseUnavailable) or is_connection_error(exc)):
+                    raise
+                self.log.warning("retention_failed", error=str(exc).splitlines()[0][:300])

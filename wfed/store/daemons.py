@@ -36,3 +36,14 @@ async def daemon_deregister(conn: AsyncConnection, daemon_id: str) -> None:
 async def daemons_list(conn: AsyncConnection) -> list[DaemonRow]:
     rows = await conn.execute(select(daemons).order_by(D.started_at))
     return [DaemonRow.from_mapping(row) for row in rows.mappings()]
+
+
+async def daemon_is_eldest_live(
+    conn: AsyncConnection, daemon_id: str, heartbeat_since: datetime
+) -> bool:
+    """Whether `daemon_id` has the smallest id among daemons with a fresh heartbeat (the
+    one that does fleet-wide chores such as retention)."""
+    eldest = await conn.scalar(
+        select(D.id).where(D.heartbeat_at >= heartbeat_since).order_by(D.id).limit(1)
+    )
+    return bool(eldest == daemon_id)

@@ -81,3 +81,11 @@ async def event_latest(
         .first()
     )
     return EventRow.from_mapping(row) if row else None
+
+
+async def events_delete_for(conn: AsyncConnection, workflow_ids: list[int]) -> int:
+    """Delete the events of purged workflows (only when asked to: they are the audit)."""
+    if not workflow_ids:
+        return 0
+    result = await conn.execute(workflow_events.delete().where(E.workflow_id.in_(workflow_ids)))
+    return int(result.rowcount)

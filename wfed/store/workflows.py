@@ -264,3 +264,42 @@ async def workflow_counts(conn: AsyncConnection) -> dict[str, int]:
     """How many workflows are in each state."""
     rows = await conn.execute(select(W.state, func.count()).group_by(W.state))
     return {state: count for state, count in rows.tuples()}
+
+
+async def workflow_purge_candidates(
+    conn: AsyncConnection,
+    *,
+    states: Sequence[WorkflowState],
+    finished_before: datetime,
+    limit: int,
+) -> list[tuple[int, str]]:
+    """Up to `limit` (id, name) of finished workflows older than `finished_before`,
+    locked for deletion (rows another purger holds are skipped)."""
+    rows = await conn.execute(
+        select(W.id, W.name)
+        .where(W.state.in_(list(states)), W.finished_at < finished_before)
+        .order_by(W.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [(row.id, row.name) for row in rows]
+
+
+async def workflow_purge_count(
+    conn: AsyncConnection, *, states: Sequence[WorkflowState], finished_before: datetime
+) -> int:
+    """How many workflows a purge would delete (for --dry-run)."""
+    count = await conn.scalar(
+        select(func.count()).where(W.state.in_(list(states)), W.finished_at < finished_before)
+    )
+    return int(count or 0)
+
+
+async def workflows_delete(conn: AsyncConnection, ids: Sequence[int]) -> int:
+    """Delete workflows by id (their steps go with them); returns how many."""
+    if not ids:
+        return 0
+    result = await conn.execute(
+        workflows.delete().where(W.id.in_(list(ids)), W.state != WorkflowState.RUNNING)
+    )
+    return int(result.rowcount)
