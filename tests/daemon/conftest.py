@@ -55,6 +55,12 @@ async def schema(database_url: str) -> str:
 
 
 @pytest.fixture
+async def schema_mariadb(mariadb_url: str) -> str:
+    """The MariaDB test database with the wfed schema."""
+    return await _with_schema(mariadb_url)
+
+
+@pytest.fixture
 async def schema_sqlite(sqlite_url: str) -> str:
     """The SQLite test database with the wfed schema."""
     return await _with_schema(sqlite_url)

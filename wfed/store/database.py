@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import structlog
@@ -134,9 +134,21 @@ class Database:
         Deadlocks are not retried here, as the body has run already: callers that can
         repeat their work wrap it in `run_retrying`.
         """
-        try:
+        with self._unavailable_on_disconnect():
             async with self.engine.begin() as conn:
                 yield conn
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection]:
+        """A connection without a transaction of wfed's (for Alembic, which runs its own)."""
+        with self._unavailable_on_disconnect():
+            async with self.engine.connect() as conn:
+                yield conn
+
+    @contextlib.contextmanager
+    def _unavailable_on_disconnect(self) -> Iterator[None]:
+        try:
+            yield
         except (DBAPIError, OSError) as exc:
             if not is_retryable(exc) and is_connection_error(exc):
                 raise DatabaseUnavailable(

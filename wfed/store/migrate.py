@@ -39,7 +39,7 @@ def _current(connection: Connection) -> str | None:
 
 async def current_revision(db: Database) -> str | None:
     """The revision the database is at (None: no wfed schema)."""
-    async with db.engine.connect() as conn:
+    async with db.connection() as conn:
         return await conn.run_sync(_current)
 
 
@@ -54,7 +54,7 @@ async def upgrade(db: Database) -> tuple[str | None, str]:
         command.upgrade(_alembic_config(connection), "head")
         return before
 
-    async with db.engine.begin() as conn:
+    async with db.transaction() as conn:
         before = await conn.run_sync(_upgrade)
     return before, head_revision()
 

@@ -1,0 +1,28 @@
+-- Least-privilege accounts for wfed on MariaDB / MySQL. Database: wfed.
+-- Replace the passwords (or use unix_socket / ed25519 authentication), and narrow '%' to
+-- the hosts that connect. Run as an administrator, after `wfectl db upgrade` ran once as
+-- wfed_migrate.
+
+-- Schema migrations (`wfectl db upgrade`): DDL on wfed's database, nothing else.
+CREATE USER IF NOT EXISTS 'wfed_migrate'@'%' IDENTIFIED BY 'change-me-migrate';
+GRANT ALL PRIVILEGES ON wfed.* TO 'wfed_migrate'@'%';
+
+-- The daemon: reads and writes rows of wfed's tables (retention deletes old workflows),
+-- no DDL. It reads the schema version to refuse running on an outdated schema.
+CREATE USER IF NOT EXISTS 'wfed_daemon'@'%' IDENTIFIED BY 'change-me-daemon';
+GRANT SELECT, INSERT, UPDATE, DELETE ON wfed.workflows TO 'wfed_daemon'@'%';
+GRANT SELECT, INSERT, UPDATE ON wfed.workflow_steps TO 'wfed_daemon'@'%';
+GRANT SELECT, INSERT ON wfed.workflow_events TO 'wfed_daemon'@'%';
+GRANT SELECT, INSERT, UPDATE, DELETE ON wfed.daemons TO 'wfed_daemon'@'%';
+GRANT SELECT ON wfed.wfed_schema_version TO 'wfed_daemon'@'%';
+
+-- The operator (wfectl): reads everything; creates and deletes workflows; changes only
+-- the columns that control needs; appends events but can never rewrite or delete them.
+CREATE USER IF NOT EXISTS 'wfed_operator'@'%' IDENTIFIED BY 'change-me-operator';
+GRANT SELECT ON wfed.* TO 'wfed_operator'@'%';
+GRANT INSERT, DELETE ON wfed.workflows TO 'wfed_operator'@'%';
+GRANT UPDATE (state, requested, context, current_step, last_error, run_after,
+              finished_at, updated_at) ON wfed.workflows TO 'wfed_operator'@'%';
+GRANT INSERT, UPDATE (state, attempts, started_at, finished_at, error)
+    ON wfed.workflow_steps TO 'wfed_operator'@'%';
+GRANT INSERT ON wfed.workflow_events TO 'wfed_operator'@'%';

@@ -1,0 +1,138 @@
+"""The least-privilege accounts of docs/grants-mariadb.sql, for real on MariaDB."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from daemon_harness import STEP_MODULES, DaemonFactory, wait_until
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from wfed import Engine, WorkflowState
+
+GRANTS = Path(__file__).resolve().parents[2] / "docs" / "grants-mariadb.sql"
+ACCESS_DENIED = {1142, 1143, 1044, 1045}  # table/column command denied, db/login denied
+
+
+def _statements(sql: str) -> list[str]:
+    lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
+    return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
+
+
+class Accounts:
+    def __init__(self, url: str) -> None:
+        self.admin_url = url
+        self.database = make_url(url).database
+        self.suffix = uuid.uuid4().hex[:8]
+        self.passwords = {
+            role: f"pw-{role}-{uuid.uuid4().hex[:12]}" for role in ("migrate", "daemon", "operator")
+        }
+
+    def user(self, role: str) -> str:
+        return f"wfed_{role}_{self.suffix}"
+
+    def url(self, role: str) -> str:
+        base = make_url(self.admin_url)
+        return base.set(username=self.user(role), password=self.passwords[role]).render_as_string(
+            hide_password=False
+        )
+
+    def sql(self) -> list[str]:
+        sql = GRANTS.read_text()
+        for role in ("migrate", "daemon", "operator"):
+            sql = sql.replace(f"'wfed_{role}'", f"'{self.user(role)}'")
+            sql = re.sub(rf"'change-me-{role}'", f"'{self.passwords[role]}'", sql)
+        sql = sql.replace(" wfed.", f" {self.database}.")
+        return _statements(sql)
+
+
+@pytest.fixture
+async def accounts(mariadb_url: str, schema_mariadb: str) -> AsyncIterator[Accounts]:
+    """The three accounts of the grants file, created for this test and dropped after."""
+    made = Accounts(mariadb_url)
+    admin = create_async_engine(mariadb_url)
+    try:
+        async with admin.begin() as conn:
+            for statement in made.sql():
+                await conn.execute(text(statement))
+        yield made
+    finally:
+        async with admin.begin() as conn:
+            for role in ("migrate", "daemon", "operator"):
+                await conn.execute(text(f"DROP USER IF EXISTS '{made.user(role)}'@'%'"))
+        await admin.dispose()
+
+
+async def _refused(url: str, statement: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        with pytest.raises(DBAPIError) as denied:
+            async with engine.begin() as conn:
+                await conn.execute(text(statement))
+        assert denied.value.orig.args[0] in ACCESS_DENIED, denied.value
+    finally:
+        await engine.dispose()
+
+
+async def test_daemon_and_operator_accounts_work_and_are_refused_the_rest(
+    accounts: Accounts, start_daemon: DaemonFactory, queue: str, tmp_path: Path
+) -> None:
+    """The daemon account runs workflows and the operator account controls them, while
+    DDL, event rewriting and writes to lease columns are refused by MariaDB."""
+    journal = tmp_path / "journal.txt"
+    journal.touch()
+    daemon = start_daemon(accounts.url("daemon"), queue=queue)
+    async with Engine(accounts.url("operator"), step_modules=STEP_MODULES) as operator:
+        steps = [{"step": "mark", "args": {"tag": "a"}}]
+        await operator.create_workflow(f"{queue}-1", {"journal": str(journal)}, steps, queue=queue)
+
+        async def done() -> bool:
+            return (await operator.get(f"{queue}-1")).state is WorkflowState.COMPLETED
+
+        await wait_until(done, what="completed under the daemon account")
+        held = f"{queue}-held"
+        await operator.create_workflow(
+            held, {"journal": str(journal)}, steps, queue=f"{queue}-nobody"
+        )
+        await operator.pause(held, reason="grants test")
+        await operator.set_context(held, {"extra": 1})
+        await operator.resume(held)
+        await operator.stop(held)
+        await operator.restart(held)
+        await operator.delete(held)
+        assert [e.kind for e in await operator.history(held)][-1] == "deleted"
+    for statement in (
+        "CREATE TABLE wfed_intruder (a INT)",
+        "DROP TABLE workflow_events",
+        "ALTER TABLE workflows ADD COLUMN x INT",
+    ):
+        await _refused(accounts.url("daemon"), statement)
+        await _refused(accounts.url("operator"), statement)
+    await _refused(accounts.url("operator"), "DELETE FROM workflow_events")
+    await _refused(accounts.url("operator"), "UPDATE workflow_events SET actor = 'someone'")
+    await _refused(accounts.url("operator"), "UPDATE workflows SET fence = fence + 1")
+    await _refused(accounts.url("operator"), "UPDATE workflows SET claimed_by = 'me'")
+    await _refused(accounts.url("daemon"), "DELETE FROM workflow_events")
+    log = daemon.log_path.read_text()
+    assert accounts.passwords["daemon"] not in log
+
+
+async def test_a_wrong_password_is_never_printed(
+    accounts: Accounts, start_daemon: DaemonFactory, queue: str
+) -> None:
+    """A daemon refused at login exits 1 naming the database, without the password."""
+    wrong = make_url(accounts.url("daemon")).set(password="not-the-password-0451")
+    daemon = start_daemon(
+        wrong.render_as_string(hide_password=False), queue=queue, wait_ready=False
+    )
+    assert daemon.wait(timeout=60) == 1
+    output = daemon.log_path.read_text()
+    assert "not-the-password-0451" not in output
+    assert "Access denied" in output or "unreachable" in output
+    assert "Traceback" not in output
