@@ -1,17 +1,71 @@
 """The example runbook: server maintenance (stop an app, run a command, start the app).
 
 It works on local stand-ins so it runs anywhere: each "server" is a directory under the
-context's `workdir` (default: a `wfed-example` directory in the working directory), and
-an app is "running" on a server while its `app.running` marker file exists.
+context's `workdir` (default for the Python steps: a `wfed-example` directory in the
+working directory), and an app is "running" on a server while its `app.running` marker
+file exists there.
+
+The runbook comes in two spellings:
+
+* the Python steps `stop_app`, `run_cmd` and `start_app` (context: `target_servers`,
+  `cmd`, optional `workdir`): `["stop_app", "run_cmd", "start_app"]`;
+* `example_definition()`: the same runbook as built-in `shell` steps driving the stand-in
+  tool `appctl.py`, with a `sleep` to let connections drain (context: `target_servers`,
+  `workdir`, `drain_seconds`, and `cmd` as an argument list). `enqueue.sql` inserts it
+  with plain SQL.
 """
 
 from __future__ import annotations
 
-import subprocess
+import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
 from wfed.steps.base import Context, Step, step
+from wfed.steps.shell import describe, exit_text, run_command, tail_lines
+
+APPCTL = Path(__file__).resolve().with_name("appctl.py")
+"""The stand-in app control tool (standard library only; any python3 runs it)."""
+ENQUEUE_SQL = Path(__file__).resolve().with_name("enqueue.sql")
+
+
+def example_definition(*, python: str | None = None, appctl: str | None = None) -> list[Any]:
+    """The runbook as `shell` steps (a `workflows.steps` value).
+
+    `python` and `appctl` default to this interpreter and this package's `appctl.py`;
+    `enqueue.sql` uses `python3` and `wfed/examples/appctl.py` (relative to the checkout,
+    where `make run` runs the daemon).
+    """
+    tool = [python or sys.executable, appctl or str(APPCTL)]
+    servers = ["{workdir}", "{target_servers}"]  # a list reference is spliced into argv
+    return [
+        {
+            "step": "shell",
+            "label": "stop the app",
+            "args": {"cmd": [*tool, "stop", *servers], "save_as": "stop_output"},
+            "idempotent": True,
+        },
+        {
+            "step": "sleep",
+            "label": "let connections drain",
+            "args": {"seconds": "{drain_seconds}"},
+        },
+        {
+            "step": "shell",
+            "label": "run the maintenance command",
+            "args": {
+                "cmd": [*tool, "exec", *servers, "--", "{cmd}"],
+                "timeout": 600,
+                "save_as": "maintenance_output",
+            },
+        },
+        {
+            "step": "shell",
+            "label": "start the app",
+            "args": {"cmd": [*tool, "start", *servers], "save_as": "start_output"},
+            "idempotent": True,
+        },
+    ]
 
 
 def _servers(ctx: Context) -> list[Path]:
@@ -31,7 +85,12 @@ def stop_app(ctx: Context) -> None:
 
 
 class RunCmd(Step):
-    """Run the maintenance command (`ctx["cmd"]`, an argument list) on each stopped server."""
+    """Run the maintenance command (`ctx["cmd"]`) on each stopped server.
+
+    `cmd` is an argument list, or a string run with `sh -c` (it is the operator's own
+    command, from the context). Like `shell`, each run is in its own process group, which
+    a stop or a timeout terminates as a whole.
+    """
 
     name: ClassVar[str] = "run_cmd"
     idempotent: ClassVar[bool] = False
@@ -40,26 +99,21 @@ class RunCmd(Step):
     timeout: ClassVar[float | None] = 600.0
     description: ClassVar[str] = "run the maintenance command on each stopped server"
 
-    def run(self, ctx: Context, **args: Any) -> None:  # type: ignore[override]
+    async def run(self, ctx: Context, **args: Any) -> None:
         if "cmd" not in ctx:
             raise ValueError("the context has no 'cmd': set it with `wfectl ctx NAME set cmd=…`")
         cmd = ctx["cmd"]
-        argv = cmd if isinstance(cmd, list) else ["sh", "-c", str(cmd)]
+        argv = [str(part) for part in cmd] if isinstance(cmd, list) else ["sh", "-c", str(cmd)]
+        if not argv:
+            raise ValueError("the context's 'cmd' is an empty list")
         done = {}
         for server in ctx.get("stopped_servers", []):
             workdir = Path(ctx.get("workdir", "wfed-example")) / server
-            result = subprocess.run(  # noqa: S603 - argv from the operator's own context
-                [str(part) for part in argv],
-                cwd=workdir,
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=self.timeout,
-            )
-            if result.returncode != 0:
+            result = await run_command(argv, cwd=str(workdir))
+            if result.rc != 0:
                 raise RuntimeError(
-                    f"command failed on {server} with exit code {result.returncode}: "
-                    f"{result.stderr.strip()[-300:]}"
+                    f"command failed on {server}: {describe(argv)} {exit_text(result.rc)}"
+                    f": {tail_lines(result.tail(), chars=300)}"
                 )
             done[server] = result.stdout.strip()[-300:]
         ctx["maintenance_output"] = done

@@ -1,0 +1,406 @@
+"""The `shell` step: run a command, capture its output, and leave no process behind.
+
+The command is an argument list run directly (no shell), so context values that end up in
+it are single arguments, never shell syntax. `/bin/sh -c` is used only with `shell: true`.
+
+Every command runs in a process group of its own (`start_new_session=True`). When the step
+is cancelled (a stop request, the step's policy timeout, the daemon shutting down) or its
+own `timeout` expires, the whole group gets SIGTERM, then SIGKILL after `kill_grace`
+seconds, so grandchildren die with the command. Members still in the group after the
+command exits are ended the same way. The command itself is always reaped.
+
+Output is read incrementally as it arrives and only the last `max_output` bytes of each
+stream are kept. A pipe still held open by a process that left the group (`setsid`) does
+not hold the step up: reading stops shortly after the group is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import structlog
+
+from wfed.steps.base import Context, Step
+from wfed.steps.template import is_reference
+
+log = structlog.get_logger("wfed.steps.shell")
+
+Scalar = str | int | float
+"""An argv or env value: numbers from the context are passed as their decimal text."""
+
+MAX_OUTPUT = 64 * 1024
+"""Default bytes kept of each of stdout and stderr (the tail)."""
+DRAIN_SECONDS = 1.0
+"""How long output is still read once the command's process group is gone."""
+REAP_SECONDS = 10.0
+"""How long to wait for a SIGKILLed command to be reaped before giving up on it."""
+POLL_SECONDS = 0.05
+"""How often a terminated group is checked for survivors."""
+ERROR_LINES = 10
+ERROR_CHARS = 1500
+SHELL = "/bin/sh"
+
+
+class CommandFailed(Exception):
+    """The command could not be started, or exited with a code not in `ok_codes`."""
+
+
+class CommandTimedOut(Exception):
+    """The command ran longer than its `timeout` and was killed."""
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    rc: int
+    stdout: str
+    stderr: str
+
+    def as_context(self) -> dict[str, Any]:
+        return {"rc": self.rc, "stdout": self.stdout, "stderr": self.stderr}
+
+    def tail(self) -> str:
+        """The last lines of stderr (of stdout when stderr is empty), for error messages."""
+        return tail_lines(self.stderr) or tail_lines(self.stdout)
+
+
+def tail_lines(text: str, lines: int = ERROR_LINES, chars: int = ERROR_CHARS) -> str:
+    kept = "\n".join(text.strip().splitlines()[-lines:])
+    return kept if len(kept) <= chars else "…" + kept[-chars:]
+
+
+class _Tail:
+    """The last `limit` bytes written to it, and how many bytes were dropped before them."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.data = bytearray()
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.data += chunk
+        excess = len(self.data) - self.limit
+        if excess > 0:
+            del self.data[:excess]
+            self.dropped += excess
+
+    def text(self) -> str:
+        data = bytes(self.data)
+        if not self.dropped:
+            return data.decode("utf-8", errors="replace")
+        # Do not start with the broken remains of a multi-byte character.
+        skip = 0
+        while skip < min(3, len(data)) and data[skip] & 0xC0 == 0x80:
+            skip += 1
+        marker = f"[… output truncated: the first {self.dropped + skip} bytes were dropped …]\n"
+        return marker + data[skip:].decode("utf-8", errors="replace")
+
+
+class _Capture(asyncio.SubprocessProtocol):
+    """Collects output as it arrives; tells when the process exited and the pipes closed.
+
+    The exit is watched on its own (not through `Process.wait()`, which on Python 3.11
+    waits for the pipes too and so hangs while a grandchild holds one open).
+    """
+
+    def __init__(self, limit: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.output = {1: _Tail(limit), 2: _Tail(limit)}
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.drained: asyncio.Future[None] = loop.create_future()
+        self._open = {1, 2}
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd in self.output:
+            self.output[fd].add(data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        self._open.discard(fd)
+        if not self._open and not self.drained.done():
+            self.drained.set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group is still running (zombies do not count)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _has_running_member(pgid)
+
+
+def _has_running_member(pgid: int) -> bool:
+    """Scan /proc for a member of the group that is not a zombie (Linux); elsewhere the
+    answer of killpg(pgid, 0) stands. Zombies matter: an orphaned member that died is
+    reaped by init, which may take its time (or, in some containers, never happen)."""
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return True
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat_file:
+                stat = stat_file.read()
+        except OSError:
+            continue  # it ended meanwhile
+        # pid (comm) state ppid pgrp …: comm may contain anything, so split after it.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in {b"Z", b"X"}:
+            return True
+    return False
+
+
+async def _wait_exit(capture: _Capture, seconds: float) -> bool:
+    """Wait up to `seconds` for the command to have exited (and been reaped)."""
+    done, _ = await asyncio.wait({capture.exited}, timeout=seconds)
+    return bool(done)
+
+
+async def _terminate(pgid: int, capture: _Capture, grace: float) -> None:
+    """SIGTERM the process group, give it `grace` seconds, then SIGKILL what is left.
+
+    A second cancellation during the grace skips the rest of it: SIGKILL is sent on every
+    way out, so nothing of the group survives the step.
+    """
+    _signal_group(pgid, signal.SIGTERM)
+    _signal_group(pgid, signal.SIGCONT)  # a stopped process cannot act on its SIGTERM
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    try:
+        # Polled: nothing signals the end of a whole process group. While the command
+        # itself runs, its group is alive without looking further.
+        while (  # noqa: ASYNC110
+            not capture.exited.done() or _group_alive(pgid)
+        ) and loop.time() < deadline:
+            await asyncio.sleep(POLL_SECONDS)
+    finally:
+        if _group_alive(pgid):
+            log.warning("shell_group_killed", pgid=pgid, grace=grace)
+            _signal_group(pgid, signal.SIGKILL)
+        if not await _wait_exit(capture, REAP_SECONDS):
+            log.error("shell_command_not_reaped", pid=pgid)
+
+
+async def _spawn(
+    argv: list[str],
+    capture: _Capture,
+    *,
+    env: dict[str, str] | None,
+    cwd: str | None,
+    stdin: bytes | None,
+) -> asyncio.SubprocessTransport:
+    loop = asyncio.get_running_loop()
+    spawning = asyncio.ensure_future(
+        loop.subprocess_exec(
+            lambda: capture,
+            *argv,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
+    )
+    try:
+        transport, _ = await asyncio.shield(spawning)
+    except asyncio.CancelledError:
+        # Cancelled while starting: the process may exist already and must not outlive us.
+        with contextlib.suppress(Exception):
+            started, _ = await spawning
+            try:
+                await _terminate(started.get_pid(), capture, grace=0)
+            finally:
+                started.close()
+        raise
+    except OSError as exc:  # no such program or directory, not executable…
+        detail = f"{exc.strerror or exc}"
+        if exc.filename is not None:
+            detail += f": {exc.filename}"
+        raise CommandFailed(f"cannot run {argv[0]!r}: {detail}") from None
+    if stdin is not None:
+        pipe = transport.get_pipe_transport(0)
+        if isinstance(pipe, asyncio.WriteTransport):
+            # A command that exits without reading gets EPIPE; asyncio ignores it quietly.
+            pipe.write(stdin)
+            pipe.write_eof()
+    return transport
+
+
+async def run_command(
+    argv: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    stdin: str | None = None,
+    timeout: float | None = None,  # noqa: ASYNC109 - the shell step's argument, passed on
+    kill_grace: float = 5.0,
+    max_output: int = MAX_OUTPUT,
+) -> CommandResult:
+    """Run `argv` in its own process group and return its exit code and output.
+
+    On cancellation the group is terminated (see the module docstring) and the
+    cancellation propagates. CommandTimedOut after `timeout`; CommandFailed if it cannot
+    start. The exit code is not judged here.
+    """
+    argv = list(argv)
+    capture = _Capture(max_output)
+    data = None if stdin is None else stdin.encode()
+    transport = await _spawn(argv, capture, env=env, cwd=cwd, stdin=data)
+    pgid = transport.get_pid()  # == the pid: it leads its own new session and group
+    timed_out = False
+    try:
+        try:
+            async with asyncio.timeout(timeout):
+                # Shielded: a cancellation must reach us, not cancel the exit future.
+                await asyncio.shield(capture.exited)
+        except TimeoutError:
+            timed_out = True
+            await _terminate(pgid, capture, kill_grace)
+        else:
+            if _group_alive(pgid):
+                # The command left processes behind in its group (`cmd &`): they go too,
+                # as systemd does with a unit's leftovers. A process meant to outlive the
+                # step must detach itself (setsid, systemd-run).
+                log.warning("shell_leftovers_terminated", pgid=pgid)
+                await _terminate(pgid, capture, kill_grace)
+    except BaseException:  # cancelled: a stop, the step's timeout, shutdown
+        await _terminate(pgid, capture, kill_grace)
+        raise
+    finally:
+        try:
+            await asyncio.wait({capture.drained}, timeout=DRAIN_SECONDS)
+        finally:
+            transport.close()
+    rc = transport.get_returncode()
+    result = CommandResult(
+        rc=-1 if rc is None else rc,
+        stdout=capture.output[1].text(),
+        stderr=capture.output[2].text(),
+    )
+    if timed_out:
+        tail = result.tail()
+        raise CommandTimedOut(
+            f"{describe(argv)} timed out after {timeout:g} s and was killed"
+            + (f"; last output:\n{tail}" if tail else "")
+        )
+    return result
+
+
+def describe(argv: Sequence[str], limit: int = 120) -> str:
+    """A command for messages: shell-quoted, shortened."""
+    text = shlex.join(argv)
+    return f"`{text if len(text) <= limit else text[: limit - 1] + '…'}`"
+
+
+def exit_text(rc: int) -> str:
+    if rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        return f"was killed by {name}"
+    return f"exited with code {rc}"
+
+
+def _argv(cmd: Sequence[Any]) -> list[str]:
+    """The argument list: an element that is a list (e.g. `"{servers}"`) is spliced in."""
+    argv: list[str] = []
+    for item in cmd:
+        if isinstance(item, list):
+            argv.extend(str(part) for part in item)
+        else:
+            argv.append(str(item))
+    return argv
+
+
+class Shell(Step):
+    """Run a command (an argument list; through /bin/sh -c only with `shell: true`)."""
+
+    name: ClassVar[str] = "shell"
+    idempotent: ClassVar[bool] = False
+    description: ClassVar[str] = "run a command; argv list, /bin/sh only with shell: true"
+
+    @classmethod
+    def check_arguments(cls, args: dict[str, Any]) -> None:
+        cmd, shell = args.get("cmd"), args.get("shell", False)
+        if isinstance(cmd, str) and not is_reference(cmd):
+            if shell is False:
+                raise ValueError(
+                    "cmd is a string but shell is not true: give an argument list like "
+                    '["systemctl", "restart", "{app}"], or set "shell": true to run the '
+                    "string with /bin/sh -c (context values in it are then shell syntax)"
+                )
+        elif isinstance(cmd, list):
+            if not cmd:
+                raise ValueError("cmd is an empty list: give the program and its arguments")
+            if shell is True:
+                raise ValueError(
+                    'with "shell": true, cmd must be one string (the /bin/sh -c script)'
+                )
+        for key in ("timeout", "max_output"):
+            value = args.get(key)
+            if isinstance(value, int | float) and value <= 0:
+                raise ValueError(f"argument {key!r} must be more than 0, got {value}")
+        grace = args.get("kill_grace")
+        if isinstance(grace, int | float) and grace < 0:
+            raise ValueError(f"argument 'kill_grace' must be 0 or more, got {grace}")
+        if args.get("ok_codes") == []:
+            raise ValueError("argument 'ok_codes' is empty: list the exit codes that mean OK")
+
+    async def run(  # type: ignore[override]
+        self,
+        ctx: Context,
+        cmd: list[Scalar | list[Scalar]] | str,
+        shell: bool = False,
+        env: dict[str, Scalar] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the step's documented argument
+        ok_codes: Sequence[int] = (0,),
+        save_as: str | None = None,
+        input: str | None = None,
+        kill_grace: float = 5.0,
+        max_output: int = MAX_OUTPUT,
+    ) -> None:
+        # Checked at definition time too; repeated for direct callers (tests, scripts).
+        self.check_arguments({"cmd": cmd, "shell": shell, "ok_codes": list(ok_codes)})
+        argv = [SHELL, "-c", cmd] if isinstance(cmd, str) else _argv(cmd)
+        environment = None
+        if env is not None:
+            environment = {**os.environ, **{key: str(value) for key, value in env.items()}}
+        result = await run_command(
+            argv,
+            env=environment,
+            cwd=cwd,
+            stdin=input,
+            timeout=timeout,
+            kill_grace=kill_grace,
+            max_output=max_output,
+        )
+        if result.rc not in ok_codes:
+            tail = result.tail()
+            raise CommandFailed(
+                f"{describe(argv)} {exit_text(result.rc)}"
+                + ("" if list(ok_codes) == [0] else f" (ok: {', '.join(map(str, ok_codes))})")
+                + (f"; last output:\n{tail}" if tail else "; no output")
+            )
+        if save_as:
+            ctx[save_as] = result.as_context()
