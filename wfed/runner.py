@@ -23,11 +23,10 @@ from enum import StrEnum
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.clock import Clock, utc_now
-from wfed.errors import DatabaseUnavailable, InvalidDefinition, LeaseLost
+from wfed.errors import InvalidDefinition, LeaseLost
 from wfed.metrics import Metrics
 from wfed.states import Request, StepState, WorkflowState
 from wfed.steps.base import PauseWorkflow
@@ -37,7 +36,7 @@ from wfed.steps.template import render
 from wfed.store import events as event_store
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
-from wfed.store.database import Database, is_connection_error, is_retryable
+from wfed.store.database import OUTAGE_ERRORS, Database, is_outage
 from wfed.store.events import Event
 from wfed.store.rows import StepRow, WorkflowRow
 
@@ -195,10 +194,8 @@ class WorkflowRunner:
                     result = await body(conn)
                 self._lease_committed()
                 return result  # noqa: TRY300 - the except below must not cover this
-            except (DBAPIError, DatabaseUnavailable, OSError) as exc:
-                if not (is_retryable(exc) or is_connection_error(exc)) and not isinstance(
-                    exc, DatabaseUnavailable
-                ):
+            except OUTAGE_ERRORS as exc:
+                if not is_outage(exc):
                     raise
                 if self.clock() >= self.lease_expires_at:
                     self.log.warning("lease_expired_during_outage", error=_error_text(exc))

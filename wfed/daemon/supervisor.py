@@ -20,13 +20,11 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy.exc import DBAPIError
 
 from wfed import __version__
 from wfed.clock import Clock, utc_now
 from wfed.config import Config
 from wfed.daemon import sdnotify
-from wfed.errors import DatabaseUnavailable
 from wfed.metrics import STATE_COUNT_INTERVAL, Metrics
 from wfed.retention import purge_finished
 from wfed.runner import WorkflowRunner
@@ -35,7 +33,7 @@ from wfed.steps.registry import StepRegistry
 from wfed.store import daemons as daemon_store
 from wfed.store import migrate
 from wfed.store import workflows as workflow_store
-from wfed.store.database import Database, is_connection_error, run_retrying
+from wfed.store.database import OUTAGE_ERRORS, Database, is_outage, run_retrying
 from wfed.store.rows import DaemonRow, WorkflowRow
 
 log = structlog.get_logger("wfed.daemon")
@@ -209,8 +207,8 @@ class Daemon:
                 continue
             try:
                 claimed = await self._claim(free, expired=False)
-            except (DatabaseUnavailable, DBAPIError, OSError) as exc:
-                if not (isinstance(exc, DatabaseUnavailable) or is_connection_error(exc)):
+            except OUTAGE_ERRORS as exc:
+                if not is_outage(exc):
                     raise
                 delay = await self._outage("claim", exc, delay)
                 continue
@@ -240,8 +238,8 @@ class Daemon:
                 continue
             try:
                 rescued = await self._claim(free, expired=True)
-            except (DatabaseUnavailable, DBAPIError, OSError) as exc:
-                if not (isinstance(exc, DatabaseUnavailable) or is_connection_error(exc)):
+            except OUTAGE_ERRORS as exc:
+                if not is_outage(exc):
                     raise
                 delay = await self._outage("rescue", exc, delay)
                 continue
@@ -323,8 +321,8 @@ class Daemon:
         while not await self._wait(self._finished, delay):
             try:
                 await self._beat()
-            except (DatabaseUnavailable, DBAPIError, OSError) as exc:
-                if not (isinstance(exc, DatabaseUnavailable) or is_connection_error(exc)):
+            except OUTAGE_ERRORS as exc:
+                if not is_outage(exc):
                     raise
                 self._lose_expired()
                 delay = await self._outage("heartbeat", exc, delay)
@@ -381,8 +379,8 @@ class Daemon:
             try:
                 async with self.db.transaction() as conn:
                     counts = await workflow_store.workflow_counts(conn)
-            except (DatabaseUnavailable, DBAPIError, OSError) as exc:
-                if not (isinstance(exc, DatabaseUnavailable) or is_connection_error(exc)):
+            except OUTAGE_ERRORS as exc:
+                if not is_outage(exc):
                     raise
                 counts = {}
             for state in WorkflowState:
@@ -412,7 +410,7 @@ class Daemon:
                         actor=self.id,
                         clock=self.clock,
                     )
-            except (DatabaseUnavailable, DBAPIError, OSError) as exc:
-                if not (isinstance(exc, DatabaseUnavailable) or is_connection_error(exc)):
+            except OUTAGE_ERRORS as exc:
+                if not is_outage(exc):
                     raise
                 self.log.warning("retention_failed", error=str(exc).splitlines()[0][:300])

@@ -113,6 +113,15 @@ def is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError | InterfaceError | OSError | ConnectionError)
 
 
+# What a database outage can look like from inside a transaction.
+OUTAGE_ERRORS = (DatabaseUnavailable, DBAPIError, OSError)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc` is the database being away or busy (retry later), not a bug."""
+    return isinstance(exc, DatabaseUnavailable) or is_retryable(exc) or is_connection_error(exc)
+
+
 class Database:
     """The engine plus wfed's transaction helper; the store functions take its connections."""
 

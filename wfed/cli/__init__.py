@@ -1,0 +1,5 @@
+"""wfectl, the control tool (DESIGN.md §6): `wfed.cli:main` is its entry point."""
+
+from wfed.cli.app import app, main
+
+__all__ = ["app", "main"]

@@ -1,0 +1,99 @@
+"""The argument forms of wfectl: `KEY=VALUE`, `--step` values and `--run-after WHEN`.
+
+A malformed argument is a usage error (`typer.BadParameter`, exit code 2), raised before
+anything touches the database.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import typer
+
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_RELATIVE = re.compile(r"\+(?:\d+[smhd])+")
+_RELATIVE_PART = re.compile(r"(\d+)([smhd])")
+
+
+def _no_constants(name: str) -> Any:
+    # NaN and Infinity are not JSON (PostgreSQL's jsonb refuses them): keep them as text.
+    raise ValueError(name)
+
+
+def parse_value(raw: str) -> Any:
+    """VALUE of KEY=VALUE: JSON where it parses (`5`, `true`, `["a"]`), else the string."""
+    try:
+        return json.loads(raw, parse_constant=_no_constants)
+    except ValueError:
+        return raw
+
+
+def parse_assignments(items: Sequence[str], option: str) -> dict[str, Any]:
+    """`KEY=VALUE` arguments as a mapping (a later KEY wins)."""
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(
+                f"{item!r} is not KEY=VALUE (e.g. cmd='[\"true\"]' or servers=web1)",
+                param_hint=option,
+            )
+        values[key] = parse_value(raw)
+    return values
+
+
+def parse_json_object(raw: str, option: str) -> dict[str, Any]:
+    """A JSON object argument such as `--ctx-json '{"a": 1}'`."""
+    try:
+        value = json.loads(raw, parse_constant=_no_constants)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not valid JSON: {exc}", param_hint=option) from None
+    if not isinstance(value, dict):
+        raise typer.BadParameter(
+            f'must be a JSON object like {{"key": "value"}}, got {type(value).__name__}',
+            param_hint=option,
+        )
+    return value
+
+
+def parse_step(raw: str) -> Any:
+    """A `--step` value: a step name, or a JSON object like {"step": "sleep", "args": {…}}."""
+    if not raw.lstrip().startswith("{"):
+        return raw
+    try:
+        return json.loads(raw, parse_constant=_no_constants)
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{raw!r} is not valid JSON ({exc}); give a step name or an object like "
+            '\'{"step": "sleep", "args": {"seconds": 1}}\'',
+            param_hint="--step",
+        ) from None
+
+
+def parse_when(raw: str, now: datetime) -> datetime:
+    """`--run-after WHEN` as a naive UTC datetime (what the database stores).
+
+    WHEN is ISO-8601 (naive means UTC; an offset is converted to UTC) or relative to `now`:
+    `+30s`, `+10m`, `+2h`, `+1d`, or combined like `+1h30m`.
+    """
+    text = raw.strip()
+    if _RELATIVE.fullmatch(text):
+        seconds = sum(
+            int(amount) * _UNIT_SECONDS[unit] for amount, unit in _RELATIVE_PART.findall(text)
+        )
+        return now + timedelta(seconds=seconds)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{raw!r} is neither ISO-8601 (2026-11-27T22:00, UTC unless it has an offset) "
+            "nor relative (+30s, +10m, +2h, +1d)",
+            param_hint="--run-after",
+        ) from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment

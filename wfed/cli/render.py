@@ -1,0 +1,445 @@
+"""How wfectl shows things: rich tables for people, stable JSON for scripts.
+
+Colours only on a terminal (rich decides, and honours NO_COLOR). Times are shown in UTC
+with their age ("3m ago"). User data (names, reasons, errors) is never read as rich
+markup, so a `[` in a workflow name prints as itself.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import sys
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console, Group
+from rich.json import JSON
+from rich.table import Table
+from rich.text import Text
+
+from wfed.states import StepState, WorkflowState
+from wfed.steps.base import Step
+from wfed.steps.definition import StepPlan
+from wfed.store.rows import DaemonRow, EventRow, WorkflowRow
+from wfed.views import Workflow, iso
+
+STATE_STYLES = {
+    WorkflowState.PENDING: "cyan",
+    WorkflowState.RUNNING: "bold blue",
+    WorkflowState.PAUSED: "bold yellow",
+    WorkflowState.ERROR: "bold red",
+    WorkflowState.STOPPED: "magenta",
+    WorkflowState.COMPLETED: "green",
+    StepState.SKIPPED: "dim",
+}
+_EVENT_STYLES = {
+    "error": "bold red",
+    "invalid": "bold red",
+    "step_interrupted": "red",
+    "stopped": "magenta",
+    "deleted": "bold",
+    "completed": "green",
+    "paused": "yellow",
+}
+_CURRENT = "> "
+_HALTED = {WorkflowState.PAUSED, WorkflowState.STOPPED, WorkflowState.ERROR}
+
+
+_PIPE_WIDTH = 200
+
+
+def console() -> Console:
+    """The stdout console: colours only on a terminal, none with NO_COLOR set.
+
+    Into a pipe or file, tables get up to 200 columns (or $COLUMNS) rather than rich's
+    80, so a row stays one line for grep.
+    """
+    width = None
+    if not sys.stdout.isatty() and not os.environ.get("COLUMNS"):
+        width = _PIPE_WIDTH
+    return Console(highlight=False, width=width)
+
+
+def say(message: str) -> None:
+    """One confirmation line on stdout, never wrapped or read as markup."""
+    console().print(Text(message), soft_wrap=True)
+
+
+def print_json(value: Any) -> None:
+    """Machine output: indented JSON on stdout."""
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+# -- time -----------------------------------------------------------------------------
+
+
+def span(seconds: float) -> str:
+    """A duration for people: 850ms, 42s, 3m05s, 2h10m, 3d4h."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.0f}s" if seconds >= 10 else f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours}h"
+
+
+def age(moment: datetime | None, now: datetime) -> str:
+    """`3m05s ago`, `in 10m00s` or `just now`."""
+    if moment is None:
+        return "-"
+    delta = (now - moment).total_seconds()
+    if abs(delta) < 1:
+        return "just now"
+    return f"{span(delta)} ago" if delta > 0 else f"in {span(-delta)}"
+
+
+def when(moment: datetime | None, now: datetime) -> str:
+    """An absolute UTC time and its age: `2026-11-27 10:15:00Z (3m05s ago)`."""
+    if moment is None:
+        return "-"
+    return f"{moment:%Y-%m-%d %H:%M:%S}Z ({age(moment, now)})"
+
+
+# -- workflows ------------------------------------------------------------------------
+
+
+def state_text(state: WorkflowState | StepState) -> Text:
+    return Text(state.value, style=STATE_STYLES.get(state, ""))
+
+
+def _cell(value: Any) -> Text:
+    if value is None or value == "":
+        return Text("-", style="dim")
+    return Text(str(value))
+
+
+def _compact(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str, separators=(", ", ": "))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _step_count(row: WorkflowRow) -> int | None:
+    return len(row.steps) if isinstance(row.steps, list) else None
+
+
+def _definition(row: WorkflowRow) -> list[tuple[str, str | None]]:
+    """(step, label) of each element of the definition as submitted: all there is to show
+    of a workflow enqueued with plain SQL that no daemon has validated yet."""
+    steps = row.steps
+    if isinstance(steps, str):
+        try:
+            steps = json.loads(steps)
+        except ValueError:
+            return []
+    if not isinstance(steps, list):
+        return []
+    found: list[tuple[str, str | None]] = []
+    for element in steps:
+        if isinstance(element, dict):
+            label = element.get("label")
+            found.append((str(element.get("step")), label if isinstance(label, str) else None))
+        else:
+            found.append((str(element), None))
+    return found
+
+
+def step_count(workflow: Workflow) -> int:
+    """How many steps a workflow has (its definition's, before it was validated)."""
+    return len(workflow.steps) or len(_definition(workflow.row))
+
+
+def step_title(workflow: Workflow, position: int) -> str:
+    """`step 1 'run_cmd'` (with its label), or `step 3` past the end."""
+    titles = {step.position: (step.step, step.label) for step in workflow.steps}
+    if not titles:
+        titles = dict(enumerate(_definition(workflow.row)))
+    if position not in titles:
+        return f"step {position}"
+    name, label = titles[position]
+    return f"step {position} {name!r}" + (f" ({label})" if label else "")
+
+
+def workflows_table(rows: Iterable[WorkflowRow], now: datetime) -> Table:
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("name", "state", "step", "queue", "prio", "requested", "claimed by"):
+        table.add_column(column)
+    table.add_column("updated", no_wrap=True)
+    table.add_column("last error", overflow="ellipsis", max_width=60)
+    for row in rows:
+        total = _step_count(row)
+        step = f"{row.current_step}/{total}" if total is not None else str(row.current_step)
+        table.add_row(
+            Text(row.name, style="bold"),
+            state_text(row.state),
+            Text(step),
+            Text(row.queue),
+            Text(str(row.priority)),
+            _cell(row.requested.value if row.requested else None),
+            _cell(row.claimed_by),
+            Text(when(row.updated_at, now)),
+            Text((row.last_error or "").split("\n")[0], style="red")
+            if row.last_error
+            else _cell(None),
+        )
+    return table
+
+
+def workflow_view(workflow: Workflow, now: datetime) -> Group:
+    """`show`: the header, why it halted, the steps, the context."""
+    return Group(
+        Text(workflow.name, style="bold"),
+        _workflow_header(workflow, now),
+        Text(""),
+        _steps_table(workflow, now),
+        Text(""),
+        Text("context", style="bold"),
+        _json(workflow.context),
+    )
+
+
+def _json(value: Any) -> JSON:
+    return JSON(json.dumps(value, default=str, ensure_ascii=False), indent=2)
+
+
+def _workflow_header(workflow: Workflow, now: datetime) -> Table:
+    row = workflow.row
+    header = Table.grid(padding=(0, 2))
+    header.add_column(style="bold")
+    header.add_column()
+    total = step_count(workflow)
+    if row.state is WorkflowState.COMPLETED:
+        at = Text(f"all {total} steps done")
+    else:
+        at = Text(f"{step_title(workflow, row.current_step)} of {total}")
+    header.add_row("state", Text.assemble(state_text(row.state), "  ", at))
+    if row.state in _HALTED and workflow.halt_reason:
+        header.add_row("halted because", Text(workflow.halt_reason, style="red"))
+    if row.requested is not None:
+        requested = Text(row.requested.value, style="yellow")
+        if workflow.halt_reason:
+            requested.append(f"  ({workflow.halt_reason})")
+        header.add_row("requested", requested)
+    header.add_row("queue", Text(f"{row.queue}   priority {row.priority}"))
+    if row.claimed_by:
+        lease = f"   lease until {when(row.lease_expires_at, now)}" if row.lease_expires_at else ""
+        header.add_row("claimed by", Text(row.claimed_by + lease))
+    if row.run_after is not None:
+        header.add_row("run after", Text(when(row.run_after, now)))
+    header.add_row("created", Text(when(row.created_at, now)))
+    header.add_row("updated", Text(when(row.updated_at, now)))
+    if row.finished_at is not None:
+        header.add_row("finished", Text(when(row.finished_at, now)))
+    return header
+
+
+def _steps_table(workflow: Workflow, now: datetime) -> Table:
+    row = workflow.row
+    steps = Table(show_edge=False, header_style="bold", title_justify="left")
+    steps.add_column("#", justify="right")
+    for column in ("step", "label", "state", "attempts", "duration"):
+        steps.add_column(column)
+    steps.add_column("error", overflow="fold")
+    current = row.current_step if row.state is not WorkflowState.COMPLETED else None
+    for step in workflow.steps:
+        if step.started_at and step.finished_at:
+            duration = span((step.finished_at - step.started_at).total_seconds())
+        elif step.started_at and step.state is StepState.RUNNING:
+            duration = f"{span((now - step.started_at).total_seconds())} so far"
+        else:
+            duration = ""
+        marker = _CURRENT if step.position == current else ""
+        steps.add_row(
+            Text(f"{marker}{step.position}", style="bold" if marker else ""),
+            Text(step.step),
+            _cell(step.label),
+            state_text(step.state),
+            Text(str(step.attempts)),
+            _cell(duration),
+            Text(step.error, style="red") if step.error else _cell(None),
+        )
+    if not workflow.steps:  # enqueued with plain SQL: validated when a daemon claims it
+        for position, (name, label) in enumerate(_definition(row)):
+            marker = _CURRENT if position == current else ""
+            steps.add_row(
+                Text(f"{marker}{position}"),
+                Text(name),
+                _cell(label),
+                Text("not validated yet", style="dim"),
+            )
+    return steps
+
+
+def events_table(events: Iterable[EventRow], now: datetime) -> Table:
+    table = Table(show_edge=False, header_style="bold")
+    table.add_column("at", no_wrap=True)
+    table.add_column("kind")
+    table.add_column("step", justify="right")
+    table.add_column("actor")
+    table.add_column("reason", overflow="fold")
+    table.add_column("detail", overflow="fold")
+    for event in events:
+        table.add_row(
+            Text(when(event.at, now)),
+            Text(event.kind, style=_EVENT_STYLES.get(event.kind, "")),
+            _cell(event.position),
+            Text(event.actor),
+            _cell(event.reason),
+            _cell(_compact(event.detail, 80) if event.detail else None),
+        )
+    return table
+
+
+# -- create --dry-run ----------------------------------------------------------------
+
+
+def plan_view(plans: Iterable[StepPlan], context: dict[str, Any]) -> Group:
+    """`create --dry-run`: the validated steps with their policies, and the context."""
+    return Group(_plan_table(plans), Text(""), Text("context", style="bold"), _json(context))
+
+
+def _plan_table(plans: Iterable[StepPlan]) -> Table:
+    table = Table(show_edge=False, header_style="bold")
+    table.add_column("#", justify="right")
+    for column in ("step", "label", "args", "retries", "timeout", "idempotent"):
+        table.add_column(column)
+    for plan in plans:
+        retries = str(plan.retries)
+        if plan.retries:
+            retries += f" (every {plan.retry_delay:g}s"
+            retries += f", x{plan.backoff:g})" if plan.backoff != 1 else ")"
+        table.add_row(
+            Text(str(plan.position)),
+            Text(plan.name),
+            _cell(plan.label),
+            _cell(_compact(plan.args) if plan.args else None),
+            Text(retries),
+            _cell(f"{plan.timeout:g}s" if plan.timeout else None),
+            Text("yes" if plan.idempotent else "no"),
+        )
+    return table
+
+
+# -- daemons ------------------------------------------------------------------------
+
+
+def daemon_json(daemon: DaemonRow, now: datetime) -> dict[str, Any]:
+    """One element of `daemons --json`."""
+    heartbeat_age = (now - daemon.heartbeat_at).total_seconds()
+    return {
+        "id": daemon.id,
+        "host": daemon.host,
+        "pid": daemon.pid,
+        "version": daemon.version,
+        "queues": daemon.queues,
+        "max_workflows": daemon.max_workflows,
+        "lease_seconds": daemon.lease_seconds,
+        "started_at": iso(daemon.started_at),
+        "heartbeat_at": iso(daemon.heartbeat_at),
+        "heartbeat_age_seconds": round(heartbeat_age, 3),
+        "alive": heartbeat_age <= daemon.lease_seconds,
+    }
+
+
+def daemons_table(daemons: Iterable[DaemonRow], now: datetime) -> Table:
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("id", "host", "pid", "version", "queues", "max", "started", "heartbeat"):
+        table.add_column(column)
+    table.add_column("status")
+    for daemon in daemons:
+        view = daemon_json(daemon, now)
+        table.add_row(
+            Text(daemon.id, style="bold"),
+            Text(daemon.host),
+            Text(str(daemon.pid)),
+            Text(daemon.version),
+            Text(", ".join(str(q) for q in daemon.queues)),
+            Text(str(daemon.max_workflows)),
+            Text(when(daemon.started_at, now)),
+            Text(age(daemon.heartbeat_at, now)),
+            Text("alive", style="green")
+            if view["alive"]
+            else Text(f"dead (no heartbeat for {daemon.lease_seconds}s)", style="bold red"),
+        )
+    return table
+
+
+# -- steps --------------------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+def _is_function_step(step_class: type[Step]) -> bool:
+    # `@step` builds a class around the function and leaves it on the function as
+    # `__wfed_step__`; the function lives in the module the class names.
+    module = sys.modules.get(step_class.__module__)
+    return module is not None and any(
+        getattr(value, "__wfed_step__", None) is step_class for value in vars(module).values()
+    )
+
+
+def step_json(name: str, step_class: type[Step]) -> dict[str, Any]:
+    """One element of `steps --json`."""
+    args = [
+        {
+            "name": param.name,
+            "required": param.default is inspect.Parameter.empty,
+            "default": None
+            if param.default is inspect.Parameter.empty
+            else _jsonable(param.default),
+        }
+        for param in step_class.parameters().values()
+        if param.kind not in {inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL}
+    ]
+    description = step_class.description or (inspect.getdoc(step_class) or "").split("\n")[0]
+    return {
+        "name": name,
+        "kind": "function" if _is_function_step(step_class) else "class",
+        "module": step_class.__module__,
+        "idempotent": step_class.idempotent,
+        "retries": step_class.retries,
+        "retry_delay": step_class.retry_delay,
+        "backoff": step_class.backoff,
+        "timeout": step_class.timeout,
+        "args": args,
+        "description": description,
+    }
+
+
+def steps_table(steps: Iterable[dict[str, Any]]) -> Table:
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("name", "kind", "idempotent", "retries", "timeout", "args"):
+        table.add_column(column)
+    table.add_column("description", overflow="fold")
+    for step in steps:
+        args = ", ".join(
+            arg["name"] if arg["required"] else f"{arg['name']}={_compact(arg['default'], 16)}"
+            for arg in step["args"]
+        )
+        retries = str(step["retries"])
+        if step["retries"]:
+            retries += f" (every {step['retry_delay']:g}s)"
+        table.add_row(
+            Text(step["name"], style="bold"),
+            Text(step["kind"]),
+            Text("yes" if step["idempotent"] else "no"),
+            Text(retries),
+            _cell(f"{step['timeout']:g}s" if step["timeout"] else None),
+            _cell(args),
+            _cell(step["description"]),
+        )
+    return table
