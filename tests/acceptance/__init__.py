@@ -1,0 +1,1 @@
+"""Acceptance tests: the `wfed` and `wfectl` executables run as processes."""

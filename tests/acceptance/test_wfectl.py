@@ -1,0 +1,659 @@
+"""`wfectl` as operators use it: the real executable, on every database backend."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pty
+import re
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import typer
+from sqlalchemy import delete, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.sql import Executable
+
+from wfed import Engine, StepError, WorkflowNotFound, __version__
+from wfed.cli import app
+from wfed.store.schema import daemons, workflows
+
+from .conftest import NO_DATABASE, WFECTL, Result, Wfectl, write_config
+
+SHOW_KEYS = {
+    "name",
+    "state",
+    "current_step",
+    "queue",
+    "priority",
+    "context",
+    "last_error",
+    "requested",
+    "claimed_by",
+    "halt_reason",
+    "run_after",
+    "created_at",
+    "updated_at",
+    "finished_at",
+    "definition",
+    "steps",
+}
+STEP_KEYS = {
+    "position",
+    "step",
+    "label",
+    "args",
+    "state",
+    "attempts",
+    "error",
+    "started_at",
+    "finished_at",
+}
+LIST_KEYS = {
+    "name",
+    "state",
+    "current_step",
+    "queue",
+    "priority",
+    "requested",
+    "claimed_by",
+    "last_error",
+    "created_at",
+    "updated_at",
+}
+EVENT_KEYS = {"at", "kind", "position", "actor", "reason", "detail"}
+DAEMON_KEYS = {
+    "id",
+    "host",
+    "pid",
+    "version",
+    "queues",
+    "max_workflows",
+    "lease_seconds",
+    "started_at",
+    "heartbeat_at",
+    "heartbeat_age_seconds",
+    "alive",
+}
+STEPS_KEYS = {
+    "name",
+    "kind",
+    "module",
+    "idempotent",
+    "retries",
+    "retry_delay",
+    "backoff",
+    "timeout",
+    "args",
+    "description",
+}
+T = TypeVar("T")
+FAILING_RUN_CMD = '{"step": "run_cmd", "retries": 0}'
+COLOUR = re.compile(r"\x1b\[(?:\d+;)*3\d")
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+def ok(result: Result, *fragments: str) -> str:
+    """Assert a command succeeded (quietly on stderr); return its stdout."""
+    assert result.code == 0, result
+    assert result.err == "", result
+    for fragment in fragments:
+        assert fragment in result.out, result
+    return result.out
+
+
+def refused(result: Result, *fragments: str) -> str:
+    """Assert exit code 1 with exactly one `wfectl: …` line on stderr; return that line."""
+    assert result.code == 1, result
+    assert result.out == "", result
+    lines = result.err.splitlines()
+    assert len(lines) == 1, result
+    assert lines[0].startswith("wfectl: "), result
+    for fragment in fragments:
+        assert fragment in lines[0], result
+    return lines[0]
+
+
+def usage_error(result: Result) -> None:
+    assert result.code == 2, result
+    assert "Traceback" not in result.err, result
+
+
+def create_args(name: str, queue: str, *steps: str, extra: tuple[str, ...] = ()) -> list[str]:
+    args = ["create", name, "--queue", queue, *extra]
+    for step in steps or ("stop_app", "sleep"):
+        args += ["--step", step]
+    return args
+
+
+async def _execute(url: str, *statements: Executable) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            for statement in statements:
+                await conn.execute(statement)
+    finally:
+        await engine.dispose()
+
+
+def execute(url: str, *statements: Executable) -> None:
+    """Run SQL behind wfectl's back (what a daemon or an operator with SQL would do)."""
+    asyncio.run(_execute(url, *statements))
+
+
+def with_engine(url: str, work: Callable[[Engine], Awaitable[T]]) -> T:
+    """Call the Python API in this process: set-up and checks that need no new `wfectl`
+    process (each one costs an interpreter start)."""
+
+    async def main() -> T:
+        async with Engine(url, step_modules=["wfed.examples"]) as engine:
+            return await work(engine)
+
+    return asyncio.run(main())
+
+
+def get(url: str, name: str) -> dict[str, Any]:
+    """A workflow's `show --json` document, read in this process."""
+
+    async def work(engine: Engine) -> dict[str, Any]:
+        return (await engine.get(name)).to_json()
+
+    return with_engine(url, work)
+
+
+def create(url: str, name: str, queue: str, steps: list[Any] | None = None, **ctx: Any) -> None:
+    """Create a workflow in this process (for tests of other commands)."""
+
+    async def work(engine: Engine) -> None:
+        await engine.create_workflow(name, ctx, steps or ["stop_app", "sleep"], queue=queue)
+
+    with_engine(url, work)
+
+
+def run_inline(url: str, name: str) -> str | None:
+    """Run a workflow in this process (there is no daemon here); the StepError text if any."""
+
+    async def work(engine: Engine) -> str | None:
+        try:
+            await engine.run(name)
+        except StepError as exc:
+            return str(exc)
+        return None
+
+    return with_engine(url, work)
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text.removesuffix("Z"))
+
+
+# -- schema ---------------------------------------------------------------------------
+
+
+def test_db_upgrade_is_idempotent(wfectl: Wfectl) -> None:
+    """`db upgrade` on a current schema succeeds and says it is up to date."""
+    ok(wfectl("db", "upgrade"), "is up to date (revision ")
+
+
+def test_missing_schema_says_to_run_db_upgrade(tmp_path: Path, wfectl_config: Path) -> None:
+    """A database without the wfed schema is refused with the fix: `wfectl db upgrade`."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+    refused(Wfectl(url, wfectl_config)("list"), "missing", "run `wfectl db upgrade`")
+
+
+# -- create and read --------------------------------------------------------------
+
+
+def test_read_commands_show_a_new_workflow(wfectl: Wfectl, unique: str) -> None:
+    """create stores steps and context (JSON values, --ctx over --ctx-json); list, show
+    and history show it, as stable JSON and as colourless tables in a pipe."""
+    name, queue = f"read-{unique}", f"q-{unique}"
+    created = wfectl(
+        *create_args(
+            name,
+            queue,
+            "stop_app",
+            '{"step": "sleep", "args": {"seconds": 0}, "label": "nap"}',
+            extra=(
+                "--priority",
+                "7",
+                "--ctx",
+                "count=5",
+                "--ctx",
+                'servers=["a", "b"]',
+                "--ctx",
+                "name=web",
+                "--ctx-json",
+                '{"name": "overridden", "flag": true}',
+            ),
+        )
+    )
+    ok(created, f"created {name}: 2 steps, queue {queue}, priority 7")
+
+    shown, listed, history, table, view, events = wfectl.many(
+        [
+            ["show", name, "--json"],
+            ["list", "--queue", queue, "--json"],
+            ["history", name, "--json"],
+            ["list", "--queue", queue, "--state", "pending", "--state", "paused"],
+            ["show", name],
+            ["history", name],
+        ]
+    )
+    workflow = shown.json()
+    assert set(workflow) == SHOW_KEYS
+    assert workflow["state"] == "pending"
+    assert workflow["priority"] == 7
+    assert workflow["context"] == {
+        "count": 5,
+        "servers": ["a", "b"],
+        "name": "web",
+        "flag": True,
+    }
+    assert [set(step) for step in workflow["steps"]] == [STEP_KEYS, STEP_KEYS]
+    assert [(s["step"], s["label"], s["args"]) for s in workflow["steps"]] == [
+        ("stop_app", None, {}),
+        ("sleep", "nap", {"seconds": 0}),
+    ]
+
+    rows = listed.json()
+    assert [set(row) for row in rows] == [LIST_KEYS]
+    assert rows[0]["name"] == name
+
+    (event,) = history.json()
+    assert set(event) == EVENT_KEYS
+    assert event["kind"] == "created"
+    assert re.fullmatch(r".+@.+", event["actor"])
+
+    for result in (table, view, events):
+        assert COLOUR.search(result.out) is None, result
+    ok(table, name, "pending", "0/2", queue)
+    ok(view, "state", "pending", "step 0 'stop_app' of 2", "nap", "context", '"count": 5')
+    ok(events, "created", "ago)", event["actor"])
+
+
+def test_dry_run_validates_and_writes_nothing(wfectl: Wfectl, unique: str) -> None:
+    """create --dry-run prints the plan (or refuses a bad step) and stores nothing."""
+    name, queue = f"dry-{unique}", f"q-{unique}"
+    step = '{"step": "sleep", "args": {"seconds": 1}, "label": "nap", "retries": 2}'
+    plan, bad = wfectl.many(
+        [
+            [*create_args(name, queue, "stop_app", step, "run_cmd"), "--dry-run"],
+            [*create_args(name, queue, "stop_app", "no_such_step"), "--dry-run"],
+        ]
+    )
+    out = ok(plan, "nothing was written", "idempotent", "nap", '{"seconds": 1}', "600s")
+    assert "2 (every 0s)" in out
+    refused(bad, "steps[1]: unknown step 'no_such_step'")
+    with pytest.raises(WorkflowNotFound):
+        get(wfectl.url, name)
+
+
+def test_run_after_accepts_relative_and_iso_times(wfectl: Wfectl, unique: str) -> None:
+    """--run-after +10m is ten minutes from now; ISO times are UTC, offsets converted."""
+    queue = f"q-{unique}"
+    names = [f"later-{unique}-{n}" for n in range(3)]
+    before = datetime.now(UTC).replace(tzinfo=None)
+    relative, aware, naive = wfectl.many(
+        [
+            create_args(names[0], queue, extra=("--run-after", "+10m")),
+            create_args(names[1], queue, extra=("--run-after", "2030-01-01T12:00:00+02:00")),
+            create_args(names[2], queue, extra=("--run-after", "2030-01-01T12:00:00")),
+        ]
+    )
+    after = datetime.now(UTC).replace(tzinfo=None)
+    ok(relative, "runs after", "(in 9m5")
+    ok(aware, "runs after 2030-01-01 10:00:00Z")
+    ok(naive, "runs after 2030-01-01 12:00:00Z")
+
+    run_after = utc(get(wfectl.url, names[0])["run_after"])
+    assert before + timedelta(minutes=10) <= run_after + timedelta(milliseconds=1)
+    assert run_after <= after + timedelta(minutes=10)
+    assert get(wfectl.url, names[1])["run_after"] == "2030-01-01T10:00:00.000Z"
+    assert get(wfectl.url, names[2])["run_after"] == "2030-01-01T12:00:00.000Z"
+
+
+# -- refusals ---------------------------------------------------------------------
+
+
+def test_refusals_exit_1_with_one_line(wfectl: Wfectl, unique: str, tmp_path: Path) -> None:
+    """Unknown workflows, duplicate names, transitions the state forbids, bad steps and
+    context edits are refused with exit code 1 and one line naming the problem."""
+    name, queue = f"refuse-{unique}", f"q-{unique}"
+    ghost = f"ghost-{unique}"
+    create(wfectl.url, name, queue)
+    backups = tmp_path / "backups"
+    results = wfectl.many(
+        [
+            ["show", ghost],
+            ["delete", ghost, "--backup", str(backups)],
+            create_args(name, queue),
+            ["resume", name],
+            ["restart", name, "--from-step", "9"],
+            ["ctx", name, "unset", "nokey"],
+            create_args(f"bad-{unique}", queue, "stop_app", '{"step": "sleep", "args": {"x": 1}}'),
+        ]
+    )
+    expected = [
+        (f"no workflow named '{ghost}'",),
+        (f"no workflow named '{ghost}'",),
+        (f"a workflow named '{name}' already exists",),
+        (f"cannot resume workflow '{name}': it is pending",),
+        ("cannot restart", "from step 9"),
+        ("no context key 'nokey'",),
+        ("steps[1] (sleep): unknown argument 'x'",),
+    ]
+    for result, fragments in zip(results, expected, strict=True):
+        refused(result, *fragments)
+    assert not backups.exists() or not any(backups.iterdir())  # no backup of nothing
+
+
+def test_delete_refuses_a_running_workflow(wfectl: Wfectl, unique: str) -> None:
+    """delete refuses a running workflow; pause and stop leave requests for its owner."""
+    name, queue = f"running-{unique}", f"q-{unique}"
+    create(wfectl.url, name, queue)
+    lease = datetime.now(UTC).replace(tzinfo=None) + timedelta(hours=1)
+    rows = update(workflows).where(workflows.c.name == name)
+    execute(
+        wfectl.url,
+        rows.values(state="running", claimed_by="other-host:42", lease_expires_at=lease),
+    )
+    deleted, paused = wfectl.many([["delete", name], ["pause", name]])
+    refused(deleted, f"cannot delete workflow '{name}': it is running")
+    ok(paused, f"pause requested for {name} (running: it pauses after its current step)")
+    ok(wfectl("stop", name, "--reason", "wrong hosts"), f"stop requested for {name} (running")
+    workflow = get(wfectl.url, name)
+    assert (workflow["state"], workflow["requested"]) == ("running", "stop")
+    assert "wrong hosts" in workflow["halt_reason"]
+
+    # What its owner would do: honour the stop. Then it can go.
+    execute(wfectl.url, rows.values(state="stopped", requested=None, claimed_by=None))
+    with_engine(wfectl.url, lambda engine: engine.delete(name))
+
+
+def test_usage_errors_exit_2(wfectl_config: Path) -> None:
+    """Malformed command lines are usage errors (exit code 2), before any database use."""
+    cli = Wfectl(NO_DATABASE, wfectl_config)
+    results = cli.many(
+        [
+            ["no-such-command"],
+            ["create", "x"],
+            ["create", "x", "--step", "sleep", "--ctx", "no-equals-sign"],
+            ["create", "x", "--step", '{"step": "sleep"'],
+            ["create", "x", "--step", "sleep", "--ctx-json", "[1]"],
+            ["create", "x", "--step", "sleep", "--run-after", "tomorrow"],
+            ["list", "--state", "sleeping"],
+            ["restart", "x"],
+            ["ctx", "x", "frobnicate", "a=1"],
+            ["ctx", "x", "set", "no-equals-sign"],
+        ]
+    )
+    for result in results:
+        usage_error(result)
+    assert "--run-after" in results[5].err
+
+
+# -- control ----------------------------------------------------------------------
+
+
+def test_control_commands_confirm_and_record_reasons(wfectl: Wfectl, unique: str) -> None:
+    """pause, resume, stop, restart and delete each print one confirmation line; show
+    says who paused and why; history keeps every action with its --reason."""
+    name, queue = f"control-{unique}", f"q-{unique}"
+    create(wfectl.url, name, queue)
+    assert ok(wfectl("pause", name, "--reason", "hold on")) == f"paused {name}\n"
+    ok(wfectl("show", name), "paused", "halted because", "paused by", "hold on")
+    ok(wfectl("resume", name), f"resumed {name} (pending, from step 0 'stop_app')")
+    assert ok(wfectl("stop", name, "-r", "not today")) == f"stopped {name}\n"
+    ok(wfectl("restart", name, "--from-step", "1"), f"restarted {name} (pending, from step 1")
+    assert ok(wfectl("delete", name, "--reason", "done")) == f"deleted {name}\n"
+
+    events = with_engine(wfectl.url, lambda engine: engine.history(name))
+    assert [(e.kind, e.reason) for e in events] == [
+        ("created", None),
+        ("paused", "hold on"),
+        ("resumed", None),
+        ("stopped", "not today"),
+        ("restarted", None),
+        ("deleted", "done"),
+    ]
+    assert len({e.actor for e in events}) == 1  # user@host, for wfectl and Engine alike
+
+
+def test_skip_and_ctx_edit_the_context(wfectl: Wfectl, unique: str) -> None:
+    """ctx set/unset edit a halted workflow's context (VALUE is JSON where it parses);
+    skip --set patches it too and moves past the halted step."""
+    name, queue = f"ctx-{unique}", f"q-{unique}"
+    create(wfectl.url, name, queue, keep=1, drop="x")
+    with_engine(wfectl.url, lambda engine: engine.pause(name))
+    ok(
+        wfectl("ctx", name, "set", 'cmd=["true"]', "n=3", "word=hello", "--reason", "fix"),
+        f"context of {name}: set cmd, n, word",
+    )
+    ok(wfectl("ctx", name, "unset", "drop"), f"context of {name}: unset drop")
+    ok(
+        wfectl("skip", name, "--set", "done=true", "--set", 'more={"x": 2}', "-r", "by hand"),
+        f"skipped step 0 'stop_app' of {name} (pending, from step 1 'sleep')",
+    )
+    workflow = get(wfectl.url, name)
+    assert workflow["context"] == {
+        "keep": 1,
+        "cmd": ["true"],
+        "n": 3,
+        "word": "hello",
+        "done": True,
+        "more": {"x": 2},
+    }
+    assert (workflow["state"], workflow["current_step"]) == ("pending", 1)
+    assert workflow["steps"][0]["state"] == "skipped"
+    events = with_engine(wfectl.url, lambda engine: engine.history(name))
+    assert [(e.kind, e.reason) for e in events][-3:] == [
+        ("context_set", "fix"),
+        ("context_set", None),
+        ("skipped", "by hand"),
+    ]
+
+
+def test_round_trip_error_fix_retry_complete_backup_delete(
+    wfectl: Wfectl, unique: str, tmp_path: Path
+) -> None:
+    """A failing step halts the workflow (show says why); after ctx set and retry it
+    completes; export and delete --backup keep it as JSON; history outlives it."""
+    name, queue, url = f"maint-{unique}", f"q-{unique}", wfectl.url
+    workdir = tmp_path / "servers"
+    context = ("--ctx", 'cmd=["false"]', "--ctx", 'target_servers=["a"]')
+    context += ("--ctx", f"workdir={workdir}")
+    steps = ("stop_app", FAILING_RUN_CMD, "start_app")
+    ok(wfectl(*create_args(name, queue, *steps, extra=context)), f"created {name}: 3 steps")
+    assert "command failed on a" in (run_inline(url, name) or "")
+
+    ok(wfectl("show", name), "error", "halted because", "step 1 'run_cmd' failed")
+    assert "command failed on a" in get(url, name)["halt_reason"]
+
+    ok(wfectl("ctx", name, "set", 'cmd=["true"]'), f"context of {name}: set cmd")
+    ok(wfectl("retry", name), f"retrying {name} (pending, from step 1 'run_cmd')")
+    assert run_inline(url, name) is None
+    assert (workdir / "a" / "app.running").exists()
+    workflow = get(url, name)
+    assert workflow["state"] == "completed"
+    assert [(s["state"], s["attempts"]) for s in workflow["steps"]] == [
+        ("completed", 1),
+        ("completed", 2),
+        ("completed", 1),
+    ]
+
+    backups = tmp_path / "backups"
+    exported = wfectl("export", name)
+    assert exported.json()["workflow"] == workflow
+    assert {"retried", "context_set", "completed"} <= {e["kind"] for e in exported.json()["events"]}
+    deleted = wfectl("delete", name, "--backup", str(backups))
+    out = ok(deleted, f"deleted {name} (backup: ")
+    (backup,) = backups.iterdir()
+    assert re.fullmatch(rf"{name}-\d{{8}}T\d{{6}}Z\.json", backup.name)
+    assert str(backup) in out
+    saved = json.loads(backup.read_text(encoding="utf-8"))
+    assert saved["workflow"] == workflow
+    assert saved["events"][-1]["kind"] == "completed"
+
+    kinds = [e["kind"] for e in wfectl("history", name, "--json").json()]
+    assert (kinds[0], kinds[-1]) == ("created", "deleted")
+    assert {"error", "context_set", "retried", "completed"} <= set(kinds)
+    with pytest.raises(WorkflowNotFound):
+        get(url, name)
+
+
+# -- daemons and steps ------------------------------------------------------------
+
+
+def test_daemons_shows_heartbeats_alive_and_dead(wfectl: Wfectl, unique: str) -> None:
+    """daemons lists each daemon's heartbeat; one older than its lease is dead."""
+    url = wfectl.url
+    now = datetime.now(UTC).replace(tzinfo=None)
+    rows = [
+        {
+            "id": f"{which}-{unique}",
+            "host": "ops1",
+            "pid": 4242,
+            "version": "0.1.0",
+            "queues": ["default", "slow"],
+            "max_workflows": 32,
+            "lease_seconds": 30,
+            "started_at": now - timedelta(hours=2),
+            "heartbeat_at": now - timedelta(seconds=age),
+        }
+        for which, age in (("live", 1), ("gone", 600))
+    ]
+    execute(url, daemons.insert().values(rows))
+    try:
+        listed, table = wfectl.many([["daemons", "--json"], ["daemons"]])
+    finally:
+        execute(url, delete(daemons).where(daemons.c.id.in_([row["id"] for row in rows])))
+    mine = {d["id"]: d for d in listed.json() if d["id"].endswith(unique)}
+    assert {key for d in mine.values() for key in d} == DAEMON_KEYS
+    assert mine[f"live-{unique}"]["alive"] is True
+    assert mine[f"gone-{unique}"]["alive"] is False
+    assert mine[f"gone-{unique}"]["heartbeat_age_seconds"] >= 600
+    assert mine[f"live-{unique}"]["queues"] == ["default", "slow"]
+    ok(table, f"live-{unique}", "alive", f"gone-{unique}", "dead (no heartbeat for 30s)")
+
+
+def test_steps_lists_registered_steps_without_a_database(wfectl_config: Path) -> None:
+    """steps lists the built-in and configured steps (kind, policy, args) and needs no
+    database."""
+    cli = Wfectl(NO_DATABASE, wfectl_config)
+    listed, table = cli.many([["steps", "--json"], ["steps"]])
+    steps = {step["name"]: step for step in listed.json()}
+    assert {"sleep", "pause", "stop_app", "run_cmd", "start_app"} <= set(steps)
+    assert all(set(step) == STEPS_KEYS for step in steps.values())
+    assert steps["stop_app"]["kind"] == "function"
+    assert steps["run_cmd"]["kind"] == "class"
+    assert (steps["run_cmd"]["idempotent"], steps["run_cmd"]["retries"]) == (False, 1)
+    assert steps["run_cmd"]["timeout"] == 600.0
+    assert steps["sleep"]["args"] == [{"name": "seconds", "required": False, "default": 0.0}]
+    ok(table, "run_cmd", "class", "seconds=0.0", "wait a number of seconds")
+
+
+# -- configuration, database errors, terminal ----------------------------------------
+
+
+def test_bad_config_key_is_refused_naming_it(tmp_path: Path, sqlite_url: str) -> None:
+    """An unknown config key is exit code 1 with one line naming the section and key."""
+    config = write_config(tmp_path / "bad.toml", "[daemon]\nqueue = ['x']\n")
+    refused(Wfectl(sqlite_url, config)("list"), "[daemon] queue: unknown key")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql+asyncmy://root:s3cr3t-pw@127.0.0.1:1/wfed",
+        "postgresql+asyncpg://root:s3cr3t-pw@127.0.0.1:1/wfed",
+    ],
+    ids=["mysql", "postgresql"],
+)
+def test_unreachable_database_is_one_line_without_password(url: str, wfectl_config: Path) -> None:
+    """An unreachable database is exit code 1 within seconds: one line, no traceback,
+    the URL shown without its password."""
+    start = time.monotonic()
+    line = refused(Wfectl(url, wfectl_config)("list"), "unreachable", "root:***@127.0.0.1:1")
+    assert time.monotonic() - start < 10
+    assert "s3cr3t" not in line
+
+
+@pytest.mark.parametrize("backend", ["mariadb", "postgresql"])
+def test_refused_login_is_one_line_without_password(
+    backend: str, request: pytest.FixtureRequest, wfectl_config: Path
+) -> None:
+    """A server refusing the login is exit code 1: one line saying so, no password."""
+    server_url: str = request.getfixturevalue(f"{backend}_url")
+    url = make_url(server_url).set(username="wfed_nobody", password="s3cr3t-pw")
+    line = refused(
+        Wfectl(url.render_as_string(hide_password=False), wfectl_config)("list"),
+        "refused the login",
+        "wfed_nobody:***@",
+    )
+    assert "s3cr3t" not in line
+
+
+def test_version_and_help_with_examples(wfectl_config: Path) -> None:
+    """--version prints the version; every command's help has an example."""
+    cli = Wfectl(NO_DATABASE, wfectl_config)
+    version, helped = cli.many([["--version"], ["create", "--help"]])
+    assert ok(version) == f"wfectl {__version__}\n"
+    ok(helped, "Example:", "--dry-run", "--run-after")
+
+    group = typer.main.get_command(app)
+    assert isinstance(group, typer.core.TyperGroup)
+    commands = dict(group.commands)
+    db = commands.pop("db")
+    assert isinstance(db, typer.core.TyperGroup)
+    commands.update({f"db {n}": c for n, c in db.commands.items()})
+    expected = {
+        "db upgrade", "create", "list", "show", "history", "export", "daemons", "steps",
+        "pause", "resume", "stop", "retry", "skip", "restart", "delete", "ctx",
+    }  # fmt: skip
+    assert set(commands) == expected
+    for command_name, command in commands.items():
+        assert "Example: wfectl" in (command.help or "").replace("\n  ", " "), command_name
+
+
+def test_colours_only_on_a_terminal_and_not_with_no_color(wfectl_config: Path) -> None:
+    """On a terminal output is coloured, unless NO_COLOR is set; in a pipe it never is."""
+
+    def on_terminal(**env: str) -> str:
+        leader, follower = pty.openpty()
+        base = {k: v for k, v in os.environ.items() if k not in {"NO_COLOR", "FORCE_COLOR"}}
+        base["TERM"] = "xterm-256color"
+        base["WFED_CONFIG"] = str(wfectl_config)
+        process = subprocess.Popen(
+            [str(WFECTL), "create", "x", "--step", "sleep", "--ctx", "a=1", "--dry-run"],
+            stdout=follower,
+            stderr=follower,
+            env={**base, **env},
+        )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(leader)
+        assert process.wait(timeout=60) == 0
+        return b"".join(chunks).decode()
+
+    assert COLOUR.search(on_terminal())
+    plain = on_terminal(NO_COLOR="1")
+    assert "nothing was written" in plain
+    assert COLOUR.search(plain) is None
