@@ -127,8 +127,10 @@ class Engine:
 
     # -- creating ---------------------------------------------------------------------
 
-    def plan(self, steps: Any, context: Any = None) -> list[StepPlan]:
-        """Validate a definition and context without writing anything (`--dry-run`)."""
+    def plan(self, steps: Any, context: Any = None, name: str | None = None) -> list[StepPlan]:
+        """Validate a definition, context and name without writing anything (`--dry-run`)."""
+        if name is not None:
+            _check_name(name)
         parse_context(context)
         return parse_definition(steps, self.registry)
 

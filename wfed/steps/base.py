@@ -36,6 +36,8 @@ class Step:
     """Multiplier applied to `retry_delay` after each failed attempt."""
     timeout: ClassVar[float | None] = None
     description: ClassVar[str] = ""
+    kind: ClassVar[str] = "class"
+    """How the step was written: "class" (a Step subclass) or "function" (`@step`)."""
 
     async def run(self, ctx: Context, **args: Any) -> None:
         raise NotImplementedError
@@ -132,6 +134,7 @@ def step(
         FunctionStep.retry_delay = retry_delay
         FunctionStep.backoff = backoff
         FunctionStep.timeout = timeout
+        FunctionStep.kind = "function"
         FunctionStep.description = (inspect.getdoc(func) or "").split("\n")[0]
         FunctionStep.__name__ = FunctionStep.__qualname__ = f"step_{name}"
         FunctionStep.__module__ = func.__module__

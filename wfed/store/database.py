@@ -29,6 +29,10 @@ _MYSQL_RETRYABLE = {1205, 1213}
 # PostgreSQL: serialization_failure, deadlock_detected.
 _POSTGRES_RETRYABLE = {"40001", "40P01"}
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+CONNECT_TIMEOUT = 10
+# Refused logins: MySQL access denied (1044, 1045), unknown database (1049); PostgreSQL
+# invalid authorization (class 28) and unknown database (3D000).
+_MYSQL_LOGIN_REFUSED = {1044, 1045, 1049}
 
 
 def redacted(url: str | URL) -> str:
@@ -71,8 +75,11 @@ def create_engine(url: str, password: str | None = None, pool_size: int = 5) -> 
     if backend in {"mysql", "mariadb"}:
         options.update(isolation_level="READ COMMITTED", pool_size=pool_size, max_overflow=4)
         options["pool_recycle"] = 3600
+        options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
     elif backend == "postgresql":
         options.update(pool_size=pool_size, max_overflow=4)
+        # asyncpg waits 60 s for a connection by default.
+        options["connect_args"] = {"timeout": CONNECT_TIMEOUT}
     elif backend != "sqlite":
         raise ConfigError(
             f"[database] url: unsupported backend {backend!r} "
@@ -106,8 +113,18 @@ def is_retryable(exc: BaseException) -> bool:
     return sqlstate in _POSTGRES_RETRYABLE
 
 
+def is_login_refused(exc: BaseException) -> bool:
+    """Whether the server answered but refused the account, password or database name."""
+    if mysql_error_code(exc) in _MYSQL_LOGIN_REFUSED:
+        return True
+    sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "")
+    return sqlstate.startswith("28") or sqlstate == "3D000"
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """Whether `exc` means the database could not be reached or the connection broke."""
+    if "no such table" in str(exc):  # SQLite reports a missing schema as OperationalError
+        return False
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     return isinstance(exc, OperationalError | InterfaceError | OSError | ConnectionError)
@@ -160,8 +177,9 @@ class Database:
             yield
         except (DBAPIError, OSError) as exc:
             if not is_retryable(exc) and is_connection_error(exc):
+                what = "refused the login" if is_login_refused(exc) else "unreachable"
                 raise DatabaseUnavailable(
-                    f"database {self.display_url} unreachable: {_reason(exc)}"
+                    f"database {self.display_url} {what}: {_reason(exc)}"
                 ) from exc
             raise
 

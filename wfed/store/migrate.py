@@ -65,5 +65,11 @@ async def require_current(db: Database) -> None:
     head = head_revision()
     if current == head:
         return
+    scripts = ScriptDirectory.from_config(_alembic_config())
+    if current is not None and current not in {s.revision for s in scripts.walk_revisions()}:
+        raise SchemaOutdated(
+            f"the wfed schema in {db.display_url} is at revision {current}, newer than this "
+            f"wfed knows (up to {head}): upgrade wfed on this host"
+        )
     state = "missing" if current is None else f"at revision {current}, this wfed needs {head}"
     raise SchemaOutdated(f"the wfed schema in {db.display_url} is {state}: run `wfectl db upgrade`")
