@@ -25,9 +25,8 @@ from wfed.errors import WfedError
 from wfed.logging import configure_logging
 from wfed.states import WorkflowState
 from wfed.steps.definition import StepPlan
-from wfed.store.daemons import daemons_list
 from wfed.store.database import redacted
-from wfed.store.rows import DaemonRow, EventRow, WorkflowRow
+from wfed.store.rows import EventRow, WorkflowRow
 from wfed.views import Workflow, event_json, summary_json
 
 from . import render
@@ -290,27 +289,6 @@ def export(
         return await engine.export(name)
 
     render.print_json(run_engine(_settings(cli), work))
-
-
-@app.command()
-def daemons(cli: typer.Context, as_json: AsJson = False) -> None:
-    """List the registered daemons and their heartbeats (dead: older than their lease).
-
-    Example: wfectl daemons
-    """
-
-    async def work(engine: Engine) -> list[DaemonRow]:
-        async with engine.db.transaction() as conn:
-            return await daemons_list(conn)
-
-    rows = run_engine(_settings(cli), work)
-    now = utc_now()
-    if as_json:
-        render.print_json([render.daemon_json(row, now) for row in rows])
-    elif rows:
-        render.console().print(render.daemons_table(rows, now))
-    else:
-        render.say("no daemons registered")
 
 
 @app.command()

@@ -20,10 +20,11 @@ from rich.json import JSON
 from rich.table import Table
 from rich.text import Text
 
+from wfed.health import DaemonStatus, Fleet
 from wfed.states import StepState, WorkflowState
 from wfed.steps.base import Step
 from wfed.steps.definition import StepPlan
-from wfed.store.rows import DaemonRow, EventRow, WorkflowRow
+from wfed.store.rows import EventRow, WorkflowRow
 from wfed.views import Workflow, iso
 
 STATE_STYLES = {
@@ -331,45 +332,73 @@ def _plan_table(plans: Iterable[StepPlan]) -> Table:
 # -- daemons ------------------------------------------------------------------------
 
 
-def daemon_json(daemon: DaemonRow, now: datetime) -> dict[str, Any]:
+def daemon_json(daemon: DaemonStatus) -> dict[str, Any]:
     """One element of `daemons --json`."""
-    heartbeat_age = (now - daemon.heartbeat_at).total_seconds()
+    row = daemon.row
     return {
-        "id": daemon.id,
-        "host": daemon.host,
-        "pid": daemon.pid,
-        "version": daemon.version,
-        "queues": daemon.queues,
-        "max_workflows": daemon.max_workflows,
-        "lease_seconds": daemon.lease_seconds,
-        "started_at": iso(daemon.started_at),
-        "heartbeat_at": iso(daemon.heartbeat_at),
-        "heartbeat_age_seconds": round(heartbeat_age, 3),
-        "alive": heartbeat_age <= daemon.lease_seconds,
+        "id": row.id,
+        "host": row.host,
+        "pid": row.pid,
+        "version": row.version,
+        "queues": row.queues,
+        "max_workflows": row.max_workflows,
+        "lease_seconds": row.lease_seconds,
+        "started_at": iso(row.started_at),
+        "heartbeat_at": iso(row.heartbeat_at),
+        "heartbeat_age_seconds": round(daemon.heartbeat_age, 3),
+        "alive": daemon.alive,
+        "running_workflows": daemon.running,
     }
 
 
-def daemons_table(daemons: Iterable[DaemonRow], now: datetime) -> Table:
+def fleet_json(fleet: Fleet) -> dict[str, Any]:
+    """`daemons --json`: the daemons, and the running workflows awaiting recovery."""
+    return {
+        "daemons": [daemon_json(daemon) for daemon in fleet.daemons],
+        "awaiting_recovery": fleet.awaiting_recovery,
+    }
+
+
+def daemons_table(fleet: Fleet, now: datetime) -> Table:
     table = Table(show_edge=False, header_style="bold")
-    for column in ("id", "host", "pid", "version", "queues", "max", "started", "heartbeat"):
+    for column in ("id", "host", "pid", "version", "queues", "max"):
         table.add_column(column)
-    table.add_column("status")
-    for daemon in daemons:
-        view = daemon_json(daemon, now)
+    table.add_column("running", justify="right")
+    for column in ("started", "heartbeat", "status"):
+        table.add_column(column)
+    for daemon in fleet.daemons:
+        row = daemon.row
+        running = Text(str(daemon.running))
+        if not daemon.alive and daemon.running:
+            running = Text(f"{daemon.running} awaiting recovery", style="bold red")
         table.add_row(
-            Text(daemon.id, style="bold"),
-            Text(daemon.host),
-            Text(str(daemon.pid)),
-            Text(daemon.version),
-            Text(", ".join(str(q) for q in daemon.queues)),
-            Text(str(daemon.max_workflows)),
-            Text(when(daemon.started_at, now)),
-            Text(age(daemon.heartbeat_at, now)),
+            Text(row.id, style="bold"),
+            Text(row.host),
+            Text(str(row.pid)),
+            Text(row.version),
+            Text(", ".join(str(q) for q in row.queues)),
+            Text(str(row.max_workflows)),
+            running,
+            Text(when(row.started_at, now)),
+            Text(age(row.heartbeat_at, now)),
             Text("alive", style="green")
-            if view["alive"]
-            else Text(f"dead (no heartbeat for {daemon.lease_seconds}s)", style="bold red"),
+            if daemon.alive
+            else Text(
+                f"dead (heartbeat older than its {row.lease_seconds}s lease)", style="bold red"
+            ),
         )
     return table
+
+
+def awaiting_recovery(count: int) -> str:
+    """The line under `daemons`: running workflows no live owner holds."""
+    if count == 0:
+        return "no running workflows await recovery"
+    noun = "workflow awaits" if count == 1 else "workflows await"
+    return (
+        f"{count} running {noun} recovery (owner dead or not a daemon, or lease expired): "
+        "a live daemon serving the queue takes it over once the lease has expired"
+    )
 
 
 # -- steps --------------------------------------------------------------------------

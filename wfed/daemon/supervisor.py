@@ -60,6 +60,7 @@ class Daemon:
             config.database.url,
             config.database_password(),
             pool_size=min(self.settings.max_workflows, 20) + 2,
+            pre_ping=False,
         )
         self.metrics = Metrics()
         self.metrics.free_slots.set(self.settings.max_workflows)

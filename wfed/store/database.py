@@ -62,8 +62,15 @@ def _sqlite_immediate_transactions(engine: AsyncEngine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_engine(url: str, password: str | None = None, pool_size: int = 5) -> AsyncEngine:
-    """An async engine for `url` configured for wfed's use of that backend."""
+def create_engine(
+    url: str, password: str | None = None, pool_size: int = 5, *, pre_ping: bool = True
+) -> AsyncEngine:
+    """An async engine for `url` configured for wfed's use of that backend.
+
+    `pre_ping` tests a pooled connection before each use: one more round trip per
+    transaction. The daemon turns it off, as every write it makes is retried on a broken
+    connection anyway (and a disconnect invalidates the whole pool).
+    """
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -71,7 +78,7 @@ def create_engine(url: str, password: str | None = None, pool_size: int = 5) -> 
     if password is not None:
         parsed = parsed.set(password=password)
     backend = parsed.get_backend_name()
-    options: dict[str, Any] = {"pool_pre_ping": True}
+    options: dict[str, Any] = {"pool_pre_ping": pre_ping}
     if backend in {"mysql", "mariadb"}:
         options.update(isolation_level="READ COMMITTED", pool_size=pool_size, max_overflow=4)
         options["pool_recycle"] = 3600
@@ -142,9 +149,16 @@ def is_outage(exc: BaseException) -> bool:
 class Database:
     """The engine plus wfed's transaction helper; the store functions take its connections."""
 
-    def __init__(self, url: str, password: str | None = None, pool_size: int = 5) -> None:
+    def __init__(
+        self,
+        url: str,
+        password: str | None = None,
+        pool_size: int = 5,
+        *,
+        pre_ping: bool = True,
+    ) -> None:
         self.url = url
-        self.engine = create_engine(url, password, pool_size)
+        self.engine = create_engine(url, password, pool_size, pre_ping=pre_ping)
         self.backend = self.engine.dialect.name
         self.display_url = redacted(self.engine.url)
 

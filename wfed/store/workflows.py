@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -303,3 +303,45 @@ async def workflows_delete(conn: AsyncConnection, ids: Sequence[int]) -> int:
         workflows.delete().where(W.id.in_(list(ids)), W.state != WorkflowState.RUNNING)
     )
     return int(result.rowcount)
+
+
+async def workflow_running_by_owner(
+    conn: AsyncConnection, *, now: datetime
+) -> dict[str | None, tuple[int, int]]:
+    """Running workflows per owner (`claimed_by`), in one GROUP BY: {owner: (running, of
+    which the lease expired before `now`)}."""
+    expired = func.sum(case((W.lease_expires_at < now, 1), else_=0))
+    rows = await conn.execute(
+        select(W.claimed_by, func.count(), expired)
+        .where(W.state == WorkflowState.RUNNING)
+        .group_by(W.claimed_by)
+    )
+    # MySQL's SUM is a DECIMAL: counts are made ints here.
+    return {owner: (int(count), int(late or 0)) for owner, count, late in rows.tuples()}
+
+
+async def workflow_runnable_by_queue(
+    conn: AsyncConnection, *, now: datetime, queues: Sequence[str] = ()
+) -> dict[str, int]:
+    """How many workflows a daemon serving the queue could claim at `now`, per queue, in
+    one GROUP BY: pending and due (`run_after` NULL or past), or running with an expired
+    lease (what the claim and the rescue select). Only `queues`, if given."""
+    query = (
+        select(W.queue, func.count())
+        .where(
+            # The state range alone narrows the scan to the (few) unfinished rows.
+            W.state.in_([WorkflowState.PENDING, WorkflowState.RUNNING]),
+            or_(
+                and_(
+                    W.state == WorkflowState.PENDING,
+                    or_(W.run_after.is_(None), W.run_after <= now),
+                ),
+                and_(W.state == WorkflowState.RUNNING, W.lease_expires_at < now),
+            ),
+        )
+        .group_by(W.queue)
+    )
+    if queues:
+        query = query.where(W.queue.in_(list(queues)))
+    rows = await conn.execute(query)
+    return {queue: int(count) for queue, count in rows.tuples()}

@@ -1,0 +1,155 @@
+"""The fleet as operators check it: which daemons are alive, what they run, and whether
+every queue with runnable workflows has a live daemon serving it (`wfectl daemons`,
+`wfectl health`).
+
+A daemon is alive while its heartbeat is at most its lease (`lease_seconds`) old. A daemon
+renews its leases in the same heartbeat, so past that age the leases it held have expired
+as well, and the daemons serving their queues take its workflows over. Ages are measured
+with this host's clock against the daemons' clocks: the hosts' clocks must agree (NTP).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from wfed.store import daemons as daemon_store
+from wfed.store import migrate
+from wfed.store import workflows as workflow_store
+from wfed.store.database import Database
+from wfed.store.rows import DaemonRow
+
+
+def heartbeat_age(daemon: DaemonRow, now: datetime) -> float:
+    """Seconds since the daemon's last heartbeat."""
+    return (now - daemon.heartbeat_at).total_seconds()
+
+
+def is_alive(daemon: DaemonRow, now: datetime) -> bool:
+    """Whether the daemon's heartbeat is no older than its lease."""
+    return heartbeat_age(daemon, now) <= daemon.lease_seconds
+
+
+@dataclass(frozen=True)
+class DaemonStatus:
+    """One registered daemon, as seen at one moment."""
+
+    row: DaemonRow
+    heartbeat_age: float
+    alive: bool
+    running: int
+    """Running workflows it owns (`claimed_by` = its id)."""
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """The registered daemons, and how many running workflows await recovery."""
+
+    daemons: list[DaemonStatus]
+    awaiting_recovery: int
+    """Running workflows whose owner is not a live daemon (dead, or no daemon row), or
+    whose lease has expired: a daemon serving their queue takes them over once the lease
+    has expired."""
+
+    @property
+    def live(self) -> list[DaemonStatus]:
+        return [daemon for daemon in self.daemons if daemon.alive]
+
+    def served(self) -> set[str]:
+        """The queues some live daemon serves."""
+        return {str(queue) for daemon in self.live for queue in daemon.row.queues}
+
+    def dead_serving(self, queue: str) -> list[str]:
+        """Ids of dead daemons that list `queue` (what used to serve it)."""
+        return [d.row.id for d in self.daemons if not d.alive and queue in d.row.queues]
+
+
+def fleet_status(
+    rows: Iterable[DaemonRow],
+    running_by_owner: Mapping[str | None, tuple[int, int]],
+    now: datetime,
+) -> Fleet:
+    """The fleet from the daemon rows and the running workflows per owner
+    ({owner: (running, of which the lease expired)})."""
+    daemons = [
+        DaemonStatus(
+            row=row,
+            heartbeat_age=heartbeat_age(row, now),
+            alive=is_alive(row, now),
+            running=running_by_owner.get(row.id, (0, 0))[0],
+        )
+        for row in rows
+    ]
+    live = {daemon.row.id for daemon in daemons if daemon.alive}
+    awaiting = sum(
+        expired if owner in live else running
+        for owner, (running, expired) in running_by_owner.items()
+    )
+    return Fleet(daemons=daemons, awaiting_recovery=awaiting)
+
+
+async def read_fleet(conn: AsyncConnection, now: datetime) -> Fleet:
+    """The fleet as the database has it at `now` (two queries)."""
+    rows = await daemon_store.daemons_list(conn)
+    running = await workflow_store.workflow_running_by_owner(conn, now=now)
+    return fleet_status(rows, running, now)
+
+
+@dataclass(frozen=True)
+class Health:
+    """The outcome of a health check: healthy when `problems` is empty."""
+
+    problems: list[str]
+    fleet: Fleet | None = None
+    """None when the database could not be read."""
+    runnable: dict[str, int] | None = None
+    """Runnable workflows per queue (with --queue: every queue asked about)."""
+    queues: list[str] = field(default_factory=list)
+    """The queues checked; empty: every queue."""
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    def unserved(self) -> list[str]:
+        """Queues asked about (or with runnable workflows) that no live daemon serves."""
+        if self.fleet is None or self.runnable is None:
+            return []
+        served = self.fleet.served()
+        return sorted(queue for queue in self.runnable if queue not in served)
+
+
+def assess(fleet: Fleet, runnable: Mapping[str, int], queues: Sequence[str] = ()) -> Health:
+    """One problem per queue that has runnable workflows and no live daemon serving it."""
+    counts = {queue: 0 for queue in queues}
+    counts.update(runnable)
+    served = fleet.served()
+    problems = []
+    for queue in sorted(counts):
+        waiting = counts[queue]
+        if waiting == 0 or queue in served:
+            continue
+        dead = fleet.dead_serving(queue)
+        was = f" (served only by dead daemons: {', '.join(dead)})" if dead else ""
+        noun = "workflow" if waiting == 1 else "workflows"
+        problems.append(
+            f"queue {queue!r}: {waiting} runnable {noun} and no live daemon serves it{was}"
+        )
+    return Health(problems=problems, fleet=fleet, runnable=counts, queues=list(queues))
+
+
+async def check(
+    db: Database, now: datetime, queues: Sequence[str] = (), *, schema: bool = True
+) -> Health:
+    """Check the schema (unless `schema` is False: the caller did), then the fleet against
+    the runnable workflows of `queues` (all queues if none). An unreachable database or an
+    outdated schema raises (a WfedError or a database error), for the caller to report."""
+    if schema:
+        await migrate.require_current(db)
+    async with db.transaction() as conn:
+        fleet = await read_fleet(conn, now)
+        runnable = await workflow_store.workflow_runnable_by_queue(conn, now=now, queues=queues)
+    return assess(fleet, runnable, queues)
