@@ -486,10 +486,14 @@ class WorkflowRunner:
                 )
                 await event_store.events_insert(conn, self._event("released", position=nxt))
                 return RunResult(Outcome.RELEASED)
-            advanced = await self._guarded(
+            advanced = await workflow_store.workflow_advance(
                 conn,
-                {"context": context, "current_step": nxt, "lease_expires_at": self._next_expiry()},
-                unrequested=True,
+                self.workflow.id,
+                fence=self.fence,
+                context=context,
+                current_step=nxt,
+                lease_expires_at=self._next_expiry(),
+                now=self.clock(),
             )
             if not advanced:
                 current = await workflow_store.workflow_get_by_id(conn, self.workflow.id)

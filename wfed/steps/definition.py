@@ -148,19 +148,55 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def check_args(
-    step_class: type[Step], args: dict[str, Any], where: str, *, rendered: bool = False
-) -> dict[str, Any]:
-    """Check arguments against the step's signature: no unknown names, every required one,
-    the right types. Unrendered context references are checked once rendered."""
+@dataclass(frozen=True)
+class _Signature:
+    """What argument checking needs of a step class, worked out once per class."""
+
+    named: dict[str, inspect.Parameter]
+    open_ended: bool
+    adapters: dict[str, TypeAdapter[Any]]
+
+
+_SIGNATURES: dict[type[Step], _Signature] = {}
+
+
+def _signature(step_class: type[Step]) -> _Signature:
+    # Resolving type hints and building validators costs far more than a no-op step
+    # itself; the runner checks arguments on every attempt, so this is cached.
+    known = _SIGNATURES.get(step_class)
+    if known is None:
+        known = _SIGNATURES[step_class] = _inspect_signature(step_class)
+    return known
+
+
+def _inspect_signature(step_class: type[Step]) -> _Signature:
     params = step_class.parameters()
-    hints = step_class.annotations()
-    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     named = {
         name: p
         for name, p in params.items()
         if p.kind in {inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD}
     }
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    adapters: dict[str, TypeAdapter[Any]] = {}
+    for name, hint in step_class.annotations().items():
+        if name == "return":
+            continue
+        try:
+            adapters[name] = TypeAdapter(hint)
+        except PydanticSchemaGenerationError:
+            # A type pydantic cannot validate (a plain class) is not checked rather than
+            # refused, as in _resolved_hints; raising would escape as a traceback.
+            continue
+    return _Signature(named, open_ended, adapters)
+
+
+def check_args(
+    step_class: type[Step], args: dict[str, Any], where: str, *, rendered: bool = False
+) -> dict[str, Any]:
+    """Check arguments against the step's signature: no unknown names, every required one,
+    the right types. Unrendered context references are checked once rendered."""
+    signature = _signature(step_class)
+    named, open_ended = signature.named, signature.open_ended
     for name in args:
         if name not in named and not open_ended:
             accepted = ", ".join(named) or "none"
@@ -170,13 +206,8 @@ def check_args(
             raise InvalidDefinition(f"{where}: missing argument {name!r}")
     checked = dict(args)
     for name, value in args.items():
-        if name not in hints or (not rendered and _has_reference(value)):
-            continue
-        try:
-            adapter: TypeAdapter[Any] = TypeAdapter(hints[name])
-        except PydanticSchemaGenerationError:
-            # A type pydantic cannot validate (a plain class) is not checked rather than
-            # refused, as in _resolved_hints; raising here would escape as a traceback.
+        adapter = signature.adapters.get(name)
+        if adapter is None or (not rendered and _has_reference(value)):
             continue
         try:
             checked[name] = adapter.validate_python(value)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.states import StepState
@@ -81,21 +81,40 @@ async def step_finish(
     )
 
 
+_FINISH_AND_START = (
+    update(workflow_steps)
+    .where(
+        S.workflow_id == bindparam("b_workflow_id"),
+        S.position.in_([bindparam("b_position"), bindparam("b_next")]),
+    )
+    .values(
+        state=case(
+            (S.position == bindparam("b_position"), StepState.COMPLETED.value),
+            else_=StepState.RUNNING.value,
+        ),
+        attempts=case((S.position == bindparam("b_next"), S.attempts + 1), else_=S.attempts),
+        started_at=case(
+            (S.position == bindparam("b_next"), bindparam("b_now")), else_=S.started_at
+        ),
+        finished_at=case((S.position == bindparam("b_position"), bindparam("b_now")), else_=None),
+        error=None,
+    )
+)
+
+
 async def step_finish_and_start_next(
     conn: AsyncConnection, workflow_id: int, position: int, now: datetime
 ) -> None:
-    """Complete step `position` and start step `position + 1` in one statement."""
-    nxt = position + 1
+    """Complete step `position` and start step `position + 1` in one statement (built
+    once: it runs for every step)."""
     await conn.execute(
-        update(workflow_steps)
-        .where(S.workflow_id == workflow_id, S.position.in_([position, nxt]))
-        .values(
-            state=case((S.position == position, StepState.COMPLETED), else_=StepState.RUNNING),
-            attempts=case((S.position == nxt, S.attempts + 1), else_=S.attempts),
-            started_at=case((S.position == nxt, now), else_=S.started_at),
-            finished_at=case((S.position == position, now), else_=None),
-            error=None,
-        )
+        _FINISH_AND_START,
+        {
+            "b_workflow_id": workflow_id,
+            "b_position": position,
+            "b_next": position + 1,
+            "b_now": now,
+        },
     )
 
 
