@@ -47,6 +47,10 @@ OUTAGE_BACKOFF_MAX = 5.0
 ERROR_TEXT_MAX = 4000
 
 
+# Runs a transaction body, possibly together with other runners' (see daemon/committer.py).
+Committer = Callable[[int, Callable[[AsyncConnection], Awaitable[Any]]], Awaitable[Any]]
+
+
 class Outcome(StrEnum):
     """How a runner's turn with a workflow ended."""
 
@@ -100,8 +104,10 @@ class WorkflowRunner:
         lease_seconds: float,
         clock: Clock = utc_now,
         metrics: Metrics | None = None,
+        committer: Committer | None = None,
     ) -> None:
         self.db = db
+        self.committer = committer
         self.metrics = metrics
         self.registry = registry
         self.workflow = workflow
@@ -177,12 +183,16 @@ class WorkflowRunner:
             detail=extra,
         )
 
-    async def _write(self, body: Callable[[AsyncConnection], Awaitable[Any]]) -> Any:
+    async def _write(
+        self, body: Callable[[AsyncConnection], Awaitable[Any]], *, shared: bool = False
+    ) -> Any:
         """Run `body` in a transaction, riding out deadlocks and database outages.
 
         An outage is retried with backoff for as long as the lease can still be valid: a
         finished step's result is committed when the database returns, unless by then
-        another owner may have taken over.
+        another owner may have taken over. With `shared`, the daemon's committer may run
+        the body in a transaction shared with other workflows' step transitions; such a
+        body raises a wfed error only before it has written anything.
         """
         delay = 0.05
         while True:
@@ -190,8 +200,11 @@ class WorkflowRunner:
                 raise LeaseLost
             self._uncommitted_expiry = None
             try:
-                async with self.db.transaction() as conn:
-                    result = await body(conn)
+                if shared and self.committer is not None:
+                    result = await self.committer(self.workflow.id, body)
+                else:
+                    async with self.db.transaction() as conn:
+                        result = await body(conn)
                 self._lease_committed()
                 return result  # noqa: TRY300 - the except below must not cover this
             except OUTAGE_ERRORS as exc:
@@ -248,12 +261,16 @@ class WorkflowRunner:
         # The body returns a RunResult when the workflow ends here: raising would roll
         # back the very transition it just wrote.
         async def body(conn: AsyncConnection) -> RunResult | tuple[int, int]:
+            # Lock the workflow row first (checking the fence): inserting step rows takes a
+            # shared lock on it for the foreign key, and upgrading that lock later would
+            # deadlock against the heartbeat renewing this daemon's leases.
+            await self._must(conn, {"lease_expires_at": self._next_expiry()})
             rows = await step_store.steps_get(conn, row.id)
             if not rows:
                 await step_store.steps_insert(
                     conn, row.id, [(p.name, p.label, p.args) for p in plans]
                 )
-                rows = await step_store.steps_get(conn, row.id)
+                rows = [StepRow.fresh(p.position, p.name, p.label, p.args) for p in plans]
             self._prior_attempts = [r.attempts for r in rows]
             if len(rows) != len(plans):
                 raise InvalidDefinition(
@@ -272,7 +289,6 @@ class WorkflowRunner:
                 halted = await self._interrupted(conn, plans[position], current)
                 if halted is not None:
                     return halted
-            await self._must(conn, {"lease_expires_at": self._next_expiry()})
             await step_store.step_start(conn, row.id, position, self.clock())
             await event_store.events_insert(
                 conn, self._event("claimed", position=position, fence=self.fence)
@@ -280,7 +296,7 @@ class WorkflowRunner:
             return position, current.attempts + 1
 
         try:
-            prepared: RunResult | tuple[int, int] = await self._write(body)
+            prepared: RunResult | tuple[int, int] = await self._write(body, shared=True)
         except InvalidDefinition as exc:
             await self._fail_invalid(str(exc))
             raise _Halt(RunResult(Outcome.ERROR, str(exc), invalid=True)) from None
@@ -510,7 +526,7 @@ class WorkflowRunner:
             )
             return context, nxt, self._prior_attempts[nxt] + 1
 
-        outcome: RunResult | tuple[dict[str, Any], int, int] = await self._write(body)
+        outcome: RunResult | tuple[dict[str, Any], int, int] = await self._write(body, shared=True)
         return outcome
 
     async def _pause_gate(self, plan: StepPlan, context: dict[str, Any], prompt: str) -> RunResult:

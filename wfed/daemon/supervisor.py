@@ -25,6 +25,7 @@ from wfed import __version__
 from wfed.clock import Clock, utc_now
 from wfed.config import Config
 from wfed.daemon import sdnotify
+from wfed.daemon.committer import StepCommitter
 from wfed.metrics import STATE_COUNT_INTERVAL, Metrics
 from wfed.retention import purge_finished
 from wfed.runner import WorkflowRunner
@@ -39,6 +40,9 @@ from wfed.store.rows import DaemonRow, WorkflowRow
 log = structlog.get_logger("wfed.daemon")
 
 OUTAGE_BACKOFF_MAX = 10.0
+# Concurrent group-commit transactions: enough to keep the database busy while a batch's
+# statements travel, few enough that batches stay large.
+COMMITTERS = 4
 
 
 class Daemon:
@@ -62,6 +66,7 @@ class Daemon:
             pool_size=min(self.settings.max_workflows, 20) + 2,
             pre_ping=False,
         )
+        self.committer = StepCommitter(self.db)
         self.metrics = Metrics()
         self.metrics.free_slots.set(self.settings.max_workflows)
         self.runners: dict[int, WorkflowRunner] = {}
@@ -95,6 +100,10 @@ class Daemon:
                 group.create_task(self._side_loop("poller", self._poll_loop))
                 group.create_task(self._side_loop("heartbeat", self._heartbeat_loop))
                 group.create_task(self._side_loop("rescuer", self._rescue_loop))
+                for _ in range(COMMITTERS):
+                    group.create_task(
+                        self._side_loop("committer", lambda: self.committer.loop(self._finished))
+                    )
                 if self.config.metrics.listen:
                     group.create_task(self._side_loop("state_counter", self._count_loop))
                 if self.config.retention.purge_after:
@@ -108,7 +117,11 @@ class Daemon:
                 await asyncio.shield(self._deregister())
             await self.db.dispose()
             self.metrics.close()
-            self.log.info("daemon_stopped")
+            self.log.info(
+                "daemon_stopped",
+                step_batches=self.committer.batches,
+                step_transitions=self.committer.bodies,
+            )
 
     def request_shutdown(self) -> None:
         """Begin a graceful shutdown; a second call cancels running steps at once."""
@@ -284,6 +297,7 @@ class Daemon:
             lease_seconds=self.settings.lease,
             clock=self.clock,
             metrics=self.metrics,
+            committer=self.committer.run,
         )
         if self._stopping.is_set():
             runner.release_after_step()

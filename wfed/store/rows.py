@@ -73,6 +73,11 @@ class StepRow:
     error: str | None
 
     @classmethod
+    def fresh(cls, position: int, step: str, label: str | None, args: dict[str, Any]) -> StepRow:
+        """A step row as `steps_insert` creates it: pending, never attempted."""
+        return cls(position, step, label, args, StepState.PENDING, 0, None, None, None)
+
+    @classmethod
     def from_mapping(cls, row: RowMapping) -> StepRow:
         return cls(
             position=row["position"],
