@@ -81,6 +81,7 @@ DAEMON_KEYS = {
     "heartbeat_at",
     "heartbeat_age_seconds",
     "alive",
+    "running_workflows",
 }
 STEPS_KEYS = {
     "name",
@@ -537,13 +538,23 @@ def test_daemons_shows_heartbeats_alive_and_dead(wfectl: Wfectl, unique: str) ->
         listed, table = wfectl.many([["daemons", "--json"], ["daemons"]])
     finally:
         execute(url, delete(daemons).where(daemons.c.id.in_([row["id"] for row in rows])))
-    mine = {d["id"]: d for d in listed.json() if d["id"].endswith(unique)}
+    document = listed.json()
+    assert set(document) == {"daemons", "awaiting_recovery"}
+    assert isinstance(document["awaiting_recovery"], int)
+    mine = {d["id"]: d for d in document["daemons"] if d["id"].endswith(unique)}
     assert {key for d in mine.values() for key in d} == DAEMON_KEYS
     assert mine[f"live-{unique}"]["alive"] is True
     assert mine[f"gone-{unique}"]["alive"] is False
     assert mine[f"gone-{unique}"]["heartbeat_age_seconds"] >= 600
     assert mine[f"live-{unique}"]["queues"] == ["default", "slow"]
-    ok(table, f"live-{unique}", "alive", f"gone-{unique}", "dead (no heartbeat for 30s)")
+    assert mine[f"live-{unique}"]["running_workflows"] == 0
+    ok(
+        table,
+        f"live-{unique}",
+        "alive",
+        f"gone-{unique}",
+        "dead (heartbeat older than its 30s lease)",
+    )
 
 
 def test_steps_lists_registered_steps_without_a_database(wfectl_config: Path) -> None:
@@ -618,7 +629,8 @@ def test_version_and_help_with_examples(wfectl_config: Path) -> None:
     commands.update({f"db {n}": c for n, c in db.commands.items()})
     expected = {
         "db upgrade", "create", "list", "show", "history", "export", "daemons", "steps",
-        "pause", "resume", "stop", "retry", "skip", "restart", "delete", "ctx",
+        "pause", "resume", "stop", "retry", "skip", "restart", "delete", "ctx", "health",
+        "purge",
     }  # fmt: skip
     assert set(commands) == expected
     for command_name, command in commands.items():

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import re
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
@@ -38,6 +39,8 @@ _URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^/:@\s]*:)[^@\s/]+@")
 _UPGRADE_HINT = "run `wfectl db upgrade`"
 # MySQL: 1044 no access to the database, 1045 wrong user or password, 1049 unknown database.
 _MYSQL_LOGIN_REFUSED = {1044, 1045, 1049}
+# MySQL: 1142 table, 1143 column, 1227 operation (e.g. SUPER) privilege denied.
+_MYSQL_PRIVILEGE_DENIED = {1142, 1143, 1227}
 
 
 @dataclass
@@ -108,7 +111,11 @@ def run_engine(
 
     display = engine.db.display_url
     try:
-        return asyncio.run(main())
+        with asyncio.Runner() as runner:
+            try:
+                return runner.run(main())
+            finally:
+                runner.run(_settle_sqlite_threads())
     except DatabaseUnavailable as exc:
         # The store's own wrapping of a failed connection: say it the same way as ours.
         if isinstance(exc.__cause__, DBAPIError):
@@ -116,6 +123,24 @@ def run_engine(
         raise
     except (DBAPIError, OSError, TimeoutError) as exc:
         raise database_error(exc, display) from None
+
+
+_AIOSQLITE_THREAD = "(_connection_worker_thread)"
+_SETTLE_SECONDS = 1.0
+
+
+async def _settle_sqlite_threads() -> None:
+    """Let aiosqlite's worker threads end while the event loop still runs.
+
+    When opening a SQLite file fails, aiosqlite stops its worker thread without waiting
+    for it, and the thread then reports back to the event loop; if `asyncio.run` has
+    closed the loop by then, the thread prints a traceback (omnilib/aiosqlite#241).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _SETTLE_SECONDS
+    for thread in threading.enumerate():
+        if thread.name.endswith(_AIOSQLITE_THREAD) and thread.is_alive():
+            await asyncio.to_thread(thread.join, max(deadline - loop.time(), 0))
 
 
 async def _preflight(engine: Engine, *, schema: bool) -> None:
@@ -144,6 +169,11 @@ def database_error(exc: BaseException, display_url: str) -> WfedError:
         return DatabaseUnavailable(f"database {display_url} unreachable: timed out")
     if is_login_refused(exc):
         return DatabaseUnavailable(f"database {display_url} refused the login: {_reason(exc)}")
+    if is_permission_denied(exc):
+        return DatabaseUnavailable(
+            f"database {display_url} refused the operation: {_reason(exc)} "
+            "(the account lacks a privilege: see docs/grants-mariadb.sql)"
+        )
     if is_connection_error(exc):
         return DatabaseUnavailable(f"database {display_url} unreachable: {_reason(exc)}")
     return DatabaseUnavailable(f"database {display_url} failed: {_reason(exc)}")
@@ -177,6 +207,16 @@ def is_login_refused(exc: BaseException) -> bool:
         return True
     sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
     return isinstance(sqlstate, str) and (sqlstate.startswith("28") or sqlstate == "3D000")
+
+
+def is_permission_denied(exc: BaseException) -> bool:
+    """Whether the server refused a statement for want of a privilege (the login worked)."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if mysql_error_code(exc) in _MYSQL_PRIVILEGE_DENIED:
+        return True
+    orig = exc.orig
+    return "42501" in {getattr(orig, "sqlstate", None), getattr(orig, "pgcode", None)}
 
 
 def _reason(exc: BaseException) -> str:
