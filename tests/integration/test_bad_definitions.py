@@ -180,3 +180,25 @@ async def test_steps_given_as_a_json_string_is_named_a_string(engine: Engine, ne
     assert last_error is not None
     assert "got a string" in last_error
     assert "not valid JSON" not in last_error
+
+
+@pytest.mark.parametrize("column", ["steps", "context"])
+async def test_text_that_is_not_json_goes_to_error_on_sqlite(
+    sqlite_url: str, make_engine, new_name, column: str
+) -> None:
+    """SQLite lets a plain INSERT store text that is not JSON; that row goes to error
+    saying so, and listing workflows still works."""
+    engine = make_engine(sqlite_url)
+    name = new_name("notjson")
+    values = {"steps": '["noop"]', "context": "{}", column: "{not json"}
+    async with engine.db.engine.begin() as conn:
+        await conn.execute(
+            text("INSERT INTO workflows (name, steps, context) VALUES (:name, :steps, :context)"),
+            {"name": name, **values},
+        )
+    assert name in {row.name for row in await engine.list(limit=10_000)}
+    with pytest.raises(InvalidDefinition, match="not valid JSON"):
+        await engine.run(name)
+    workflow = await engine.get(name)
+    assert workflow.state is WorkflowState.ERROR
+    assert "not valid JSON" in (workflow.last_error or "")

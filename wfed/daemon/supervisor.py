@@ -100,7 +100,8 @@ class Daemon:
                 group.create_task(self._side_loop("poller", self._poll_loop))
                 group.create_task(self._side_loop("heartbeat", self._heartbeat_loop))
                 group.create_task(self._side_loop("rescuer", self._rescue_loop))
-                for _ in range(COMMITTERS):
+                # SQLite takes one writer at a time: a second committer would only wait.
+                for _ in range(1 if self.db.backend == "sqlite" else COMMITTERS):
                     group.create_task(
                         self._side_loop("committer", lambda: self.committer.loop(self._finished))
                     )
@@ -333,18 +334,28 @@ class Daemon:
         if watchdog is not None:
             interval = min(interval, watchdog)
         delay = interval
+        # A heartbeat that hangs (packets silently dropped, no error) must not outlive the
+        # leases it is meant to renew. SQLite has no network; there a slow heartbeat is
+        # one waiting its turn for the write lock, and cutting it short would only hurt.
+        limit = None if self.db.backend == "sqlite" else self.settings.lease / 2
         while not await self._wait(self._finished, delay):
+            if watchdog is not None:
+                # The watchdog guards against a wedged event loop, not a database away:
+                # outages are ridden out (see docs/operations.md).
+                sdnotify.notify("WATCHDOG=1")
             try:
-                await self._beat()
-            except OUTAGE_ERRORS as exc:
-                if not is_outage(exc):
+                async with asyncio.timeout(limit):
+                    await self._beat()
+            except (*OUTAGE_ERRORS, TimeoutError) as exc:
+                if not (isinstance(exc, TimeoutError) or is_outage(exc)):
                     raise
-                self._lose_expired()
                 delay = await self._outage("heartbeat", exc, delay)
                 continue
+            finally:
+                # Whatever the database said, a lease past its end on this daemon's own
+                # clock is lost: its runner must stop before another owner starts.
+                self._lose_expired()
             delay = interval
-            if watchdog is not None:
-                sdnotify.notify("WATCHDOG=1")
 
     async def _beat(self) -> None:
         now = self.clock()
@@ -394,10 +405,8 @@ class Daemon:
             try:
                 async with self.db.transaction() as conn:
                     counts = await workflow_store.workflow_counts(conn)
-            except OUTAGE_ERRORS as exc:
-                if not is_outage(exc):
-                    raise
-                counts = {}
+            except OUTAGE_ERRORS:
+                counts = {}  # counted again next time; metrics are not worth a crash
             for state in WorkflowState:
                 if counts:
                     self.metrics.workflows.labels(state.value).set(counts.get(state.value, 0))
@@ -426,6 +435,6 @@ class Daemon:
                         clock=self.clock,
                     )
             except OUTAGE_ERRORS as exc:
-                if not is_outage(exc):
-                    raise
+                # An outage, or a privilege the daemon's account lacks: retention is a
+                # chore, never a reason to stop running workflows.
                 self.log.warning("retention_failed", error=str(exc).splitlines()[0][:300])

@@ -24,6 +24,7 @@ from wfed.errors import InvalidDefinition
 from wfed.steps.base import Step
 from wfed.steps.registry import StepRegistry
 from wfed.steps.template import is_reference
+from wfed.store.schema import UnreadableJson
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,8 @@ def parse_context(context: Any) -> dict[str, Any]:
 
 
 def _json_type(value: Any) -> str:
+    if isinstance(value, UnreadableJson):
+        return f"text that is not valid JSON ({str(value)[:40]!r})"
     names = {str: "a string", list: "a list", dict: "an object", bool: "a boolean"}
     if value is None:
         return "null"

@@ -17,6 +17,7 @@ import structlog
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from wfed.errors import ConfigError, DatabaseUnavailable
@@ -138,12 +139,16 @@ def is_connection_error(exc: BaseException) -> bool:
 
 
 # What a database outage can look like from inside a transaction.
-OUTAGE_ERRORS = (DatabaseUnavailable, DBAPIError, OSError)
+OUTAGE_ERRORS = (DatabaseUnavailable, DBAPIError, OSError, PoolTimeout)
 
 
 def is_outage(exc: BaseException) -> bool:
     """Whether `exc` is the database being away or busy (retry later), not a bug."""
-    return isinstance(exc, DatabaseUnavailable) or is_retryable(exc) or is_connection_error(exc)
+    return (
+        isinstance(exc, DatabaseUnavailable | PoolTimeout)
+        or is_retryable(exc)
+        or is_connection_error(exc)
+    )
 
 
 class Database:

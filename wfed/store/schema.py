@@ -6,6 +6,7 @@ migrated schema and this metadata agree.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -25,10 +26,12 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import TypeDecorator
 
 from wfed.states import Request, StepState, WorkflowState
 
@@ -46,7 +49,35 @@ Id = BigInteger().with_variant(Integer(), "sqlite")
 # Microseconds matter for leases and ordering; MySQL's DATETIME drops them unless asked.
 # All timestamps are naive UTC.
 Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-Json = JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+class UnreadableJson(str):
+    """A JSON column's text that does not parse (only SQLite lets such text in)."""
+
+    __slots__ = ()
+
+
+class _SQLiteJson(TypeDecorator[Any]):
+    """SQLite's JSON, but text that is not JSON reads as UnreadableJson instead of
+    raising: a row inserted by hand must end in `error`, not break every reader."""
+
+    impl = sqlite.JSON
+    cache_ok = True
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        def process(value: Any) -> Any:
+            if not isinstance(value, str | bytes):
+                # NUMERIC affinity: SQLite stored the JSON number `42` as an integer.
+                return value
+            try:
+                return json.loads(value)
+            except (TypeError, ValueError):
+                return UnreadableJson(value)
+
+        return process
+
+
+Json = JSON().with_variant(postgresql.JSONB(), "postgresql").with_variant(_SQLiteJson(), "sqlite")
 
 
 class utc_now(FunctionElement[datetime]):  # noqa: N801 - reads as the SQL function it is

@@ -308,7 +308,7 @@ async def workflow_delete(conn: AsyncConnection, workflow_id: int) -> bool:
 async def workflow_counts(conn: AsyncConnection) -> dict[str, int]:
     """How many workflows are in each state."""
     rows = await conn.execute(select(W.state, func.count()).group_by(W.state))
-    return {state: count for state, count in rows.tuples()}
+    return {row[0]: int(row[1]) for row in rows}
 
 
 async def workflow_purge_candidates(
