@@ -349,7 +349,9 @@ class Daemon:
             except (*OUTAGE_ERRORS, TimeoutError) as exc:
                 if not (isinstance(exc, TimeoutError) or is_outage(exc)):
                     raise
-                delay = await self._outage("heartbeat", exc, delay)
+                # Back off, but look at the leases often enough to drop an expired one
+                # soon after it ends (see the finally below).
+                delay = min(await self._outage("heartbeat", exc, delay), self.settings.lease / 4)
                 continue
             finally:
                 # Whatever the database said, a lease past its end on this daemon's own
