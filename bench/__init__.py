@@ -1,0 +1,1 @@
+"""Benchmarks of wfed: `python -m bench` (`make bench`); see bench/README.md."""

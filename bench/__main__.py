@@ -1,0 +1,58 @@
+"""`python -m bench [--only mariadb,postgresql,sqlite] [--quick]`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from bench.context import Sizes
+from bench.databases import BACKENDS
+from bench.run import main, rerender
+
+
+def _backends(text: str) -> list[str]:
+    chosen = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in chosen if name not in BACKENDS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"unknown backend {', '.join(unknown) or '(none)'}; choose from {', '.join(BACKENDS)}"
+        )
+    return [name for name in BACKENDS if name in chosen]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark wfed on MariaDB, PostgreSQL and SQLite; write bench/RESULTS.md.",
+        epilog="Servers: WFED_BENCH_MARIADB_URL (default mysql+asyncmy://root@127.0.0.1:3306/), "
+        "WFED_BENCH_POSTGRESQL_URL (default postgresql+asyncpg://root@127.0.0.1:5432/postgres).",
+    )
+    parser.add_argument(
+        "--only",
+        type=_backends,
+        default=list(BACKENDS),
+        metavar="BACKENDS",
+        help="comma-separated: mariadb,postgresql,sqlite (default: all three)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes: a smoke run of about a minute (written to bench/out/)",
+    )
+    parser.add_argument(
+        "--rerender",
+        action="store_true",
+        help="run nothing: rewrite bench/RESULTS.md from bench/results.json",
+    )
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    # The drivers log server notes (e.g. "Unknown table" on DROP IF EXISTS) as warnings.
+    logging.basicConfig(level=logging.ERROR)
+    if args.rerender:
+        sys.exit(rerender())
+    sizes = Sizes.quick() if args.quick else Sizes()
+    sys.exit(main(args.only, sizes, args.quick))

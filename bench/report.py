@@ -1,0 +1,522 @@
+"""The results: summary lines, the targets, and `bench/RESULTS.md`.
+
+RESULTS.md is generated in full by each run except its Analysis section (between the
+`analysis:start` and `analysis:end` markers), which is written by hand and carried over
+from the previous file.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.databases import LABELS
+
+ANALYSIS_START = "<!-- analysis:start -->"
+ANALYSIS_END = "<!-- analysis:end -->"
+_DEFAULT_ANALYSIS = "_Not written yet: read the figures above and explain them here._"
+
+Figures = dict[str, Any]
+
+
+# -- figures -------------------------------------------------------------------------------
+
+
+def _get(figures: Figures, *path: str) -> Any:
+    """figures[a][b]… or None where a part is missing or a workload failed."""
+    value: Any = figures
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:,.{digits}f}"
+
+
+def _ms(seconds: Any) -> str:
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "-"
+    return f"{seconds * 1000:,.0f} ms"
+
+
+def floor_per_s(figures: Figures, stack: str = "sqlalchemy") -> float | None:
+    """The 1-connection floor: the mean of the figures measured right before and right
+    after the throughput runs (either alone if the other is missing)."""
+    measured = [
+        value
+        for value in (
+            _get(figures, "floor", f"{stack}_one"),
+            _get(figures, "floor_after", f"{stack}_one"),
+        )
+        if value
+    ]
+    return sum(measured) / len(measured) if measured else None
+
+
+def _loss(loss: float) -> str:
+    """A throughput change as a loss, or as a gain when it is negative."""
+    return f"{loss:.1%} loss" if loss >= 0 else f"no loss ({-loss:.1%} faster)"
+
+
+def ratio(figures: Figures, stack: str = "sqlalchemy") -> float | None:
+    steps = _get(figures, "throughput", "one", "steps_per_s")
+    floor = floor_per_s(figures, stack)
+    return steps / floor if steps and floor else None
+
+
+def summary_line(backend: str, figures: Figures) -> str:
+    """`db=mariadb steps_per_s=… floor_per_s=… ratio=…` (one daemon; SQLAlchemy floor)."""
+    steps = _get(figures, "throughput", "one", "steps_per_s")
+    floor = floor_per_s(figures)
+    value = ratio(figures)
+    return (
+        f"db={backend} steps_per_s={_num(steps).replace(',', '')} "
+        f"floor_per_s={_num(floor).replace(',', '')} "
+        f"ratio={'-' if value is None else f'{value:.2f}'}"
+    )
+
+
+# -- targets -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    check: Callable[[Figures], tuple[str, bool | None]]
+
+
+def _throughput_target(figures: Figures) -> tuple[str, bool | None]:
+    value = ratio(figures)
+    if value is None:
+        return "-", None
+    steps = _get(figures, "throughput", "one", "steps_per_s")
+    return f"{value:.2f} ({_num(steps)} steps/s ÷ {_num(floor_per_s(figures))} tx/s)", value >= 1.5
+
+
+def _enqueue_target(figures: Figures) -> tuple[str, bool | None]:
+    series = _get(figures, "enqueue") or {}
+    parts, met = [], []
+    for result in series.values():
+        if not isinstance(result, dict) or "p50" not in result:
+            continue
+        limit = result["poll_interval"] / 2 + 0.020
+        parts.append(f"poll {result['poll_interval']:g} s: {_ms(result['p50'])} (≤ {_ms(limit)})")
+        met.append(result["p50"] <= limit)
+    return ("; ".join(parts) or "-"), (all(met) if met else None)
+
+
+def _stop_target(figures: Figures) -> tuple[str, bool | None]:
+    p99 = _get(figures, "control", "stop", "latency", "p99")
+    interval = _get(figures, "control", "control_interval")
+    if p99 is None or interval is None:
+        return "-", None
+    failed = _get(figures, "control", "stop", "not_stopped")
+    met = p99 <= interval + 0.2 and not failed
+    return f"p99 {_ms(p99)} (≤ {_ms(interval + 0.2)})", met
+
+
+def _pause_target(figures: Figures) -> tuple[str, bool | None]:
+    pause = _get(figures, "control", "pause")
+    if not pause:
+        return "-", None
+    text = (
+        f"{pause['steps_started_after_request']} steps started after a committed request, "
+        f"{pause['not_paused']} not paused, of {pause['latency']['n'] + pause['not_paused']}"
+    )
+    return text, bool(pause["exact"])
+
+
+def _growth_target(figures: Figures) -> tuple[str, bool | None]:
+    loss = _get(figures, "growth", "loss")
+    if loss is None:
+        return "not measured on this backend", None
+    loaded = _get(figures, "growth", "throughput", "steps_per_s")
+    base = _get(figures, "growth", "baseline", "steps_per_s")
+    rows = _get(figures, "growth", "history_rows")
+    return (
+        f"{_loss(loss)}: {_num(loaded)} vs {_num(base)} steps/s with {_num(rows)} rows",
+        loss <= 0.10,
+    )
+
+
+def _index_target(figures: Figures) -> tuple[str, bool | None]:
+    plan = _get(figures, "growth", "after", "explain", "claim") or _get(figures, "explain", "claim")
+    if not plan:
+        return "-", None
+    sort = "sorts" if plan["sorts"] else "no filesort"
+    return f"{plan['index'] or 'no index'}, {sort}", bool(plan["index"]) and not plan["sorts"]
+
+
+def _idle_target(figures: Figures) -> tuple[str, bool | None]:
+    idle = _get(figures, "idle")
+    if not idle or "statements_per_poll" not in idle:
+        cpu = _get(figures, "idle", "cpu_percent")
+        return (f"embedded: no wire; CPU {_num(cpu, 2)} %" if cpu is not None else "-"), None
+    return (
+        f"{idle['statements_per_poll']:.1f} statements "
+        f"({idle['round_trips_per_poll']:.1f} round trips) per {idle['poll_interval']:g} s poll",
+        idle["statements_per_poll"] <= 2,
+    )
+
+
+def _memory_target(figures: Figures) -> tuple[str, bool | None]:
+    memory = _get(figures, "memory")
+    if not memory or "rss_mib" not in memory:
+        return "-", None
+    return (
+        f"{memory['rss_mib']:.0f} MiB for {memory['workflows']:,} workflows",
+        memory["rss_mib"] * 1024 * 1024 <= 200e6,
+    )
+
+
+TARGETS = [
+    Target("throughput ratio ≥ 1.5 (1 daemon ÷ 1-connection floor)", _throughput_target),
+    Target("enqueue p50 ≤ poll_interval/2 + 20 ms", _enqueue_target),
+    Target("stop p99 ≤ control_interval + 200 ms", _stop_target),
+    Target("pause never lets another step start", _pause_target),
+    Target("≤ 10 % throughput loss with 1,000,000 historical rows", _growth_target),
+    Target("claim uses an index (no filesort)", _index_target),
+    Target("idle cost ≤ 2 queries per poll interval", _idle_target),
+    Target("≤ 200 MB RSS for 1,000 running workflows", _memory_target),
+]
+
+
+def _verdict(met: bool | None) -> str:
+    return {True: "met", False: "**not met**", None: "n/a"}[met]
+
+
+def target_lines(backend: str, figures: Figures) -> list[str]:
+    return [
+        f"target {_verdict(met).strip('*')}: {target.name}: {text}"
+        for target in TARGETS
+        for text, met in [target.check(figures)]
+    ]
+
+
+# -- the markdown --------------------------------------------------------------------------
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+Rows = list[list[str]]
+
+
+def _floor_rows(figures: Figures) -> Rows:
+    floor = figures.get("floor") or {}
+    if not floor:
+        return []
+    connections = floor.get("connections", 64)
+    rows = []
+    for stack, label in (("sqlalchemy", "SQLAlchemy"), ("raw", "raw driver")):
+        after = _get(figures, "floor_after", f"{stack}_one")
+        rows.append(
+            [
+                "1 floor",
+                f"UPDATE+COMMIT tx/s, {label}, 1 connection: before / after the throughput runs",
+                f"{_num(floor[f'{stack}_one'])} / {_num(after)}",
+            ]
+        )
+        rows.append(
+            [
+                "1 floor",
+                f"UPDATE+COMMIT tx/s, {label}, {connections} connections",
+                _num(floor[f"{stack}_many"]),
+            ]
+        )
+    return rows
+
+
+def _throughput_rows(figures: Figures) -> Rows:
+    rows = []
+    for key, label in (("one", "1 daemon"), ("two", "2 daemons")):
+        run = _get(figures, "throughput", key)
+        if run:
+            rows.append(
+                [
+                    "2 throughput",
+                    f"{label}: {run['workflows']:,} workflows x "
+                    f"{run['steps'] // run['workflows']} no-op steps",
+                    f"{_num(run['steps_per_s'])} steps/s ({run['seconds']:.1f} s)",
+                ]
+            )
+    for stack, label in (("sqlalchemy", "SQLAlchemy"), ("raw", "raw-driver")):
+        value = ratio(figures, stack)
+        if value is not None:
+            rows.append(
+                [
+                    "2 throughput",
+                    f"ratio: 1 daemon / {label} 1-connection floor (mean of before and after)",
+                    f"{value:.2f}",
+                ]
+            )
+    return rows
+
+
+def _enqueue_rows(figures: Figures) -> Rows:
+    rows = []
+    for result in (_get(figures, "enqueue") or {}).values():
+        if not isinstance(result, dict) or "p50" not in result:
+            continue
+        wait, start = result["to_claim"], result["claim_to_start"]
+        rows.append(
+            [
+                "3 enqueue latency",
+                f"INSERT -> step 0 started, poll_interval {result['poll_interval']:g} s, "
+                f"{result['n']} samples",
+                f"p50 {_ms(result['p50'])}, p99 {_ms(result['p99'])}, max {_ms(result['max'])}"
+                f" (INSERT -> claimed p50 {_ms(wait['p50'])}; claimed -> started "
+                f"p50 {_ms(start['p50'])}, p99 {_ms(start['p99'])})",
+            ]
+        )
+    return rows
+
+
+def _control_rows(figures: Figures) -> Rows:
+    rows = []
+    pause = _get(figures, "control", "pause")
+    if pause:
+        latency, after = pause["latency"], pause["after_step_end"]
+        rows += [
+            [
+                "4 control",
+                f"pause -> paused, steps of {pause['step_seconds']:g} s, {latency['n']} samples",
+                f"p50 {_ms(latency['p50'])}, p99 {_ms(latency['p99'])}",
+            ],
+            [
+                "4 control",
+                "pause: paused minus the end of the step that was running",
+                f"p50 {_ms(after['p50'])}, p99 {_ms(after['p99'])}",
+            ],
+            [
+                "4 control",
+                "pause: steps started after the request was committed",
+                f"{pause['steps_started_after_request']} (not paused: {pause['not_paused']})",
+            ],
+        ]
+    stop = _get(figures, "control", "stop")
+    if stop:
+        latency = stop["latency"]
+        rows.append(
+            [
+                "4 control",
+                f"stop -> stopped during a 60 s step, {latency['n']} samples, "
+                f"control_interval {_get(figures, 'control', 'control_interval'):g} s",
+                f"p50 {_ms(latency['p50'])}, p99 {_ms(latency['p99'])}"
+                + (f", {stop['not_stopped']} not stopped" if stop["not_stopped"] else ""),
+            ]
+        )
+    return rows
+
+
+def _growth_rows(figures: Figures, sizes: Figures) -> Rows:
+    growth = figures.get("growth")
+    if not growth:
+        return []
+    before, after = growth["before"], growth["after"]
+    rows = [
+        [
+            "5 growth",
+            f"claim of {sizes['max_workflows']} rows, p50 (p90): near-empty table "
+            f"({_num(before['rows'])} rows) vs with history ({_num(after['rows'])} rows)",
+            f"{before['claim']['p50_ms']:.2f} ms ({before['claim']['p90_ms']:.2f}) vs "
+            f"{after['claim']['p50_ms']:.2f} ms ({after['claim']['p90_ms']:.2f})",
+        ],
+        [
+            "5 growth",
+            f"throughput, 1 daemon, {growth['baseline']['workflows']:,} workflows x "
+            f"{growth['baseline']['steps'] // growth['baseline']['workflows']} steps, "
+            "runs alternating: near-empty table vs "
+            f"+{_num(growth['history_rows'])} completed workflows",
+            f"{_num(growth['baseline']['steps_per_s'])} ("
+            + ", ".join(_num(rate) for rate in growth["baseline"]["runs"])
+            + f") vs {_num(growth['throughput']['steps_per_s'])} ("
+            + ", ".join(_num(rate) for rate in growth["throughput"]["runs"])
+            + f") steps/s: {_loss(growth['loss'])}",
+        ],
+        [
+            "5 growth",
+            "history INSERT ... SELECT (one statement); the table's size",
+            f"{growth['insert_s']:.1f} s; {_num(growth.get('table_mib'), 0)} MiB"
+            + (
+                f" (InnoDB buffer pool: {growth['buffer_pool_mib']:.0f} MiB)"
+                if "buffer_pool_mib" in growth
+                else ""
+            ),
+        ],
+    ]
+    for name, plan in after["explain"].items():
+        rows.append(
+            [
+                "5 growth",
+                f"EXPLAIN {name} query (with the history)",
+                f"index {plan['index'] or '**none**'}, "
+                f"{'**sorts**' if plan['sorts'] else 'no filesort'}: "
+                + "; ".join(f"`{line.strip()}`" for line in plan["plan"]),
+            ]
+        )
+    return rows
+
+
+def _idle_rows(figures: Figures) -> Rows:
+    idle = figures.get("idle")
+    if not idle:
+        return []
+    rows = []
+    if "statements_per_poll" in idle:
+        kinds = ", ".join(
+            f"{kind} {n:.1f}" for kind, n in idle["by_kind_per_poll"].items() if n >= 0.05
+        )
+        rows.append(
+            [
+                "5 idle cost",
+                f"per {idle['poll_interval']:g} s poll (control_interval "
+                f"{idle['control_interval']:g} s), over {idle['seconds']:g} s, on the wire",
+                f"{idle['statements_per_poll']:.1f} statements, "
+                f"{idle['round_trips_per_poll']:.1f} round trips ({kinds})",
+            ]
+        )
+    rows.append(["5 idle cost", "daemon CPU while idle", f"{idle['cpu_percent']:.2f} %"])
+    return rows
+
+
+def _memory_rows(figures: Figures) -> Rows:
+    memory = figures.get("memory")
+    if not memory:
+        return []
+    return [
+        [
+            "5 memory",
+            f"RSS with {memory['workflows']:,} workflows in a 60 s step",
+            f"{memory['rss_mib']:.0f} MiB (idle {memory['idle_rss_mib']:.0f} MiB; "
+            f"{memory['per_workflow_kib']:.0f} KiB per workflow; all started in "
+            f"{memory['start_all_s']:.1f} s)",
+        ]
+    ]
+
+
+def _wire_rows(figures: Figures) -> Rows:
+    wire = figures.get("statements")
+    if not wire:
+        return []
+    kinds = ", ".join(f"{kind} {n:.2f}" for kind, n in wire["by_kind"].items() if n >= 0.01)
+    return [
+        [
+            "anatomy",
+            f"per step on the wire ({wire['workflows']} x "
+            f"{wire['steps'] // wire['workflows']} no-op steps)",
+            f"{wire['round_trips']:.2f} round trips: {kinds}",
+        ]
+    ]
+
+
+def _backend_rows(figures: Figures, sizes: Figures) -> Rows:
+    errors = [[name, "**failed**", error] for name, error in (figures.get("errors") or {}).items()]
+    return [
+        *_floor_rows(figures),
+        *_throughput_rows(figures),
+        *_enqueue_rows(figures),
+        *_control_rows(figures),
+        *_growth_rows(figures, sizes),
+        *_idle_rows(figures),
+        *_memory_rows(figures),
+        *_wire_rows(figures),
+        *errors,
+    ]
+
+
+def _profile_section(backend: str, profile: Figures) -> list[str]:
+    lines = [
+        f"### Where a step's time goes ({LABELS[backend]}, py-spy)",
+        "",
+        f"py-spy sampled the daemon's main thread at 100 Hz (idle included) while it ran "
+        f"{profile['workflows']} workflows x {profile['steps'] // profile['workflows']} no-op "
+        f"steps: {profile['steps_per_s']:.0f} steps/s, so {profile['ms_per_step']:.2f} ms of "
+        f"wall time per step; {profile['samples']:,} samples. Flame graph: "
+        "`bench/profile.svg` (not committed).",
+        "",
+    ]
+    rows = [
+        [name, f"{bucket['share']:.1%}", f"{bucket['ms_per_step']:.2f}"]
+        for name, bucket in profile["buckets"].items()
+    ]
+    return lines + _table(["where", "share", "ms per step"], rows)
+
+
+def _analysis(previous: Path) -> str:
+    if previous.exists():
+        text = previous.read_text(encoding="utf-8")
+        match = re.search(
+            re.escape(ANALYSIS_START) + r"\n(.*?)" + re.escape(ANALYSIS_END), text, re.DOTALL
+        )
+        if match:
+            return match.group(1).rstrip("\n")
+    return _DEFAULT_ANALYSIS
+
+
+def render(run: Figures, results: dict[str, Figures], previous: Path) -> str:
+    """The whole RESULTS.md."""
+    machine = run["machine"]
+    lines = [
+        "# wfed benchmark results",
+        "",
+        "Generated by `make bench` (`python -m bench`); see `bench/README.md` for what each "
+        "workload does. Everything but the Analysis section is rewritten by every run.",
+        "",
+        f"- Date: {run['date']} (wall time {run['wall_s'] / 60:.1f} min, "
+        f"{'quick' if run['quick'] else 'full'} run)",
+        f"- Machine: {machine['cpus']} CPUs, {machine['cpu_model']}, "
+        f"{machine['memory_gib']:.1f} GiB RAM, Linux {machine['kernel']}",
+        f"- Load average (1 min) at start / end: {machine['load_start']:.2f} / "
+        f"{machine['load_end']:.2f} (the machine is shared: other processes were running)",
+        f"- Software: {run['software']}",
+        f"- Servers: {run['servers']}",
+        "",
+        "## Summary",
+        "",
+        "```",
+        *(summary_line(backend, figures) for backend, figures in results.items()),
+        "```",
+        "",
+        "`steps_per_s`: one daemon (max_workflows 64), first step start to last completion "
+        "as recorded in the database. `floor_per_s`: single-row UPDATE+COMMIT transactions/s "
+        "on one connection through SQLAlchemy, same driver and database, same run.",
+        "",
+        "## Targets",
+        "",
+        "The targets are for MariaDB; the other backends are shown for comparison.",
+        "",
+    ]
+    header = ["target", *(LABELS[backend] for backend in results)]
+    rows = []
+    for target in TARGETS:
+        row = [target.name]
+        for figures in results.values():
+            text, met = target.check(figures)
+            row.append(f"{_verdict(met)}: {text}" if met is not None else text)
+        rows.append(row)
+    lines += _table(header, rows)
+    for backend, figures in results.items():
+        lines += [f"## {LABELS[backend]} {run['versions'].get(backend, '')}".rstrip(), ""]
+        notes = run["notes"].get(backend)
+        if notes:
+            lines += [f"_{notes}_", ""]
+        lines += _table(["workload", "figure", "value"], _backend_rows(figures, run["sizes"]))
+        if figures.get("profile"):
+            lines += _profile_section(backend, figures["profile"])
+    lines += ["## Analysis", "", ANALYSIS_START, _analysis(previous), ANALYSIS_END, ""]
+    return "\n".join(lines)
