@@ -36,6 +36,7 @@ from wfed.store import migrate
 from wfed.store import workflows as workflow_store
 from wfed.store.database import OUTAGE_ERRORS, Database, is_outage, run_retrying
 from wfed.store.rows import DaemonRow, WorkflowRow
+from wfed.store.workflows import Held
 
 log = structlog.get_logger("wfed.daemon")
 
@@ -43,6 +44,12 @@ OUTAGE_BACKOFF_MAX = 10.0
 # Concurrent group-commit transactions: enough to keep the database busy while a batch's
 # statements travel, few enough that batches stay large.
 COMMITTERS = 4
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for the log: the first line of the message, or the error's type."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
 
 
 class Daemon:
@@ -64,7 +71,7 @@ class Daemon:
             config.database.url,
             config.database_password(),
             pool_size=min(self.settings.max_workflows, 20) + 2,
-            pre_ping=False,
+            lean_pool=True,
         )
         self.committer = StepCommitter(self.db)
         self.metrics = Metrics()
@@ -206,7 +213,7 @@ class Daemon:
 
     async def _outage(self, what: str, exc: BaseException, delay: float) -> float:
         """Log a database problem in a loop and wait before the next try."""
-        self.log.warning(f"{what}_failed", error=str(exc).splitlines()[0][:300], retry_in=delay)
+        self.log.warning(f"{what}_failed", error=_describe(exc), retry_in=delay)
         self.metrics.database_errors.labels(type(exc).__name__).inc()
         await self._wait(self._finished, delay)
         return min(delay * 2, OUTAGE_BACKOFF_MAX)
@@ -363,7 +370,7 @@ class Daemon:
         now = self.clock()
         owned_ids = list(self.runners)
 
-        async def attempt() -> dict[int, tuple[int, Request | None]]:
+        async def attempt() -> dict[int, Held]:
             async with self.db.transaction() as conn:
                 if not await daemon_store.daemon_heartbeat(conn, self.id, now):
                     # Our row is gone (pruned while we looked dead): register again.
@@ -375,19 +382,20 @@ class Daemon:
                     conn, owner=self.id, ids=owned_ids, now=now, lease=self.settings.lease
                 )
 
-        owned: dict[int, tuple[int, Request | None]] = await run_retrying(attempt)
+        owned: dict[int, Held] = await run_retrying(attempt)
         expires = now + timedelta(seconds=self.settings.lease)
         for workflow_id in owned_ids:
             runner = self.runners.get(workflow_id)
             if runner is None:
                 continue
             held = owned.get(workflow_id)
-            if held is None or held[0] != runner.fence:
+            if held is None or held.fence != runner.fence:
                 runner.lose()
                 continue
-            runner.renewed(expires)
-            self.metrics.lease_renewals.inc()
-            if held[1] is Request.STOP:
+            if held.renewed:
+                runner.renewed(expires)
+                self.metrics.lease_renewals.inc()
+            if held.request is Request.STOP:
                 runner.stop("stop requested")
 
     def _lose_expired(self) -> None:
@@ -439,4 +447,4 @@ class Daemon:
             except OUTAGE_ERRORS as exc:
                 # An outage, or a privilege the daemon's account lacks: retention is a
                 # chore, never a reason to stop running workflows.
-                self.log.warning("retention_failed", error=str(exc).splitlines()[0][:300])
+                self.log.warning("retention_failed", error=_describe(exc))

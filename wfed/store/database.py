@@ -64,13 +64,14 @@ def _sqlite_immediate_transactions(engine: AsyncEngine) -> None:
 
 
 def create_engine(
-    url: str, password: str | None = None, pool_size: int = 5, *, pre_ping: bool = True
+    url: str, password: str | None = None, pool_size: int = 5, *, lean_pool: bool = False
 ) -> AsyncEngine:
     """An async engine for `url` configured for wfed's use of that backend.
 
-    `pre_ping` tests a pooled connection before each use: one more round trip per
-    transaction. The daemon turns it off, as every write it makes is retried on a broken
-    connection anyway (and a disconnect invalidates the whole pool).
+    By default a pooled connection is tested before each use: one more round trip per
+    transaction. The daemon asks for a `lean_pool` without that test, as every write it
+    makes is retried on a broken connection anyway (and a disconnect invalidates the
+    whole pool), and without the rollback on return.
     """
     try:
         parsed = make_url(url)
@@ -79,7 +80,11 @@ def create_engine(
     if password is not None:
         parsed = parsed.set(password=password)
     backend = parsed.get_backend_name()
-    options: dict[str, Any] = {"pool_pre_ping": pre_ping}
+    options: dict[str, Any] = {"pool_pre_ping": not lean_pool}
+    if lean_pool:
+        # Every use of a connection ends its own transaction (commit or rollback), so
+        # the pool's rollback on return would be one more round trip for nothing.
+        options["pool_reset_on_return"] = None
     if backend in {"mysql", "mariadb"}:
         options.update(isolation_level="READ COMMITTED", pool_size=pool_size, max_overflow=4)
         options["pool_recycle"] = 3600
@@ -160,10 +165,10 @@ class Database:
         password: str | None = None,
         pool_size: int = 5,
         *,
-        pre_ping: bool = True,
+        lean_pool: bool = False,
     ) -> None:
         self.url = url
-        self.engine = create_engine(url, password, pool_size, pre_ping=pre_ping)
+        self.engine = create_engine(url, password, pool_size, lean_pool=lean_pool)
         self.backend = self.engine.dialect.name
         self.display_url = redacted(self.engine.url)
 
@@ -188,7 +193,12 @@ class Database:
         """A connection without a transaction of wfed's (for Alembic, which runs its own)."""
         with self._unavailable_on_disconnect():
             async with self.engine.connect() as conn:
-                yield conn
+                try:
+                    yield conn
+                finally:
+                    # Never return a connection inside a transaction (a lean pool does not
+                    # reset it): an open read would hold metadata locks against DDL.
+                    await conn.rollback()
 
     @contextlib.contextmanager
     def _unavailable_on_disconnect(self) -> Iterator[None]:

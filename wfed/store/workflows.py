@@ -8,7 +8,7 @@ never mistakes a refused or lost write for a done one.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -284,17 +284,41 @@ async def workflow_renew_lease(
     return True, Request(requested) if requested else None
 
 
+@dataclass(frozen=True)
+class Held:
+    """What the heartbeat learns of one workflow its daemon runs."""
+
+    fence: int
+    request: Request | None
+    renewed: bool
+    """False when another transaction held the row (e.g. this daemon's own step commit,
+    which renews the lease itself): renewed next time."""
+
+
 async def workflow_renew_owned(
     conn: AsyncConnection, *, owner: str, ids: Sequence[int], now: datetime, lease: float
-) -> dict[int, tuple[int, Request | None]]:
-    """Extend the leases `owner` holds on `ids`, in one UPDATE; returns
-    {id: (fence, request)} of those it still owns."""
+) -> dict[int, Held]:
+    """Extend the leases `owner` holds on `ids`; returns what it still holds of them.
+
+    Rows another transaction has locked are skipped rather than waited for, so the
+    heartbeat never queues behind step commits (and never deadlocks with them)."""
     owned = [W.claimed_by == owner, W.state == WorkflowState.RUNNING, W.id.in_(list(ids))]
-    await conn.execute(
-        update(workflows).where(*owned).values(lease_expires_at=now + timedelta(seconds=lease))
+    free = (
+        (await conn.execute(select(W.id).where(*owned).with_for_update(skip_locked=True)))
+        .scalars()
+        .all()
     )
+    if free:
+        await conn.execute(
+            update(workflows)
+            .where(W.id.in_(list(free)), W.claimed_by == owner)
+            .values(lease_expires_at=now + timedelta(seconds=lease))
+        )
     rows = await conn.execute(select(W.id, W.fence, W.requested).where(*owned))
-    return {row.id: (row.fence, Request(row.requested) if row.requested else None) for row in rows}
+    return {
+        row.id: Held(row.fence, Request(row.requested) if row.requested else None, row.id in free)
+        for row in rows
+    }
 
 
 async def workflow_delete(conn: AsyncConnection, workflow_id: int) -> bool:
