@@ -44,6 +44,8 @@ OUTAGE_BACKOFF_MAX = 10.0
 # Concurrent group-commit transactions: enough to keep the database busy while a batch's
 # statements travel, few enough that batches stay large.
 COMMITTERS = 4
+DEAD_DAEMON_KEPT = timedelta(days=1)
+PRUNE_INTERVAL = 3600.0
 
 
 def _describe(exc: BaseException) -> str:
@@ -82,6 +84,7 @@ class Daemon:
         self._finished = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._signals = 0
+        self._pruned_at: float | None = None
         self.log = log.bind(daemon=self.id)
 
     # -- lifecycle --------------------------------------------------------------------
@@ -268,6 +271,7 @@ class Daemon:
             delay = interval
             if rescued:
                 self.log.warning("workflows_recovered", count=len(rescued))
+            await self._prune_dead_daemons()
 
     async def _claim(self, limit: int, *, expired: bool) -> list[WorkflowRow]:
         claim = (
@@ -404,6 +408,23 @@ class Daemon:
         for runner in list(self.runners.values()):
             if now >= runner.lease_expires_at:
                 runner.lose()
+
+    async def _prune_dead_daemons(self) -> None:
+        """Drop rows of daemons silent for a day: `wfectl daemons` shows a dead daemon
+        for that long, then it is history (its workflows were recovered long before).
+        Checked at start-up and then hourly, not on every rescue: idle cost matters."""
+        loop = asyncio.get_running_loop()
+        if self._pruned_at is not None and loop.time() - self._pruned_at < PRUNE_INTERVAL:
+            return
+        self._pruned_at = loop.time()
+        try:
+            async with self.db.transaction() as conn:
+                pruned = await daemon_store.daemons_prune(conn, self.clock() - DEAD_DAEMON_KEPT)
+        except OUTAGE_ERRORS as exc:
+            self.log.warning("daemon_prune_failed", error=_describe(exc))
+            return
+        if pruned:
+            self.log.info("dead_daemons_pruned", count=pruned)
 
     def _update_slots(self) -> None:
         self.metrics.running.set(len(self._tasks))

@@ -47,3 +47,10 @@ async def daemon_is_eldest_live(
         select(D.id).where(D.heartbeat_at >= heartbeat_since).order_by(D.id).limit(1)
     )
     return bool(eldest == daemon_id)
+
+
+async def daemons_prune(conn: AsyncConnection, heartbeat_before: datetime) -> int:
+    """Forget daemons silent since `heartbeat_before` (long dead: their workflows were
+    recovered); returns how many rows went."""
+    result = await conn.execute(delete(daemons).where(D.heartbeat_at < heartbeat_before))
+    return int(result.rowcount)
