@@ -1,4 +1,4 @@
-"""`python -m bench [--only mariadb,postgresql,sqlite] [--quick]`."""
+"""`python -m bench [--only mariadb,postgresql,sqlite] [--quick] [--workloads floor,throughput]`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from bench.context import Sizes
+from bench.context import WORKLOADS, Sizes
 from bench.databases import BACKENDS
 from bench.run import main, rerender
 
@@ -19,6 +19,16 @@ def _backends(text: str) -> list[str]:
             f"unknown backend {', '.join(unknown) or '(none)'}; choose from {', '.join(BACKENDS)}"
         )
     return [name for name in BACKENDS if name in chosen]
+
+
+def _workloads(text: str) -> frozenset[str]:
+    chosen = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = sorted(chosen - set(WORKLOADS))
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"unknown workload {', '.join(unknown) or '(none)'}; choose from {', '.join(WORKLOADS)}"
+        )
+    return frozenset(chosen)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,6 +51,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="small sizes: a smoke run of about a minute (written to bench/out/)",
     )
     parser.add_argument(
+        "--workloads",
+        type=_workloads,
+        default=frozenset(WORKLOADS),
+        metavar="NAMES",
+        help=f"comma-separated subset of: {','.join(WORKLOADS)} (written to bench/out/)",
+    )
+    parser.add_argument(
         "--rerender",
         action="store_true",
         help="run nothing: rewrite bench/RESULTS.md from bench/results.json",
@@ -55,4 +72,4 @@ if __name__ == "__main__":
     if args.rerender:
         sys.exit(rerender())
     sizes = Sizes.quick() if args.quick else Sizes()
-    sys.exit(main(args.only, sizes, args.quick))
+    sys.exit(main(args.only, sizes, args.quick, args.workloads))

@@ -12,6 +12,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bench.daemons import DaemonPool
 from bench.databases import Backend
 
+# Every workload's key, in the order a run takes them (`--workloads` picks some).
+WORKLOADS = (
+    "enqueue",
+    "idle",
+    "floor",
+    "throughput",
+    "floor_after",
+    "control",
+    "statements",
+    "profile",
+    "memory",
+    "growth",
+)
+
 
 @dataclass(frozen=True)
 class Sizes:

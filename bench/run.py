@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import anatomy, control, enqueue, floor, growth, idle, memory, report, throughput
-from bench.context import Bench, Sizes
+from bench.context import WORKLOADS, Bench, Sizes
 from bench.daemons import REPO, DaemonPool
 from bench.databases import LABELS, bench_database, server_version
 
@@ -68,17 +68,29 @@ async def _step(
     return result
 
 
-async def latency_phase(bench: Bench, figures: dict[str, Any]) -> None:
+async def latency_phase(
+    bench: Bench, figures: dict[str, Any], chosen: frozenset[str] = frozenset(WORKLOADS)
+) -> None:
     name = bench.backend.label
+    steps = [
+        ("enqueue", "enqueue latency", lambda: enqueue.enqueue_latency(bench)),
+        ("idle", "idle cost", lambda: idle.idle_cost(bench)),
+    ]
     await asyncio.gather(
-        _step(
-            figures, "enqueue", f"{name}: enqueue latency", lambda: enqueue.enqueue_latency(bench)
-        ),
-        _step(figures, "idle", f"{name}: idle cost", lambda: idle.idle_cost(bench)),
+        *(
+            _step(figures, key, f"{name}: {label}", work)
+            for key, label, work in steps
+            if key in chosen
+        )
     )
 
 
-async def load_phase(bench: Bench, figures: dict[str, Any], out_dir: Path) -> None:
+async def load_phase(
+    bench: Bench,
+    figures: dict[str, Any],
+    out_dir: Path,
+    chosen: frozenset[str] = frozenset(WORKLOADS),
+) -> None:
     name = bench.backend.label
     backend = bench.backend.name
     sizes = bench.sizes
@@ -96,7 +108,8 @@ async def load_phase(bench: Bench, figures: dict[str, Any], out_dir: Path) -> No
     if backend in sizes.growth_backends:
         steps.append(("growth", "growth", lambda: growth.growth(bench)))
     for key, label, work in steps:
-        await _step(figures, key, f"{name}: {label}", work)
+        if key in chosen:
+            await _step(figures, key, f"{name}: {label}", work)
 
 
 def _machine() -> dict[str, Any]:
@@ -155,13 +168,18 @@ def _software(git_start: str) -> str:
     return ", ".join(parts)
 
 
-async def run(backends: list[str], sizes: Sizes, quick: bool) -> int:
-    """Run the benchmark on `backends`; write the results; 0 if MariaDB (when asked) ran."""
+async def run(
+    backends: list[str], sizes: Sizes, quick: bool, chosen: frozenset[str] = frozenset(WORKLOADS)
+) -> int:
+    """Run the benchmark on `backends`; write the results; 0 if MariaDB (when asked) ran.
+    A quick run, or one of only some workloads, writes to bench/out/, never over the
+    figures of a full run."""
+    partial = quick or chosen != frozenset(WORKLOADS)
     started = time.perf_counter()
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine = _machine()
     git_start = _git()
-    output = QUICK_OUTPUT if quick else FULL_OUTPUT
+    output = QUICK_OUTPUT if partial else FULL_OUTPUT
     output.mkdir(exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="wfed-bench-"))
     daemons = DaemonPool(workdir)
@@ -183,14 +201,15 @@ async def run(backends: list[str], sizes: Sizes, quick: bool) -> int:
             benches.append(Bench(database, sizes, daemons, engine, workdir))
         # Registered last, so it runs first: daemons die before their databases go.
         stack.callback(daemons.kill_all)
-        await asyncio.gather(*(latency_phase(b, results[b.backend.name]) for b in benches))
+        await asyncio.gather(*(latency_phase(b, results[b.backend.name], chosen) for b in benches))
         for bench in benches:
-            await load_phase(bench, results[bench.backend.name], output)
+            await load_phase(bench, results[bench.backend.name], output, chosen)
     wall = time.perf_counter() - started
     machine["load_end"] = os.getloadavg()[0]
     run_info = {
         "date": date,
         "quick": quick,
+        "workloads": sorted(chosen, key=WORKLOADS.index),
         "wall_s": wall,
         "machine": machine,
         "software": _software(git_start),
@@ -207,11 +226,14 @@ async def run(backends: list[str], sizes: Sizes, quick: bool) -> int:
         json.dumps({"run": run_info, "results": results}, indent=2, default=str), encoding="utf-8"
     )
     log(f"wrote {results_md.relative_to(REPO)} in {wall / 60:.1f} min")
-    if wall > TIME_BUDGET_S and not quick:
+    if wall > TIME_BUDGET_S and not partial:
         log(f"WARNING: the run took {wall:.0f} s, over its {TIME_BUDGET_S:.0f} s budget")
     for backend, figures in results.items():
         print(report.summary_line(backend, figures), flush=True)
-    return 1 if "mariadb" in backends and "throughput" not in results["mariadb"] else 0
+    missing = (
+        "mariadb" in backends and "throughput" in chosen and "throughput" not in results["mariadb"]
+    )
+    return 1 if missing else 0
 
 
 def _notes(sizes: Sizes, backends: list[str]) -> dict[str, str]:
@@ -251,7 +273,9 @@ def rerender() -> int:
     return 0
 
 
-def main(backends: list[str], sizes: Sizes, quick: bool) -> int:
+def main(
+    backends: list[str], sizes: Sizes, quick: bool, chosen: frozenset[str] = frozenset(WORKLOADS)
+) -> int:
     """Run with SIGTERM treated like Ctrl-C: cancel, clean up, exit."""
 
     async def guarded() -> int:
@@ -259,7 +283,7 @@ def main(backends: list[str], sizes: Sizes, quick: bool) -> int:
         loop = asyncio.get_running_loop()
         if task is not None:
             loop.add_signal_handler(signal.SIGTERM, task.cancel)
-        return await run(backends, sizes, quick)
+        return await run(backends, sizes, quick, chosen)
 
     try:
         return asyncio.run(guarded())

@@ -16,7 +16,7 @@ import asyncio
 import copy
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -39,16 +39,14 @@ from wfed.store import workflows as workflow_store
 from wfed.store.database import OUTAGE_ERRORS, Database, is_outage
 from wfed.store.events import Event
 from wfed.store.rows import StepRow, WorkflowRow
+from wfed.store.workflows import Advance
+from wfed.transitions import Body, Committer, FastAdvance
 
 log = structlog.get_logger("wfed.runner")
 
 RUNNING = [WorkflowState.RUNNING]
 OUTAGE_BACKOFF_MAX = 5.0
 ERROR_TEXT_MAX = 4000
-
-
-# Runs a transaction body, possibly together with other runners' (see daemon/committer.py).
-Committer = Callable[[int, Callable[[AsyncConnection], Awaitable[Any]]], Awaitable[Any]]
 
 
 class Outcome(StrEnum):
@@ -184,7 +182,11 @@ class WorkflowRunner:
         )
 
     async def _write(
-        self, body: Callable[[AsyncConnection], Awaitable[Any]], *, shared: bool = False
+        self,
+        body: Body,
+        *,
+        shared: bool = False,
+        fast: Callable[[], FastAdvance] | None = None,
     ) -> Any:
         """Run `body` in a transaction, riding out deadlocks and database outages.
 
@@ -192,7 +194,8 @@ class WorkflowRunner:
         finished step's result is committed when the database returns, unless by then
         another owner may have taken over. With `shared`, the daemon's committer may run
         the body in a transaction shared with other workflows' step transitions; such a
-        body raises a wfed error only before it has written anything.
+        body raises a wfed error only before it has written anything. `fast` builds, for
+        each attempt, the body's effect as data for the committer to batch.
         """
         delay = 0.05
         while True:
@@ -201,7 +204,8 @@ class WorkflowRunner:
             self._uncommitted_expiry = None
             try:
                 if shared and self.committer is not None:
-                    result = await self.committer(self.workflow.id, body)
+                    batched = fast() if fast is not None else None
+                    result = await self.committer(self.workflow.id, body, batched)
                 else:
                     async with self.db.transaction() as conn:
                         result = await body(conn)
@@ -408,7 +412,9 @@ class WorkflowRunner:
         ):
             working = copy.deepcopy(context)
             started = time.monotonic()
-            self.log.info("step_started")
+            # Debug only: at thousands of steps a second, a line per step start would
+            # double the log volume; `step_completed` carries the step and its duration.
+            self.log.debug("step_started")
             self._count(plan, "started")
             try:
                 pause_prompt = await self._await_step(plan, working)
@@ -526,7 +532,16 @@ class WorkflowRunner:
             )
             return context, nxt, self._prior_attempts[nxt] + 1
 
-        outcome: RunResult | tuple[dict[str, Any], int, int] = await self._write(body, shared=True)
+        def fast() -> FastAdvance:
+            move = Advance(self.workflow.id, self.fence, plan.position, context)
+            result = (context, nxt, self._prior_attempts[nxt] + 1)
+            return FastAdvance(move, self._next_expiry(), self.clock(), result)
+
+        # Only the plain advance has a batched form; the body decides everything else.
+        plain = nxt < plans_total and forced is None and not self._release_requested
+        outcome: RunResult | tuple[dict[str, Any], int, int] = await self._write(
+            body, shared=True, fast=fast if plain else None
+        )
         return outcome
 
     async def _pause_gate(self, plan: StepPlan, context: dict[str, Any], prompt: str) -> RunResult:

@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable
+from datetime import timedelta
+from typing import Any
 
 import pytest
+from conftest import TEST_QUEUE, Probe, unique_name
 from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed import Engine
+from wfed.clock import utc_now
 from wfed.daemon.committer import StepCommitter
 from wfed.errors import LeaseLost
+from wfed.states import StepState, WorkflowState
+from wfed.store import steps as step_store
+from wfed.store import workflows as workflow_store
+from wfed.store.rows import WorkflowRow
+from wfed.store.workflows import Advance
+from wfed.transitions import FastAdvance
 
 
 async def _names(engine: Engine, prefix: str) -> set[str]:
@@ -92,3 +105,228 @@ async def test_batches_are_bounded(engine: Engine, new_name, max_batch: int) -> 
     await loop
     assert committer.bodies == 7
     assert committer.batches == -(-7 // max_batch)
+
+
+# -- the batched advance ----------------------------------------------------------------
+
+OWNER = "batch-daemon:1"
+
+
+@contextlib.asynccontextmanager
+async def running_workflows(
+    engine: Engine, probe: Probe, count: int, steps: int = 3
+) -> AsyncIterator[list[WorkflowRow]]:
+    """`count` workflows held by OWNER, each with its step rows and step 0 running (as a
+    daemon leaves them after claiming); stopped afterwards so no daemon ever finds them."""
+    rows = []
+    for _ in range(count):
+        name = unique_name("batch")
+        await engine.create_workflow(name, None, ["noop"] * steps, queue=TEST_QUEUE)
+        row = await probe.row(name)
+        async with engine.db.transaction() as conn:
+            assert await workflow_store.workflow_claim_by_id(
+                conn, row.id, owner=OWNER, now=utc_now(), lease=600
+            )
+            if not await step_store.steps_get(conn, row.id):
+                await step_store.steps_insert(conn, row.id, [("noop", None, {})] * steps)
+            await step_store.step_start(conn, row.id, 0, utc_now())
+        rows.append(await probe.row(name))
+    try:
+        yield rows
+    finally:
+        async with engine.db.transaction() as conn:
+            for row in rows:
+                await workflow_store.workflow_update(
+                    conn,
+                    row.id,
+                    states=[WorkflowState.RUNNING],
+                    values={"state": WorkflowState.STOPPED, "claimed_by": None},
+                )
+
+
+def _fast(row: WorkflowRow, context: dict[str, Any], result: Any, fence: int | None = None):
+    now = utc_now()
+    move = Advance(row.id, row.fence if fence is None else fence, 0, context)
+    return FastAdvance(move, now + timedelta(seconds=600), now, result)
+
+
+async def _never(conn: AsyncConnection) -> None:
+    raise AssertionError("the body ran although the batched advance applied")
+
+
+def _slow_advance(row: WorkflowRow, context: dict[str, Any], result: Any):
+    """What a runner's body does for a plain advance (the batch's fallback)."""
+
+    async def body(conn: AsyncConnection) -> Any:
+        now = utc_now()
+        assert await workflow_store.workflow_advance(
+            conn,
+            row.id,
+            fence=row.fence,
+            context=context,
+            current_step=1,
+            lease_expires_at=now + timedelta(seconds=600),
+            now=now,
+        )
+        await step_store.step_finish_and_start_next(conn, row.id, 0, now)
+        return result
+
+    return body
+
+
+async def _run_batch(committer: StepCommitter, calls: list[Awaitable[Any]]) -> list[Any]:
+    """Submit every call before the committer loop starts, so they form one batch."""
+    finished = asyncio.Event()
+    results = asyncio.gather(*calls, return_exceptions=True)
+    loop = asyncio.create_task(committer.loop(finished))
+    outcome = await results
+    finished.set()
+    await loop
+    return outcome
+
+
+def _updates_by_table(engine: Engine) -> Counter[str]:
+    """Counts the UPDATE statements sent on `engine`, by table."""
+    counts: Counter[str] = Counter()
+
+    def seen(conn, cursor, statement: str, *args: Any) -> None:
+        words = statement.split()
+        if words and words[0].upper() == "UPDATE":
+            counts[words[1].strip('`"')] += 1
+
+    event.listen(engine.db.engine.sync_engine, "before_cursor_execute", seen)
+    return counts
+
+
+async def test_plain_advances_are_written_with_one_update_per_table(
+    engine: Engine, probe: Probe
+) -> None:
+    """Advances waiting together are written by one UPDATE of `workflows` and one of
+    `workflow_steps`, never through their bodies: each workflow gets its own context and
+    next step, step 0 completed, step 1 running with one attempt, step 2 untouched."""
+    committer = StepCommitter(engine.db)
+    async with running_workflows(engine, probe, 4) as rows:
+        updates = _updates_by_table(engine)
+        outcome = await _run_batch(
+            committer,
+            [committer.run(r.id, _never, _fast(r, {"i": i}, i)) for i, r in enumerate(rows)],
+        )
+        assert outcome == [0, 1, 2, 3]
+        assert updates == {"workflows": 1, "workflow_steps": 1}
+        assert (committer.batches, committer.bodies, committer.diverged) == (1, 4, 0)
+        for i, row in enumerate(rows):
+            after = await probe.row(row.name)
+            assert (after.current_step, after.context, after.fence) == (1, {"i": i}, row.fence)
+            assert after.lease_expires_at is not None
+            assert after.lease_expires_at > utc_now() + timedelta(seconds=500)
+            async with engine.db.transaction() as conn:
+                steps = await step_store.steps_get(conn, row.id)
+            assert [(s.state, s.attempts) for s in steps] == [
+                (StepState.COMPLETED, 1),
+                (StepState.RUNNING, 1),
+                (StepState.PENDING, 0),
+            ]
+            assert steps[0].finished_at is not None
+            assert steps[1].started_at is not None
+
+
+async def test_a_failed_guard_redoes_the_batch_body_by_body(engine: Engine, probe: Probe) -> None:
+    """One advance whose guard fails (a pause request waits; another a stale fence) rolls
+    the batched write back; the batch then runs body by body: the requested workflow's
+    body decides, the stale one's lost lease fails that caller alone, and the others are
+    advanced exactly once (one attempt on step 1, not two)."""
+    committer = StepCommitter(engine.db)
+    async with running_workflows(engine, probe, 4) as rows:
+        plain, requested, stale, last = rows
+        await engine.pause(requested.name)
+
+        async def honour(conn: AsyncConnection) -> str:
+            return "honoured"
+
+        async def lost(conn: AsyncConnection) -> None:
+            raise LeaseLost
+
+        outcome = await _run_batch(
+            committer,
+            [
+                committer.run(
+                    plain.id, _slow_advance(plain, {"n": 1}, "slow"), _fast(plain, {"n": 1}, "fast")
+                ),
+                committer.run(requested.id, honour, _fast(requested, {"n": 2}, "fast")),
+                committer.run(
+                    stale.id, lost, _fast(stale, {"n": 3}, "fast", fence=stale.fence - 1)
+                ),
+                committer.run(
+                    last.id, _slow_advance(last, {"n": 4}, "slow"), _fast(last, {"n": 4}, "fast")
+                ),
+            ],
+        )
+        assert [outcome[0], outcome[1], outcome[3]] == ["slow", "honoured", "slow"]
+        assert isinstance(outcome[2], LeaseLost)
+        assert committer.diverged == 1
+        for row, context in ((plain, {"n": 1}), (last, {"n": 4})):
+            after = await probe.row(row.name)
+            assert (after.current_step, after.context) == (1, context)
+            async with engine.db.transaction() as conn:
+                steps = await step_store.steps_get(conn, row.id)
+            assert [(s.state, s.attempts) for s in steps[:2]] == [
+                (StepState.COMPLETED, 1),
+                (StepState.RUNNING, 1),
+            ]
+        for row in (requested, stale):
+            after = await probe.row(row.name)
+            assert (after.current_step, after.context) == (0, row.context)
+
+
+async def test_batched_advance_finds_rows_by_index_on_mariadb(
+    mariadb_url: str, make_engine, new_name
+) -> None:
+    """On MariaDB the two batched UPDATEs find their rows through the primary key and
+    the (workflow_id, position) index: not one row is read by a table scan, with
+    thousands of other workflows and steps in the tables."""
+    engine = make_engine(mariadb_url)
+    filler = new_name("filler")
+    async with engine.db.transaction() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO workflows (name, steps, queue, state) "
+                "SELECT CONCAT(:prefix, seq), '[]', :queue, 'completed' FROM seq_1_to_3000"
+            ),
+            {"prefix": f"{filler}-", "queue": filler},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO workflow_steps (workflow_id, position, step, args, state) "
+                "SELECT w.id, p.seq, 'noop', '{}', 'completed' "
+                "FROM workflows w, seq_0_to_2 p WHERE w.queue = :queue"
+            ),
+            {"queue": filler},
+        )
+        await conn.execute(text("ANALYZE TABLE workflows, workflow_steps"))
+    try:
+        async with running_workflows(engine, Probe(engine), 5) as rows:
+            async with engine.db.transaction() as conn:
+
+                async def scanned() -> int:
+                    result = await conn.execute(
+                        text("SHOW SESSION STATUS LIKE 'Handler_read_rnd_next'")
+                    )
+                    return int(result.one()[1])
+
+                # SHOW STATUS scans a little itself: what one costs is subtracted.
+                first = await scanned()
+                before = await scanned()
+                moves = [Advance(r.id, r.fence, 0, {"i": i}) for i, r in enumerate(rows)]
+                now = utc_now()
+                moved = await workflow_store.workflows_advance_many(
+                    conn, moves, lease_expires_at=now + timedelta(seconds=600), now=now
+                )
+                await step_store.steps_finish_and_start_next_many(
+                    conn, [(r.id, 0) for r in rows], now
+                )
+                after = await scanned()
+            assert moved == 5
+            assert after - before - (before - first) == 0
+    finally:
+        async with engine.db.transaction() as conn:
+            await conn.execute(text("DELETE FROM workflows WHERE queue = :q"), {"q": filler})

@@ -29,26 +29,29 @@ class Event:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+# Built once: every workflow run records a few events.
+_INSERT = workflow_events.insert()
+
+
 async def events_insert(conn: AsyncConnection, *events: Event) -> None:
     """Record events (one INSERT for all of them)."""
     if not events:
         return
-    await conn.execute(
-        workflow_events.insert(),
-        [
-            {
-                "workflow_id": e.workflow_id,
-                "workflow_name": e.workflow_name,
-                "position": e.position,
-                "kind": e.kind,
-                "actor": e.actor,
-                "at": e.at,
-                "reason": e.reason,
-                "detail": e.detail or None,
-            }
-            for e in events
-        ],
-    )
+    rows = [
+        {
+            "workflow_id": e.workflow_id,
+            "workflow_name": e.workflow_name,
+            "position": e.position,
+            "kind": e.kind,
+            "actor": e.actor,
+            "at": e.at,
+            "reason": e.reason,
+            "detail": e.detail or None,
+        }
+        for e in events
+    ]
+    # One event (the usual case) is a plain INSERT, not the batch form.
+    await conn.execute(_INSERT, rows[0] if len(rows) == 1 else rows)
 
 
 async def events_for_workflow(

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, or_, select, update
+from sqlalchemy import Update, and_, bindparam, case, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ClauseElement
 
 from wfed.errors import WorkflowExists
 from wfed.states import Request, WorkflowState
@@ -103,13 +105,42 @@ async def workflow_update(
 ) -> bool:
     """Guarded update: applies `values` only if the row is in one of `states` (and holds
     `fence`, and has no pending request when `unrequested`). Returns whether it matched."""
-    conditions = [W.id == workflow_id, W.state.in_(list(states))]
+    if any(isinstance(value, ClauseElement) for value in values.values()):
+        conditions = [W.id == workflow_id, W.state.in_(list(states))]
+        if fence is not None:
+            conditions.append(W.fence == fence)
+        if unrequested:
+            conditions.append(W.requested.is_(None))
+        result = await conn.execute(update(workflows).where(*conditions).values(**values))
+        return result.rowcount == 1
+    statement = _guarded_update(
+        tuple(sorted(states)), fence is not None, unrequested, tuple(sorted(values))
+    )
+    params = {f"v_{column}": value for column, value in values.items()}
+    params["g_id"] = workflow_id
     if fence is not None:
-        conditions.append(W.fence == fence)
+        params["g_fence"] = fence
+    result = await conn.execute(statement, params)
+    return result.rowcount == 1
+
+
+@cache
+def _guarded_update(
+    states: tuple[WorkflowState, ...], fenced: bool, unrequested: bool, columns: tuple[str, ...]
+) -> Update:
+    """`workflow_update`'s statement for one shape of guard and values, built once: the
+    runners of a daemon issue the same few shapes for every workflow, and building a
+    statement (and its cache key) costs more CPU than running it."""
+    conditions = [W.id == bindparam("g_id"), W.state.in_(list(states))]
+    if fenced:
+        conditions.append(W.fence == bindparam("g_fence"))
     if unrequested:
         conditions.append(W.requested.is_(None))
-    result = await conn.execute(update(workflows).where(*conditions).values(**values))
-    return result.rowcount == 1
+    return (
+        update(workflows)
+        .where(*conditions)
+        .values({column: bindparam(f"v_{column}", type_=W[column].type) for column in columns})
+    )
 
 
 # The statement of the hot path, built once: constructing a statement and its cache key
@@ -155,6 +186,64 @@ async def workflow_advance(
         },
     )
     return result.rowcount == 1
+
+
+@dataclass(frozen=True)
+class Advance:
+    """One runner's move from step `position` (just completed) to `position + 1`."""
+
+    workflow_id: int
+    fence: int
+    position: int
+    context: dict[str, Any]
+
+
+@cache
+def _advance_many(size: int) -> Update:
+    """The batched form of `_ADVANCE` for `size` workflows, built once per size (a batch
+    holds at most a committer's max_batch). Each row is guarded by its own (id, fence,
+    current step); the id list alone lets every database find the rows by primary key."""
+    contexts = [
+        (W.id == bindparam(f"b_id_{i}"), bindparam(f"b_context_{i}", type_=W.context.type))
+        for i in range(size)
+    ]
+    return (
+        update(workflows)
+        .where(
+            W.id.in_(bindparam("b_ids", expanding=True)),
+            tuple_(W.id, W.fence, W.current_step).in_(bindparam("b_guards", expanding=True)),
+            W.state == WorkflowState.RUNNING,
+            W.requested.is_(None),
+        )
+        .values(
+            context=case(*contexts, else_=W.context),
+            current_step=W.current_step + 1,
+            lease_expires_at=bindparam("b_lease_expires_at"),
+            updated_at=bindparam("b_now"),
+        )
+    )
+
+
+async def workflows_advance_many(
+    conn: AsyncConnection,
+    moves: Sequence[Advance],
+    *,
+    lease_expires_at: datetime,
+    now: datetime,
+) -> int:
+    """`workflow_advance` for many workflows in one statement; returns how many rows
+    matched their guard (all of them, unless an owner changed or a request waits)."""
+    params: dict[str, Any] = {
+        "b_ids": [move.workflow_id for move in moves],
+        "b_guards": [(move.workflow_id, move.fence, move.position) for move in moves],
+        "b_lease_expires_at": lease_expires_at,
+        "b_now": now,
+    }
+    for i, move in enumerate(moves):
+        params[f"b_id_{i}"] = move.workflow_id
+        params[f"b_context_{i}"] = move.context
+    result = await conn.execute(_advance_many(len(moves)), params)
+    return int(result.rowcount)
 
 
 def _claim_values(owner: str, now: datetime, lease: float) -> dict[str, Any]:
