@@ -270,9 +270,17 @@ class WorkflowRunner:
             # deadlock against the heartbeat renewing this daemon's leases.
             await self._must(conn, {"lease_expires_at": self._next_expiry()})
             rows = await step_store.steps_get(conn, row.id)
+            started = False
             if not rows:
+                # A first run: the current step is created running, unless the
+                # workflow ends here (a waiting request, or nothing left to run).
+                started = row.requested is None and row.current_step < len(plans)
                 await step_store.steps_insert(
-                    conn, row.id, [(p.name, p.label, p.args) for p in plans]
+                    conn,
+                    row.id,
+                    [(p.name, p.label, p.args) for p in plans],
+                    running=row.current_step if started else None,
+                    now=self.clock(),
                 )
                 rows = [StepRow.fresh(p.position, p.name, p.label, p.args) for p in plans]
             self._prior_attempts = [r.attempts for r in rows]
@@ -293,7 +301,8 @@ class WorkflowRunner:
                 halted = await self._interrupted(conn, plans[position], current)
                 if halted is not None:
                     return halted
-            await step_store.step_start(conn, row.id, position, self.clock())
+            if not started:
+                await step_store.step_start(conn, row.id, position, self.clock())
             await event_store.events_insert(
                 conn, self._event("claimed", position=position, fence=self.fence)
             )

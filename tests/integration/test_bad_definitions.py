@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 from stepmods.basic import CALLS
 
-from wfed import Engine, InvalidDefinition, WorkflowNotFound, WorkflowState
+from wfed import Engine, InvalidDefinition, StepState, WorkflowNotFound, WorkflowState
 
 
 def _key() -> str:
@@ -202,3 +202,27 @@ async def test_text_that_is_not_json_goes_to_error_on_sqlite(
     workflow = await engine.get(name)
     assert workflow.state is WorkflowState.ERROR
     assert "not valid JSON" in (workflow.last_error or "")
+
+
+@pytest.mark.parametrize("count", [1, 64, 65, 130])
+async def test_sql_inserted_workflow_gets_every_step_row_once(
+    engine: Engine, new_name, count: int
+) -> None:
+    """The step rows of an SQL-inserted workflow are created on its first run (in
+    statements of up to 64 rows): one per element, in order, each run exactly once,
+    the first started as it was created."""
+    name = new_name("long")
+    steps = [{"step": "noop", "label": f"n{i}"} for i in range(count)]
+    async with engine.db.engine.begin() as conn:
+        await conn.execute(
+            text("INSERT INTO workflows (name, steps) VALUES (:name, :steps)"),
+            {"name": name, "steps": json.dumps(steps)},
+        )
+
+    done = await engine.run(name)
+
+    assert done.state is WorkflowState.COMPLETED
+    assert [s.label for s in done.steps] == [f"n{i}" for i in range(count)]
+    assert [s.attempts for s in done.steps] == [1] * count
+    assert all(s.state is StepState.COMPLETED for s in done.steps)
+    assert all(s.started_at is not None and s.finished_at is not None for s in done.steps)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cache, lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, case, select, tuple_, update
+from sqlalchemy import Insert, Update, bindparam, case, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import BindParameter
 
 from wfed.states import StepState
 from wfed.store.rows import StepRow
@@ -21,25 +23,57 @@ from wfed.store.schema import workflow_steps
 S = workflow_steps.c
 
 
-async def steps_insert(
-    conn: AsyncConnection, workflow_id: int, rows: Sequence[tuple[str, str | None, dict[str, Any]]]
-) -> None:
-    """Create the step rows of a workflow: (step name, label, args) per position."""
-    await conn.execute(
-        workflow_steps.insert(),
+_STEP_COLUMNS = ("workflow_id", "position", "step", "label", "args", "state", "attempts")
+# Larger definitions are inserted in chunks of this many rows (one statement each).
+_INSERT_CHUNK = 64
+
+
+@lru_cache(maxsize=_INSERT_CHUNK)
+def _insert_rows(size: int) -> Insert:
+    """A multi-row INSERT of `size` step rows, built once per size: the daemon inserts
+    the step rows of every workflow it starts, and a built statement with plain
+    parameters costs far less per execution than the driver's executemany rewriting."""
+    return workflow_steps.insert().values(
         [
             {
-                "workflow_id": workflow_id,
-                "position": position,
-                "step": name,
-                "label": label,
-                "args": args,
-                "state": StepState.PENDING,
-                "attempts": 0,
+                column: bindparam(f"{column}_{i}", type_=S[column].type)
+                for column in (*_STEP_COLUMNS, "started_at")
             }
-            for position, (name, label, args) in enumerate(rows)
-        ],
+            for i in range(size)
+        ]
     )
+
+
+async def steps_insert(
+    conn: AsyncConnection,
+    workflow_id: int,
+    rows: Sequence[tuple[str, str | None, dict[str, Any]]],
+    *,
+    running: int | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Create the step rows of a workflow: (step name, label, args) per position, all
+    pending — except step `running`, if given, which starts at once (first attempt at
+    `now`), saving the daemon an UPDATE per workflow."""
+    for chunk_start in range(0, len(rows), _INSERT_CHUNK):
+        chunk = rows[chunk_start : chunk_start + _INSERT_CHUNK]
+        params: dict[str, Any] = {}
+        for i, (name, label, args) in enumerate(chunk):
+            position = chunk_start + i
+            starts = position == running
+            params.update(
+                {
+                    f"workflow_id_{i}": workflow_id,
+                    f"position_{i}": position,
+                    f"step_{i}": name,
+                    f"label_{i}": label,
+                    f"args_{i}": args,
+                    f"state_{i}": (StepState.RUNNING if starts else StepState.PENDING).value,
+                    f"attempts_{i}": 1 if starts else 0,
+                    f"started_at_{i}": now if starts else None,
+                }
+            )
+        await conn.execute(_insert_rows(len(chunk)), params)
 
 
 # The statements every workflow run issues, built once (see workflows._guarded_update).
@@ -133,43 +167,44 @@ async def step_finish_and_start_next(
     )
 
 
-def _pairs_in(name: str) -> Any:
-    return tuple_(S.workflow_id, S.position).in_(bindparam(name, expanding=True))
-
-
-# `_FINISH_AND_START` for a batch of workflows (see workflows.workflows_advance_many).
-# The plain id list lets every database find the rows through the unique index.
-_FINISH_AND_START_MANY = (
-    update(workflow_steps)
-    .where(S.workflow_id.in_(bindparam("b_ids", expanding=True)), _pairs_in("b_touched"))
-    .values(
-        state=case(
-            (_pairs_in("b_finished"), StepState.COMPLETED.value), else_=StepState.RUNNING.value
-        ),
-        attempts=case((_pairs_in("b_started"), S.attempts + 1), else_=S.attempts),
-        started_at=case((_pairs_in("b_started"), bindparam("b_now")), else_=S.started_at),
-        finished_at=case((_pairs_in("b_finished"), bindparam("b_now")), else_=None),
-        error=None,
+@cache
+def _finish_and_start_many(size: int) -> Update:
+    """`_FINISH_AND_START` for `size` workflows (see workflows._advance_many), built once
+    per size. `done` is, per row, the position its workflow just completed; the id list
+    lets every database find the rows through the (workflow_id, position) index."""
+    # Typed parameters: PostgreSQL cannot infer a type for one in a CASE.
+    ids: list[BindParameter[int]] = [
+        bindparam(f"b_id_{i}", type_=S.workflow_id.type) for i in range(size)
+    ]
+    done = case(
+        *[(ids[i], bindparam(f"b_position_{i}", type_=S.position.type)) for i in range(size)],
+        value=S.workflow_id,
     )
-)
+    now: BindParameter[datetime] = bindparam("b_now", type_=S.started_at.type)
+    return (
+        update(workflow_steps)
+        .where(S.workflow_id.in_(ids), S.position.in_([done, done + 1]))
+        .values(
+            state=case(
+                (S.position == done, StepState.COMPLETED.value), else_=StepState.RUNNING.value
+            ),
+            attempts=case((S.position == done, S.attempts), else_=S.attempts + 1),
+            started_at=case((S.position == done, S.started_at), else_=now),
+            finished_at=case((S.position == done, now), else_=None),
+            error=None,
+        )
+    )
 
 
 async def steps_finish_and_start_next_many(
     conn: AsyncConnection, moves: Sequence[tuple[int, int]], now: datetime
 ) -> None:
     """`step_finish_and_start_next` for many (workflow id, completed position) pairs."""
-    finished = list(moves)
-    started = [(workflow_id, position + 1) for workflow_id, position in moves]
-    await conn.execute(
-        _FINISH_AND_START_MANY,
-        {
-            "b_ids": [workflow_id for workflow_id, _ in moves],
-            "b_touched": finished + started,
-            "b_finished": finished,
-            "b_started": started,
-            "b_now": now,
-        },
-    )
+    params: dict[str, Any] = {"b_now": now}
+    for i, (workflow_id, position) in enumerate(moves):
+        params[f"b_id_{i}"] = workflow_id
+        params[f"b_position_{i}"] = position
+    await conn.execute(_finish_and_start_many(len(moves)), params)
 
 
 async def step_reschedule(

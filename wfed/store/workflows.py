@@ -13,10 +13,10 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Update, and_, bindparam, case, func, or_, select, tuple_, update
+from sqlalchemy import Update, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.elements import ClauseElement
+from sqlalchemy.sql.elements import BindParameter, ClauseElement
 
 from wfed.errors import WorkflowExists
 from wfed.states import Request, WorkflowState
@@ -201,22 +201,28 @@ class Advance:
 @cache
 def _advance_many(size: int) -> Update:
     """The batched form of `_ADVANCE` for `size` workflows, built once per size (a batch
-    holds at most a committer's max_batch). Each row is guarded by its own (id, fence,
-    current step); the id list alone lets every database find the rows by primary key."""
-    contexts = [
-        (W.id == bindparam(f"b_id_{i}"), bindparam(f"b_context_{i}", type_=W.context.type))
-        for i in range(size)
-    ]
+    holds at most a committer's max_batch). Each row is guarded by its own fence and
+    current step; the id list lets every database find the rows by primary key. Plain
+    parameters (no expanding IN lists) keep the per-execution work to binding values."""
+    # Typed parameters: PostgreSQL cannot infer a type for one in a CASE.
+    ids: list[BindParameter[int]] = [bindparam(f"b_id_{i}", type_=W.id.type) for i in range(size)]
+
+    def per_row(name: str, type_: Any) -> Any:
+        return case(
+            *[(ids[i], bindparam(f"{name}_{i}", type_=type_)) for i in range(size)], value=W.id
+        )
+
     return (
         update(workflows)
         .where(
-            W.id.in_(bindparam("b_ids", expanding=True)),
-            tuple_(W.id, W.fence, W.current_step).in_(bindparam("b_guards", expanding=True)),
+            W.id.in_(ids),
+            W.fence == per_row("b_fence", W.fence.type),
+            W.current_step == per_row("b_position", W.current_step.type),
             W.state == WorkflowState.RUNNING,
             W.requested.is_(None),
         )
         .values(
-            context=case(*contexts, else_=W.context),
+            context=per_row("b_context", W.context.type),
             current_step=W.current_step + 1,
             lease_expires_at=bindparam("b_lease_expires_at"),
             updated_at=bindparam("b_now"),
@@ -233,14 +239,11 @@ async def workflows_advance_many(
 ) -> int:
     """`workflow_advance` for many workflows in one statement; returns how many rows
     matched their guard (all of them, unless an owner changed or a request waits)."""
-    params: dict[str, Any] = {
-        "b_ids": [move.workflow_id for move in moves],
-        "b_guards": [(move.workflow_id, move.fence, move.position) for move in moves],
-        "b_lease_expires_at": lease_expires_at,
-        "b_now": now,
-    }
+    params: dict[str, Any] = {"b_lease_expires_at": lease_expires_at, "b_now": now}
     for i, move in enumerate(moves):
         params[f"b_id_{i}"] = move.workflow_id
+        params[f"b_fence_{i}"] = move.fence
+        params[f"b_position_{i}"] = move.position
         params[f"b_context_{i}"] = move.context
     result = await conn.execute(_advance_many(len(moves)), params)
     return int(result.rowcount)
