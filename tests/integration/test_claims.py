@@ -312,3 +312,53 @@ async def test_claim_takes_only_the_given_queues(engine: Engine, new_name) -> No
         left = await rows_of(engine.db, [ids[1], ids[3]])
         assert {row.state for row in left.values()} == {S.PENDING}
         assert await claim_pending(engine.db, [new_name("empty")], now=now) == []
+
+
+# -- the idle daemon's question: is there anything to claim? -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("row", "pending", "expired"),
+    [
+        ({}, True, False),
+        ({"run_after": timedelta(minutes=5)}, False, False),
+        ({"run_after": timedelta(minutes=-5)}, True, False),
+        ({"queue": "elsewhere"}, False, False),
+        ({"state": S.PAUSED}, False, False),
+        ({"state": S.COMPLETED}, False, False),
+        ({"state": S.RUNNING, "lease_expires_at": timedelta(seconds=30)}, False, False),
+        ({"state": S.RUNNING, "lease_expires_at": timedelta(seconds=-1)}, False, True),
+        (
+            {"state": S.RUNNING, "lease_expires_at": timedelta(seconds=-1), "queue": "elsewhere"},
+            False,
+            False,
+        ),
+    ],
+)
+async def test_claimable_answers_exactly_what_a_claim_would_find(
+    engine: Engine, new_name, row: dict[str, Any], pending: bool, expired: bool
+) -> None:
+    """`workflows_claimable` (the autocommit read an idle daemon polls with) says yes
+    exactly when the locking claim of the same kind would take the row."""
+    queue, elsewhere = new_name("claimable"), new_name("elsewhere")
+    now = utc_now()
+    values = {
+        key: now + value if isinstance(value, timedelta) else value for key, value in row.items()
+    }
+    values["queue"] = elsewhere if values.get("queue") == "elsewhere" else queue
+    async with rows_in_queues(engine.db, [{"name": new_name("c"), **values}]):
+        async with engine.db.autocommit() as conn:
+            found_pending = await workflow_store.workflows_claimable(conn, [queue], utc_now())
+            found_expired = await workflow_store.workflows_claimable(
+                conn, [queue], utc_now(), expired=True
+            )
+        async with engine.db.transaction() as conn:
+            claimed_pending = await workflow_store.workflow_claim_pending(
+                conn, owner="probe", queues=[queue], limit=5, now=utc_now(), lease=30
+            )
+            claimed_expired = await workflow_store.workflow_claim_expired(
+                conn, owner="probe", queues=[queue], limit=5, now=utc_now(), lease=30
+            )
+            await conn.rollback()
+    assert (found_pending, found_expired) == (pending, expired)
+    assert (bool(claimed_pending), bool(claimed_expired)) == (pending, expired)

@@ -85,6 +85,7 @@ class Daemon:
         self._slot_freed = asyncio.Event()
         self._signals = 0
         self._pruned_at: float | None = None
+        self._beaten_at: float | None = None
         self.log = log.bind(daemon=self.id)
 
     # -- lifecycle --------------------------------------------------------------------
@@ -97,6 +98,7 @@ class Daemon:
                 host, port = self.metrics.serve(self.config.metrics.listen)
                 self.log.info("metrics_listening", address=f"{host}:{port}")
             await self._register()
+            await self._prune_dead_daemons()
             self._install_signal_handlers()
             self.log.info(
                 "daemon_started",
@@ -175,6 +177,7 @@ class Daemon:
     async def _register(self) -> None:
         async with self.db.transaction() as conn:
             await daemon_store.daemon_register(conn, self._daemon_row(self.clock()))
+        self._beaten_at = asyncio.get_running_loop().time()
 
     async def _deregister(self) -> None:
         async with self.db.transaction() as conn:
@@ -223,6 +226,10 @@ class Daemon:
 
     async def _poll_loop(self) -> None:
         delay = self.settings.poll_interval
+        # Once a claim found nothing, each poll first asks whether there is anything to
+        # claim (one autocommit read) instead of running the locking claim transaction:
+        # an idle daemon costs its database one statement per poll.
+        idle = False
         while not self._stopping.is_set():
             free = self.settings.max_workflows - len(self._tasks)
             if free <= 0:
@@ -231,13 +238,16 @@ class Daemon:
                 await self._wait_any(self._slot_freed, self.settings.poll_interval)
                 continue
             try:
-                claimed = await self._claim(free, expired=False)
+                claimed = []
+                if not idle or await self._claimable(expired=False):
+                    claimed = await self._claim(free, expired=False)
             except OUTAGE_ERRORS as exc:
                 if not is_outage(exc):
                     raise
                 delay = await self._outage("claim", exc, delay)
                 continue
             delay = self.settings.poll_interval
+            idle = not claimed
             if len(claimed) == free:
                 continue  # there may be more: claim again at once
             self._slot_freed.clear()
@@ -262,7 +272,9 @@ class Daemon:
             if free <= 0:
                 continue
             try:
-                rescued = await self._claim(free, expired=True)
+                rescued = []
+                if await self._claimable(expired=True):
+                    rescued = await self._claim(free, expired=True)
             except OUTAGE_ERRORS as exc:
                 if not is_outage(exc):
                     raise
@@ -272,6 +284,12 @@ class Daemon:
             if rescued:
                 self.log.warning("workflows_recovered", count=len(rescued))
             await self._prune_dead_daemons()
+
+    async def _claimable(self, *, expired: bool) -> bool:
+        async with self.db.autocommit() as conn:
+            return await workflow_store.workflows_claimable(
+                conn, self.settings.queues, self.clock(), expired=expired
+            )
 
     async def _claim(self, limit: int, *, expired: bool) -> list[WorkflowRow]:
         claim = (
@@ -373,6 +391,9 @@ class Daemon:
     async def _beat(self) -> None:
         now = self.clock()
         owned_ids = list(self.runners)
+        if not owned_ids:
+            await self._idle_beat(now)
+            return
 
         async def attempt() -> dict[int, Held]:
             async with self.db.transaction() as conn:
@@ -380,13 +401,12 @@ class Daemon:
                     # Our row is gone (pruned while we looked dead): register again.
                     self.log.warning("daemon_reregistered")
                     await daemon_store.daemon_register(conn, self._daemon_row(now))
-                if not owned_ids:
-                    return {}
                 return await workflow_store.workflow_renew_owned(
                     conn, owner=self.id, ids=owned_ids, now=now, lease=self.settings.lease
                 )
 
         owned: dict[int, Held] = await run_retrying(attempt)
+        self._beaten_at = asyncio.get_running_loop().time()
         expires = now + timedelta(seconds=self.settings.lease)
         for workflow_id in owned_ids:
             runner = self.runners.get(workflow_id)
@@ -401,6 +421,21 @@ class Daemon:
                 self.metrics.lease_renewals.inc()
             if held.request is Request.STOP:
                 runner.stop("stop requested")
+
+    async def _idle_beat(self, now: datetime) -> None:
+        """With no workflows, only the daemon's row needs refreshing, and only often
+        enough to look alive (its lease) — every lease/4, one autocommit UPDATE."""
+        loop = asyncio.get_running_loop()
+        interval = max(self.settings.control_interval, self.settings.lease / 4)
+        if self._beaten_at is not None and loop.time() - self._beaten_at < interval:
+            return
+        async with self.db.autocommit() as conn:
+            present = await daemon_store.daemon_heartbeat(conn, self.id, now)
+        if not present:
+            # Our row is gone (pruned while we looked dead): register again.
+            self.log.warning("daemon_reregistered")
+            await self._register()
+        self._beaten_at = loop.time()
 
     def _lose_expired(self) -> None:
         """Runners whose lease ran out while the database was away have lost it."""

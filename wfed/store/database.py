@@ -64,14 +64,20 @@ def _sqlite_immediate_transactions(engine: AsyncEngine) -> None:
 
 
 def create_engine(
-    url: str, password: str | None = None, pool_size: int = 5, *, lean_pool: bool = False
+    url: str,
+    password: str | None = None,
+    pool_size: int = 5,
+    *,
+    lean_pool: bool = False,
+    autocommit: bool = False,
 ) -> AsyncEngine:
     """An async engine for `url` configured for wfed's use of that backend.
 
     By default a pooled connection is tested before each use: one more round trip per
     transaction. The daemon asks for a `lean_pool` without that test, as every write it
     makes is retried on a broken connection anyway (and a disconnect invalidates the
-    whole pool), and without the rollback on return.
+    whole pool), and without the rollback on return. An `autocommit` engine (MySQL and
+    PostgreSQL) runs each statement on its own: no BEGIN, COMMIT or ROLLBACK on the wire.
     """
     try:
         parsed = make_url(url)
@@ -85,12 +91,23 @@ def create_engine(
         # Every use of a connection ends its own transaction (commit or rollback), so
         # the pool's rollback on return would be one more round trip for nothing.
         options["pool_reset_on_return"] = None
+    # An autocommit pool serves three loops (poller, rescuer, heartbeat) at most.
+    overflow = 2 if autocommit else 4
+    if autocommit and backend != "sqlite":
+        # The drivers would still send a ROLLBACK when a connection is put back.
+        options.update(skip_autocommit_rollback=True, pool_reset_on_return=None)
     if backend in {"mysql", "mariadb"}:
-        options.update(isolation_level="READ COMMITTED", pool_size=pool_size, max_overflow=4)
+        options.update(
+            isolation_level="AUTOCOMMIT" if autocommit else "READ COMMITTED",
+            pool_size=pool_size,
+            max_overflow=overflow,
+        )
         options["pool_recycle"] = 3600
         options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
     elif backend == "postgresql":
-        options.update(pool_size=pool_size, max_overflow=4)
+        options.update(pool_size=pool_size, max_overflow=overflow)
+        if autocommit:
+            options["isolation_level"] = "AUTOCOMMIT"
         # asyncpg waits 60 s for a connection by default.
         options["connect_args"] = {"timeout": CONNECT_TIMEOUT}
     elif backend != "sqlite":
@@ -171,6 +188,8 @@ class Database:
         self.engine = create_engine(url, password, pool_size, lean_pool=lean_pool)
         self.backend = self.engine.dialect.name
         self.display_url = redacted(self.engine.url)
+        self._password = password
+        self._autocommit_engine: AsyncEngine | None = None
 
     @property
     def supports_skip_locked(self) -> bool:
@@ -186,6 +205,25 @@ class Database:
         """
         with self._unavailable_on_disconnect():
             async with self.engine.begin() as conn:
+                yield conn
+
+    @contextlib.asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A connection whose every statement commits on its own, for the single-statement
+        reads and writes an idle daemon repeats (is there work? heartbeat): one round
+        trip each instead of three. Its pool of one or two connections is separate from
+        the transactions' pool. SQLite has no wire to save: there it is a transaction.
+        """
+        if self.backend == "sqlite":
+            async with self.transaction() as conn:
+                yield conn
+            return
+        if self._autocommit_engine is None:
+            self._autocommit_engine = create_engine(
+                self.url, self._password, pool_size=1, lean_pool=True, autocommit=True
+            )
+        with self._unavailable_on_disconnect():
+            async with self._autocommit_engine.connect() as conn:
                 yield conn
 
     @contextlib.asynccontextmanager
@@ -214,6 +252,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._autocommit_engine is not None:
+            await self._autocommit_engine.dispose()
 
 
 def _reason(exc: BaseException) -> str:

@@ -287,16 +287,39 @@ async def _claim_selected(
     ]
 
 
+def _pending_due(queues: Sequence[str], now: datetime) -> list[Any]:
+    return [
+        W.state == WorkflowState.PENDING,
+        W.queue.in_(list(queues)),
+        or_(W.run_after.is_(None), W.run_after <= now),
+    ]
+
+
+def _lease_expired(queues: Sequence[str], now: datetime) -> list[Any]:
+    return [
+        W.state == WorkflowState.RUNNING,
+        W.lease_expires_at < now,
+        W.queue.in_(list(queues)),
+    ]
+
+
+async def workflows_claimable(
+    conn: AsyncConnection, queues: Sequence[str], now: datetime, *, expired: bool = False
+) -> bool:
+    """Whether a claim would find anything: a pending workflow that is due (or, with
+    `expired`, a running one whose lease ran out). A plain read through the claim (or
+    lease) index, locking nothing: an idle daemon asks this instead of claiming."""
+    conditions = _lease_expired(queues, now) if expired else _pending_due(queues, now)
+    found = await conn.scalar(select(W.id).where(*conditions).limit(1))
+    return found is not None
+
+
 def claim_pending_query(queues: Sequence[str], limit: int, now: datetime) -> Any:
     """The claim SELECT: pending rows of `queues`, due, by priority then age, skipping rows
     other claimers hold."""
     return (
         select(workflows)
-        .where(
-            W.state == WorkflowState.PENDING,
-            W.queue.in_(list(queues)),
-            or_(W.run_after.is_(None), W.run_after <= now),
-        )
+        .where(*_pending_due(queues, now))
         .order_by(W.claim_rank, W.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -329,11 +352,7 @@ async def workflow_claim_expired(
     """Claim up to `limit` running workflows whose owner's lease expired (recovery)."""
     query = (
         select(workflows)
-        .where(
-            W.state == WorkflowState.RUNNING,
-            W.lease_expires_at < now,
-            W.queue.in_(list(queues)),
-        )
+        .where(*_lease_expired(queues, now))
         .order_by(W.lease_expires_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
