@@ -2,12 +2,12 @@
 
 * `statements_per_step`: a small batch of no-op workflows through the counting proxy
   (`bench.wire`): statements and round trips per step, by kind.
-* `profile`: py-spy (if installed: `pip install py-spy`) samples the daemon's main thread
-  during a batch of no-op workflows, idle time included, and writes `bench/profile.svg`
-  (a flame graph) and the raw stacks. Each sample is put in one bucket by the innermost
-  frame that names a known owner (SQLAlchemy's compiler, the driver, logging, wfed…);
-  the wall time of the run divided by its steps turns the shares into milliseconds per
-  step.
+* `profile`: py-spy (in the lock's dev extra) samples the daemon's main thread while it
+  runs Python during a batch of no-op workflows, and writes `bench/profile.svg` (a flame
+  graph) and the raw stacks. Each sample is put in one bucket by the innermost frame
+  that names a known owner (SQLAlchemy's compiler, the driver, logging, wfed…); the
+  daemon's CPU time (from /proc) divided by the steps turns the shares into CPU
+  milliseconds per step, and CPU time over wall time says how busy the daemon was.
 """
 
 from __future__ import annotations
@@ -178,7 +178,6 @@ async def _record(executable: str, pid: int, *options: str) -> asyncio.subproces
         "--rate",
         str(SAMPLE_RATE),
         "--nonblocking",
-        "--idle",
         *options,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
@@ -219,7 +218,9 @@ async def profile(bench: Bench, out_dir: Path) -> dict[str, Any] | None:
             await _record(executable, daemon.pid, "--format", "flamegraph", "-o", str(svg))
         )
         await asyncio.sleep(1.0)  # py-spy attached
+        cpu_before = daemon.cpu_seconds()
         await _batch(bench, queue, workflows)
+        cpu_seconds = daemon.cpu_seconds() - cpu_before
         await _finish(spies)
         async with bench.engine.connect() as conn:
             window = await run_window(conn, queue)
@@ -233,12 +234,16 @@ async def profile(bench: Bench, out_dir: Path) -> dict[str, Any] | None:
     total = sum(buckets.values())
     if not total:
         return None
-    ms_per_step = 1000 * window.seconds / window.steps_completed
+    # Samples are taken only while the daemon runs Python (no --idle): the shares are of
+    # its CPU time, which /proc gives per step; the rest of the wall time it waited.
+    ms_per_step = 1000 * cpu_seconds / window.steps_completed
     return {
         "workflows": workflows,
         "steps": window.steps_completed,
         "steps_per_s": window.steps_per_s,
+        "wall_ms_per_step": 1000 * window.seconds / window.steps_completed,
         "ms_per_step": ms_per_step,
+        "busy_share": min(cpu_seconds / window.seconds, 1.0),
         "samples": total,
         "svg": str(svg) if svg.exists() else None,
         "buckets": {

@@ -63,7 +63,7 @@ class Sizes:
     memory_workflows: int = 1000
     memory_backends: tuple[str, ...] = ("mariadb",)
     anatomy_workflows: int = 30
-    profile_workflows: int = 150
+    profile_workflows: int = 600
     profile_backends: tuple[str, ...] = ("mariadb",)
 
     @classmethod

@@ -444,18 +444,27 @@ def _profile_section(backend: str, profile: Figures) -> list[str]:
     lines = [
         f"### Where a step's time goes ({LABELS[backend]}, py-spy)",
         "",
-        f"py-spy sampled the daemon's main thread at 100 Hz (idle included) while it ran "
+        f"py-spy sampled the daemon's main thread at 100 Hz while it ran Python, during "
         f"{profile['workflows']} workflows x {profile['steps'] // profile['workflows']} no-op "
-        f"steps: {profile['steps_per_s']:.0f} steps/s, so {profile['ms_per_step']:.2f} ms of "
-        f"wall time per step; {profile['samples']:,} samples. Flame graph: "
-        "`bench/profile.svg` (not committed).",
+        f"steps: {profile['steps_per_s']:,.0f} steps/s. {_busy(profile)} "
+        f"{profile['samples']:,} samples. Flame graph: `bench/profile.svg` (not committed).",
         "",
     ]
     rows = [
-        [name, f"{bucket['share']:.1%}", f"{bucket['ms_per_step']:.2f}"]
+        [name, f"{bucket['share']:.1%}", f"{bucket['ms_per_step']:.3f}"]
         for name, bucket in profile["buckets"].items()
     ]
-    return lines + _table(["where", "share", "ms per step"], rows)
+    return lines + _table(["where (CPU time)", "share", "CPU ms per step"], rows)
+
+
+def _busy(profile: Figures) -> str:
+    if "busy_share" not in profile:  # results of a run before CPU time was recorded
+        return f"{profile['ms_per_step']:.2f} ms of wall time per step (idle included)."
+    return (
+        f"The daemon used {profile['ms_per_step']:.3f} ms of CPU per step, of "
+        f"{profile['wall_ms_per_step']:.3f} ms of wall time: busy {profile['busy_share']:.0%} "
+        f"of the time, waiting for the database the rest."
+    )
 
 
 def _analysis(previous: Path) -> str:

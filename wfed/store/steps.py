@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from functools import cache, lru_cache
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Insert, Update, bindparam, case, select, update
+from sqlalchemy import Update, bindparam, case, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import BindParameter
 
@@ -23,25 +23,10 @@ from wfed.store.schema import workflow_steps
 S = workflow_steps.c
 
 
-_STEP_COLUMNS = ("workflow_id", "position", "step", "label", "args", "state", "attempts")
-# Larger definitions are inserted in chunks of this many rows (one statement each).
-_INSERT_CHUNK = 64
-
-
-@lru_cache(maxsize=_INSERT_CHUNK)
-def _insert_rows(size: int) -> Insert:
-    """A multi-row INSERT of `size` step rows, built once per size: the daemon inserts
-    the step rows of every workflow it starts, and a built statement with plain
-    parameters costs far less per execution than the driver's executemany rewriting."""
-    return workflow_steps.insert().values(
-        [
-            {
-                column: bindparam(f"{column}_{i}", type_=S[column].type)
-                for column in (*_STEP_COLUMNS, "started_at")
-            }
-            for i in range(size)
-        ]
-    )
+# Built once (see workflows._guarded_update). Executed with a list of rows, it becomes the
+# driver's executemany (asyncmy rewrites it into one multi-row INSERT); a multi-row
+# `insert().values([...])` would be compiled anew on every execution (it has no cache key).
+_INSERT = workflow_steps.insert()
 
 
 async def steps_insert(
@@ -55,25 +40,22 @@ async def steps_insert(
     """Create the step rows of a workflow: (step name, label, args) per position, all
     pending — except step `running`, if given, which starts at once (first attempt at
     `now`), saving the daemon an UPDATE per workflow."""
-    for chunk_start in range(0, len(rows), _INSERT_CHUNK):
-        chunk = rows[chunk_start : chunk_start + _INSERT_CHUNK]
-        params: dict[str, Any] = {}
-        for i, (name, label, args) in enumerate(chunk):
-            position = chunk_start + i
-            starts = position == running
-            params.update(
-                {
-                    f"workflow_id_{i}": workflow_id,
-                    f"position_{i}": position,
-                    f"step_{i}": name,
-                    f"label_{i}": label,
-                    f"args_{i}": args,
-                    f"state_{i}": (StepState.RUNNING if starts else StepState.PENDING).value,
-                    f"attempts_{i}": 1 if starts else 0,
-                    f"started_at_{i}": now if starts else None,
-                }
-            )
-        await conn.execute(_insert_rows(len(chunk)), params)
+    await conn.execute(
+        _INSERT,
+        [
+            {
+                "workflow_id": workflow_id,
+                "position": position,
+                "step": name,
+                "label": label,
+                "args": args,
+                "state": (StepState.RUNNING if position == running else StepState.PENDING).value,
+                "attempts": 1 if position == running else 0,
+                "started_at": now if position == running else None,
+            }
+            for position, (name, label, args) in enumerate(rows)
+        ],
+    )
 
 
 # The statements every workflow run issues, built once (see workflows._guarded_update).
