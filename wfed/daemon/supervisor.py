@@ -230,7 +230,9 @@ class Daemon:
         # claim (one autocommit read) instead of running the locking claim transaction:
         # an idle daemon costs its database one statement per poll.
         idle = False
+        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
+            started = loop.time()
             free = self.settings.max_workflows - len(self._tasks)
             if free <= 0:
                 # Full: the next poll is when a slot frees up.
@@ -251,7 +253,10 @@ class Daemon:
             if len(claimed) == free:
                 continue  # there may be more: claim again at once
             self._slot_freed.clear()
-            await self._wait_any(self._slot_freed, self.settings.poll_interval)
+            # Polls start every poll_interval, however long the last one took: a new
+            # workflow waits poll_interval / 2 on average, not half of a longer cycle.
+            remaining = started + self.settings.poll_interval - loop.time()
+            await self._wait_any(self._slot_freed, max(remaining, 0.0))
 
     async def _wait_any(self, event: asyncio.Event, seconds: float) -> None:
         """Wait for `event`, shutdown, or `seconds`."""
