@@ -59,7 +59,7 @@ class Sizes:
     growth_workflows: int = 150
     growth_rounds: int = 2
     claim_repeats: int = 30
-    idle_seconds: float = 10.0
+    idle_seconds: float = 30.0
     memory_workflows: int = 1000
     memory_backends: tuple[str, ...] = ("mariadb",)
     anatomy_workflows: int = 30

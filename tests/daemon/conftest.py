@@ -61,6 +61,12 @@ async def schema_mariadb(mariadb_url: str) -> str:
 
 
 @pytest.fixture
+async def schema_postgresql(postgresql_url: str) -> str:
+    """The PostgreSQL test database with the wfed schema."""
+    return await _with_schema(postgresql_url)
+
+
+@pytest.fixture
 async def schema_sqlite(sqlite_url: str) -> str:
     """The SQLite test database with the wfed schema."""
     return await _with_schema(sqlite_url)

@@ -91,8 +91,9 @@ def create_engine(
         # Every use of a connection ends its own transaction (commit or rollback), so
         # the pool's rollback on return would be one more round trip for nothing.
         options["pool_reset_on_return"] = None
-    # An autocommit pool serves three loops (poller, rescuer, heartbeat) at most.
-    overflow = 2 if autocommit else 4
+    # An autocommit pool serves three loops (poller, rescuer, heartbeat) and keeps its
+    # connections: an overflow connection would be opened (and set up) anew each time.
+    overflow = 0 if autocommit else 4
     if autocommit and backend != "sqlite":
         # The drivers would still send a ROLLBACK when a connection is put back.
         options.update(skip_autocommit_rollback=True, pool_reset_on_return=None)
@@ -211,8 +212,8 @@ class Database:
     async def autocommit(self) -> AsyncIterator[AsyncConnection]:
         """A connection whose every statement commits on its own, for the single-statement
         reads and writes an idle daemon repeats (is there work? heartbeat): one round
-        trip each instead of three. Its pool of one or two connections is separate from
-        the transactions' pool. SQLite has no wire to save: there it is a transaction.
+        trip each instead of three. Its pool (up to three connections, opened as needed) is
+        separate from the transactions' pool. SQLite has no wire to save: there it is a transaction.
         """
         if self.backend == "sqlite":
             async with self.transaction() as conn:
@@ -220,7 +221,7 @@ class Database:
             return
         if self._autocommit_engine is None:
             self._autocommit_engine = create_engine(
-                self.url, self._password, pool_size=1, lean_pool=True, autocommit=True
+                self.url, self._password, pool_size=3, lean_pool=True, autocommit=True
             )
         with self._unavailable_on_disconnect():
             async with self._autocommit_engine.connect() as conn:
