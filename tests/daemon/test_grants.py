@@ -8,13 +8,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from daemon_harness import STEP_MODULES, DaemonFactory, wait_until
+from daemon_harness import DaemonFactory
+from grants_harness import check_refusals, run_and_control
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
-
-from wfed import Engine, WorkflowState
 
 GRANTS = Path(__file__).resolve().parents[2] / "docs" / "grants-mariadb.sql"
 ACCESS_DENIED = {1142, 1143, 1044, 1045}  # table/column command denied, db/login denied
@@ -85,40 +84,10 @@ async def test_daemon_and_operator_accounts_work_and_are_refused_the_rest(
 ) -> None:
     """The daemon account runs workflows and the operator account controls them, while
     DDL, event rewriting and writes to lease columns are refused by MariaDB."""
-    journal = tmp_path / "journal.txt"
-    journal.touch()
-    daemon = start_daemon(accounts.url("daemon"), queue=queue)
-    async with Engine(accounts.url("operator"), step_modules=STEP_MODULES) as operator:
-        steps = [{"step": "mark", "args": {"tag": "a"}}]
-        await operator.create_workflow(f"{queue}-1", {"journal": str(journal)}, steps, queue=queue)
-
-        async def done() -> bool:
-            return (await operator.get(f"{queue}-1")).state is WorkflowState.COMPLETED
-
-        await wait_until(done, what="completed under the daemon account")
-        held = f"{queue}-held"
-        await operator.create_workflow(
-            held, {"journal": str(journal)}, steps, queue=f"{queue}-nobody"
-        )
-        await operator.pause(held, reason="grants test")
-        await operator.set_context(held, {"extra": 1})
-        await operator.resume(held)
-        await operator.stop(held)
-        await operator.restart(held)
-        await operator.delete(held)
-        assert [e.kind for e in await operator.history(held)][-1] == "deleted"
-    for statement in (
-        "CREATE TABLE wfed_intruder (a INT)",
-        "DROP TABLE workflow_events",
-        "ALTER TABLE workflows ADD COLUMN x INT",
-    ):
-        await _refused(accounts.url("daemon"), statement)
-        await _refused(accounts.url("operator"), statement)
-    await _refused(accounts.url("operator"), "DELETE FROM workflow_events")
-    await _refused(accounts.url("operator"), "UPDATE workflow_events SET actor = 'someone'")
-    await _refused(accounts.url("operator"), "UPDATE workflows SET fence = fence + 1")
-    await _refused(accounts.url("operator"), "UPDATE workflows SET claimed_by = 'me'")
-    await _refused(accounts.url("daemon"), "DELETE FROM workflow_events")
+    daemon = await run_and_control(
+        accounts.url("daemon"), accounts.url("operator"), start_daemon, queue, tmp_path
+    )
+    await check_refusals(_refused, accounts.url("daemon"), accounts.url("operator"))
     log = daemon.log_path.read_text()
     assert accounts.passwords["daemon"] not in log
 
