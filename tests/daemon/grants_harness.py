@@ -3,10 +3,13 @@ the operator account controls them, and the server refuses either of them the re
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from daemon_harness import STEP_MODULES, DaemonFactory, DaemonProcess, wait_until
+from sqlalchemy.engine import make_url
 
 from wfed import Engine, WorkflowState
 
@@ -30,6 +33,41 @@ REFUSED_TO_DAEMON = (
 )
 
 Refused = Callable[[str, str], Awaitable[None]]
+ROLES = ("migrate", "daemon", "operator")
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+class Accounts:
+    """The accounts of a grants file under names of this test's own (accounts are
+    server-wide), on the test database, with fresh passwords."""
+
+    def __init__(self, url: str, grants: Path) -> None:
+        self.admin_url = url
+        self.grants = grants
+        self.database = make_url(url).database
+        self.suffix = uuid.uuid4().hex[:8]
+        self.passwords = {role: f"pw-{role}-{uuid.uuid4().hex[:12]}" for role in ROLES}
+
+    def user(self, role: str) -> str:
+        return f"wfed_{role}_{self.suffix}"
+
+    def url(self, role: str) -> str:
+        base = make_url(self.admin_url)
+        return base.set(username=self.user(role), password=self.passwords[role]).render_as_string(
+            hide_password=False
+        )
+
+    def sql(self) -> list[str]:
+        """The file's statements, comments dropped, names and passwords replaced: the
+        database is `wfed.` (MariaDB) or `DATABASE wfed` (PostgreSQL) in the files."""
+        sql = self.grants.read_text()
+        for role in ROLES:
+            sql = re.sub(rf"\bwfed_{role}\b", self.user(role), sql)
+            sql = sql.replace(f"'change-me-{role}'", f"'{self.passwords[role]}'")
+        sql = sql.replace(" wfed.", f" {self.database}.")
+        sql = sql.replace("DATABASE wfed ", f'DATABASE "{self.database}" ')
+        lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
+        return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
 
 
 async def run_and_control(

@@ -2,59 +2,25 @@
 
 from __future__ import annotations
 
-import re
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from daemon_harness import DaemonFactory
-from grants_harness import check_refusals, run_and_control
+from grants_harness import DOCS, ROLES, Accounts, check_refusals, run_and_control
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-GRANTS = Path(__file__).resolve().parents[2] / "docs" / "grants-mariadb.sql"
+GRANTS = DOCS / "grants-mariadb.sql"
 ACCESS_DENIED = {1142, 1143, 1044, 1045}  # table/column command denied, db/login denied
-
-
-def _statements(sql: str) -> list[str]:
-    lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
-    return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
-
-
-class Accounts:
-    def __init__(self, url: str) -> None:
-        self.admin_url = url
-        self.database = make_url(url).database
-        self.suffix = uuid.uuid4().hex[:8]
-        self.passwords = {
-            role: f"pw-{role}-{uuid.uuid4().hex[:12]}" for role in ("migrate", "daemon", "operator")
-        }
-
-    def user(self, role: str) -> str:
-        return f"wfed_{role}_{self.suffix}"
-
-    def url(self, role: str) -> str:
-        base = make_url(self.admin_url)
-        return base.set(username=self.user(role), password=self.passwords[role]).render_as_string(
-            hide_password=False
-        )
-
-    def sql(self) -> list[str]:
-        sql = GRANTS.read_text()
-        for role in ("migrate", "daemon", "operator"):
-            sql = sql.replace(f"'wfed_{role}'", f"'{self.user(role)}'")
-            sql = re.sub(rf"'change-me-{role}'", f"'{self.passwords[role]}'", sql)
-        sql = sql.replace(" wfed.", f" {self.database}.")
-        return _statements(sql)
 
 
 @pytest.fixture
 async def accounts(mariadb_url: str, schema_mariadb: str) -> AsyncIterator[Accounts]:
     """The three accounts of the grants file, created for this test and dropped after."""
-    made = Accounts(mariadb_url)
+    made = Accounts(mariadb_url, GRANTS)
     admin = create_async_engine(mariadb_url)
     try:
         async with admin.begin() as conn:
@@ -63,7 +29,7 @@ async def accounts(mariadb_url: str, schema_mariadb: str) -> AsyncIterator[Accou
         yield made
     finally:
         async with admin.begin() as conn:
-            for role in ("migrate", "daemon", "operator"):
+            for role in ROLES:
                 await conn.execute(text(f"DROP USER IF EXISTS '{made.user(role)}'@'%'"))
         await admin.dispose()
 

@@ -2,60 +2,24 @@
 
 from __future__ import annotations
 
-import re
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from daemon_harness import DaemonFactory
-from grants_harness import check_refusals, run_and_control
+from grants_harness import DOCS, ROLES, Accounts, check_refusals, run_and_control
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-GRANTS = Path(__file__).resolve().parents[2] / "docs" / "grants-postgresql.sql"
+GRANTS = DOCS / "grants-postgresql.sql"
 INSUFFICIENT_PRIVILEGE = "42501"
-ROLES = ("migrate", "daemon", "operator")
-
-
-def _statements(sql: str) -> list[str]:
-    lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
-    return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
-
-
-class Roles:
-    """The file's roles under names of this test's own (roles are cluster-wide)."""
-
-    def __init__(self, url: str) -> None:
-        self.admin_url = url
-        self.database = make_url(url).database
-        self.suffix = uuid.uuid4().hex[:8]
-        self.passwords = {role: f"pw-{role}-{uuid.uuid4().hex[:12]}" for role in ROLES}
-
-    def user(self, role: str) -> str:
-        return f"wfed_{role}_{self.suffix}"
-
-    def url(self, role: str) -> str:
-        base = make_url(self.admin_url)
-        return base.set(username=self.user(role), password=self.passwords[role]).render_as_string(
-            hide_password=False
-        )
-
-    def sql(self) -> list[str]:
-        sql = GRANTS.read_text()
-        for role in ROLES:
-            sql = re.sub(rf"\bwfed_{role}\b", self.user(role), sql)
-            sql = sql.replace(f"'change-me-{role}'", f"'{self.passwords[role]}'")
-        sql = sql.replace("DATABASE wfed ", f'DATABASE "{self.database}" ')
-        return _statements(sql)
 
 
 @pytest.fixture
-async def roles(postgresql_url: str, schema_postgresql: str) -> AsyncIterator[Roles]:
+async def roles(postgresql_url: str, schema_postgresql: str) -> AsyncIterator[Accounts]:
     """The three roles of the grants file, created for this test and dropped after."""
-    made = Roles(postgresql_url)
+    made = Accounts(postgresql_url, GRANTS)
     admin = create_async_engine(postgresql_url)
     try:
         async with admin.begin() as conn:
@@ -82,7 +46,7 @@ async def _refused(url: str, statement: str) -> None:
 
 
 async def test_daemon_and_operator_roles_work_and_are_refused_the_rest(
-    roles: Roles, start_daemon: DaemonFactory, queue: str, tmp_path: Path
+    roles: Accounts, start_daemon: DaemonFactory, queue: str, tmp_path: Path
 ) -> None:
     """The daemon role runs workflows and the operator role controls them, while DDL,
     event rewriting and writes to lease columns are refused by PostgreSQL."""
