@@ -131,7 +131,15 @@ def _guarded_update(
     """`workflow_update`'s statement for one shape of guard and values, built once: the
     runners of a daemon issue the same few shapes for every workflow, and building a
     statement (and its cache key) costs more CPU than running it."""
-    conditions = [W.id == bindparam("g_id"), W.state.in_(list(states))]
+    # The states as plain bound values, not an `in_()` list: SQLAlchemy expands such a
+    # list anew on every execution, and this statement runs for every workflow.
+    allowed: list[BindParameter[str]] = [
+        bindparam(f"g_state_{i}", state.value) for i, state in enumerate(states)
+    ]
+    conditions = [
+        W.id == bindparam("g_id"),
+        W.state == allowed[0] if len(allowed) == 1 else W.state.in_(allowed),
+    ]
     if fenced:
         conditions.append(W.fence == bindparam("g_fence"))
     if unrequested:
