@@ -71,7 +71,7 @@ _OWNER_BUCKETS: Final = [
     ("SQLAlchemy other", re.compile(r"\(sqlalchemy/")),
     ("logging (structlog JSON lines)", re.compile(r"\((structlog|logging)/")),
     (
-        "wfed: step argument check (get_type_hints per step)",
+        "wfed: step argument check (validating rendered arguments)",
         re.compile(r"\(wfed/steps/(definition|base)\.py"),
     ),
     ("wfed: context deepcopy", re.compile(r"^(deepcopy|_deepcopy\w*) \(copy\.py")),
