@@ -523,7 +523,6 @@ class WorkflowRunner:
                 fence=self.fence,
                 context=context,
                 current_step=nxt,
-                lease_expires_at=self._next_expiry(),
                 now=self.clock(),
             )
             if not advanced:
@@ -544,7 +543,7 @@ class WorkflowRunner:
         def fast() -> FastAdvance:
             move = Advance(self.workflow.id, self.fence, plan.position, context)
             result = (context, nxt, self._prior_attempts[nxt] + 1)
-            return FastAdvance(move, self._next_expiry(), self.clock(), result)
+            return FastAdvance(move, self.clock(), result)
 
         # Only the plain advance has a batched form; the body decides everything else.
         plain = nxt < plans_total and forced is None and not self._release_requested

@@ -22,12 +22,11 @@ Body = Callable[[AsyncConnection], Awaitable[Any]]
 
 @dataclass(frozen=True)
 class FastAdvance:
-    """A body's effect when its guard holds: write `move` (with this lease end and
-    timestamp, or later ones) and hand back `result`. When the guard fails the body runs
-    instead and decides what the failure means."""
+    """A body's effect when its guard holds: write `move` (with this timestamp, or a
+    later one) and hand back `result`. When the guard fails the body runs instead and
+    decides what the failure means."""
 
     move: Advance
-    lease_expires_at: datetime
     now: datetime
     result: Any
 

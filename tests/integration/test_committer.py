@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -147,7 +146,7 @@ async def running_workflows(
 def _fast(row: WorkflowRow, context: dict[str, Any], result: Any, fence: int | None = None):
     now = utc_now()
     move = Advance(row.id, row.fence if fence is None else fence, 0, context)
-    return FastAdvance(move, now + timedelta(seconds=600), now, result)
+    return FastAdvance(move, now, result)
 
 
 async def _never(conn: AsyncConnection) -> None:
@@ -165,7 +164,6 @@ def _slow_advance(row: WorkflowRow, context: dict[str, Any], result: Any):
             fence=row.fence,
             context=context,
             current_step=1,
-            lease_expires_at=now + timedelta(seconds=600),
             now=now,
         )
         await step_store.step_finish_and_start_next(conn, row.id, 0, now)
@@ -203,7 +201,8 @@ async def test_plain_advances_are_written_with_one_update_per_table(
 ) -> None:
     """Advances waiting together are written by one UPDATE of `workflows` and one of
     `workflow_steps`, never through their bodies: each workflow gets its own context and
-    next step, step 0 completed, step 1 running with one attempt, step 2 untouched."""
+    next step (its lease untouched), step 0 completed, step 1 running with one attempt,
+    step 2 untouched."""
     committer = StepCommitter(engine.db)
     async with running_workflows(engine, probe, 4) as rows:
         updates = _updates_by_table(engine)
@@ -217,8 +216,10 @@ async def test_plain_advances_are_written_with_one_update_per_table(
         for i, row in enumerate(rows):
             after = await probe.row(row.name)
             assert (after.current_step, after.context, after.fence) == (1, {"i": i}, row.fence)
-            assert after.lease_expires_at is not None
-            assert after.lease_expires_at > utc_now() + timedelta(seconds=500)
+            # The lease is the heartbeat's to renew: a step's commit leaves it (and
+            # every other indexed column) alone.
+            assert after.lease_expires_at == row.lease_expires_at
+            assert (after.state, after.claimed_by) == (row.state, row.claimed_by)
             async with engine.db.transaction() as conn:
                 steps = await step_store.steps_get(conn, row.id)
             assert [(s.state, s.attempts) for s in steps] == [
@@ -318,9 +319,7 @@ async def test_batched_advance_finds_rows_by_index_on_mariadb(
                 before = await scanned()
                 moves = [Advance(r.id, r.fence, 0, {"i": i}) for i, r in enumerate(rows)]
                 now = utc_now()
-                moved = await workflow_store.workflows_advance_many(
-                    conn, moves, lease_expires_at=now + timedelta(seconds=600), now=now
-                )
+                moved = await workflow_store.workflows_advance_many(conn, moves, now=now)
                 await step_store.steps_finish_and_start_next_many(
                     conn, [(r.id, 0) for r in rows], now
                 )

@@ -126,10 +126,7 @@ class StepCommitter:
         if not advances:
             return await self._run_bodies(conn, batch)
         moved = await workflow_store.workflows_advance_many(
-            conn,
-            [fast.move for fast in advances],
-            lease_expires_at=max(fast.lease_expires_at for fast in advances),
-            now=max(fast.now for fast in advances),
+            conn, [fast.move for fast in advances], now=max(fast.now for fast in advances)
         )
         if moved != len(advances):
             raise _Diverged
