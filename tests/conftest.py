@@ -37,7 +37,7 @@ import secrets
 import signal
 import threading
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
@@ -49,6 +49,10 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
+
+from wfed import Engine
+from wfed.store.database import Database
+from wfed.store.migrate import upgrade
 
 _T = TypeVar("_T")
 
@@ -331,6 +335,59 @@ def postgresql_url(wfed_test_databases: TestDatabaseRegistry) -> str:
     """Async URL (``postgresql+asyncpg://…/wfed_test_<hex>``) of the session's PostgreSQL
     test database; skips (or fails when CI is set) if PostgreSQL is unreachable."""
     return wfed_test_databases.url("postgresql")
+
+
+# --- the wfed schema, and Engines on it ----------------------------------------------
+
+_upgraded: set[str] = set()
+_upgrade_lock = threading.Lock()
+
+EngineFactory = Callable[..., Engine]
+
+
+def ensure_schema(url: str) -> None:
+    """Upgrade the schema of `url` once per session (upgrade is idempotent, but slow-ish).
+
+    It runs on a private event loop in a helper thread, so it works from sync and async
+    code alike and leaves no pool bound to a test's loop.
+    """
+    with _upgrade_lock:
+        if url in _upgraded:
+            return
+
+        async def work() -> None:
+            db = Database(url)
+            try:
+                await upgrade(db)
+            finally:
+                await db.dispose()
+
+        _run_on_private_loop(work)
+        _upgraded.add(url)
+
+
+@pytest.fixture(scope="session")
+def upgrade_schema() -> Callable[[str], None]:
+    """`upgrade_schema(url)`: the wfed schema on `url`, upgraded once per session."""
+    return ensure_schema
+
+
+@pytest.fixture
+async def make_engine() -> AsyncIterator[EngineFactory]:
+    """`make_engine(url, **options)`: an Engine on an upgraded database (actor
+    `tester@host` unless given); all of them are closed after the test."""
+    engines: list[Engine] = []
+
+    def make(url: str, **options: Any) -> Engine:
+        ensure_schema(url)
+        options.setdefault("actor", "tester@host")
+        engine = Engine(url, **options)
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        await engine.close()
 
 
 # --- per-backend markers and counts ------------------------------------------------

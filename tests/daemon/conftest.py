@@ -10,17 +10,13 @@ import json
 import os
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 from daemon_harness import HERE, STEP_MODULES, WFED, DaemonFactory, DaemonProcess
 
 from wfed import Engine
-from wfed.store.database import Database
-from wfed.store.migrate import upgrade
-
-_upgraded: set[str] = set()
 
 
 @pytest.fixture
@@ -37,39 +33,32 @@ def journal(tmp_path: Path) -> Path:
     return path
 
 
-async def _with_schema(url: str) -> str:
-    if url not in _upgraded:
-        db = Database(url)
-        try:
-            await upgrade(db)
-        finally:
-            await db.dispose()
-        _upgraded.add(url)
-    return url
-
-
 @pytest.fixture
-async def schema(database_url: str) -> str:
+def schema(database_url: str, upgrade_schema: Callable[[str], None]) -> str:
     """The backend's test database with the wfed schema (upgraded once per session)."""
-    return await _with_schema(database_url)
+    upgrade_schema(database_url)
+    return database_url
 
 
 @pytest.fixture
-async def schema_mariadb(mariadb_url: str) -> str:
+def schema_mariadb(mariadb_url: str, upgrade_schema: Callable[[str], None]) -> str:
     """The MariaDB test database with the wfed schema."""
-    return await _with_schema(mariadb_url)
+    upgrade_schema(mariadb_url)
+    return mariadb_url
 
 
 @pytest.fixture
-async def schema_postgresql(postgresql_url: str) -> str:
+def schema_postgresql(postgresql_url: str, upgrade_schema: Callable[[str], None]) -> str:
     """The PostgreSQL test database with the wfed schema."""
-    return await _with_schema(postgresql_url)
+    upgrade_schema(postgresql_url)
+    return postgresql_url
 
 
 @pytest.fixture
-async def schema_sqlite(sqlite_url: str) -> str:
+def schema_sqlite(sqlite_url: str, upgrade_schema: Callable[[str], None]) -> str:
     """The SQLite test database with the wfed schema."""
-    return await _with_schema(sqlite_url)
+    upgrade_schema(sqlite_url)
+    return sqlite_url
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from wfed import Engine
 HERE = Path(__file__).parent
 WFED = str(Path(sys.executable).parent / "wfed")
 STEP_MODULES = ["wfed_test_steps"]
-_upgraded: set[str] = set()
 
 
 @dataclass

@@ -8,13 +8,10 @@ per test) never claim.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sys
-import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
@@ -23,8 +20,6 @@ import pytest
 from wfed import Engine, WorkflowState
 from wfed.clock import utc_now
 from wfed.store import workflows as workflow_store
-from wfed.store.database import Database
-from wfed.store.migrate import upgrade
 from wfed.store.rows import WorkflowRow
 
 # Importable as `stepmods.…` (see tests/stepmods/__init__.py); made sure of here so that the
@@ -38,57 +33,25 @@ ACTOR: Final = "tester@host"
 TEST_QUEUE: Final = "itest"
 OTHER_OWNER: Final = "other-daemon:4242"
 
-_upgraded: set[str] = set()
-_upgrade_lock = threading.Lock()
-
 
 def unique_name(prefix: str = "wf") -> str:
     """A workflow (or queue) name no other test uses."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-def ensure_schema(url: str) -> None:
-    """Upgrade the schema of `url` once per session (upgrade is idempotent, but slow-ish).
-
-    It runs on a private event loop in a helper thread, so it works from sync and async
-    fixtures alike and leaves no pool bound to a test's loop.
-    """
-    with _upgrade_lock:
-        if url in _upgraded:
-            return
-
-        async def work() -> None:
-            db = Database(url)
-            try:
-                await upgrade(db)
-            finally:
-                await db.dispose()
-
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wfed-test-upgrade") as pool:
-            pool.submit(lambda: asyncio.run(work())).result()
-        _upgraded.add(url)
-
-
 EngineFactory = Callable[..., Engine]
 
 
 @pytest.fixture
-async def make_engine() -> AsyncIterator[EngineFactory]:
-    """Build Engines on an upgraded database (test steps registered, actor `tester@host`
-    unless given); all of them are closed after the test."""
-    engines: list[Engine] = []
+def make_engine(make_engine: EngineFactory) -> EngineFactory:
+    """The suite's `make_engine`, with the integration tests' step modules by default."""
 
     def make(url: str, **options: Any) -> Engine:
-        ensure_schema(url)
         options.setdefault("step_modules", STEP_MODULES)
         options.setdefault("actor", ACTOR)
-        engine = Engine(url, **options)
-        engines.append(engine)
-        return engine
+        return make_engine(url, **options)
 
-    yield make
-    for engine in engines:
-        await engine.close()
+    return make
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Fixtures for the built-in step tests: process probes, a loopback HTTP server, Engines.
 
 Everything is real: subprocesses, an HTTP server on 127.0.0.1 in a thread, and the
-session's test databases (schema created with `wfed.store.migrate.upgrade`).
+session's test databases (with the wfed schema: `make_engine` in tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -20,14 +20,9 @@ from typing import Any
 import pytest
 
 from wfed import Engine
-from wfed.store.database import Database
-from wfed.store.migrate import upgrade
 
 QUEUE = "steps-test"
 """Workflows of these tests go to a queue no daemon of another test serves."""
-
-_upgraded: set[str] = set()
-
 
 # -- processes ------------------------------------------------------------------------
 
@@ -170,43 +165,14 @@ def http_base(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 # -- engines --------------------------------------------------------------------------
 
 
-async def ensure_schema(url: str) -> None:
-    if url in _upgraded:
-        return
-    db = Database(url)
-    try:
-        await upgrade(db)
-    finally:
-        await db.dispose()
-    _upgraded.add(url)
-
-
-EngineFactory = Callable[..., Awaitable[Engine]]
-
-
-@pytest.fixture
-async def make_engine() -> AsyncIterator[EngineFactory]:
-    """`await make_engine(url, **options)`: an Engine on an upgraded database (actor
-    `tester@host`); all are closed after the test."""
-    engines: list[Engine] = []
-
-    async def make(url: str, **options: Any) -> Engine:
-        await ensure_schema(url)
-        options.setdefault("actor", "tester@host")
-        engine = Engine(url, **options)
-        engines.append(engine)
-        return engine
-
-    yield make
-    for engine in engines:
-        await engine.close()
+EngineFactory = Callable[..., Engine]
 
 
 @pytest.fixture
 async def engine(sqlite_url: str, make_engine: EngineFactory) -> Engine:
     """An Engine on the session's SQLite database with the built-in and example steps;
     it notices stop requests within 0.2 s."""
-    return await make_engine(sqlite_url, step_modules=["wfed.examples"], control_interval=0.2)
+    return make_engine(sqlite_url, step_modules=["wfed.examples"], control_interval=0.2)
 
 
 CreateFn = Callable[..., Awaitable[str]]

@@ -57,7 +57,7 @@ async def test_shell_runbook_end_to_end(
     """example_definition() stops the apps, runs the command, starts them, saves output."""
     monkeypatch.chdir(tmp_path)
     url = request.getfixturevalue(f"{backend}_url")
-    engine = await make_engine(url, step_modules=["wfed.examples"])
+    engine = make_engine(url, step_modules=["wfed.examples"])
     start_apps(tmp_path / "servers")
     name = f"maint-{uuid.uuid4().hex[:12]}"
     await engine.create_workflow(name, shell_context(), example_definition(), queue="steps-test")
@@ -168,7 +168,7 @@ async def test_enqueue_sql_runs(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "wfed" / "examples").mkdir(parents=True)
     (tmp_path / "wfed" / "examples" / "appctl.py").symlink_to(APPCTL)
-    engine = await make_engine(sqlite_url, step_modules=["wfed.examples"])
+    engine = make_engine(sqlite_url, step_modules=["wfed.examples"])
     name = f"maint-{uuid.uuid4().hex[:12]}"
     sql = ENQUEUE_SQL.read_text().replace("'maint-example-1'", f"'{name}'")
     raw = create_async_engine(sqlite_url)

@@ -393,7 +393,7 @@ async def test_stop_kills_the_running_step_group(
     )
     running = asyncio.create_task(engine.run(name))
     pids = await procs.pids(pidfile)
-    operator = await make_engine(sqlite_url)
+    operator = make_engine(sqlite_url)
     await operator.stop(name, reason="wrong servers")
     with pytest.raises(WorkflowHalted, match="stopped"):
         async with asyncio.timeout(20):
