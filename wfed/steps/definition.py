@@ -24,7 +24,7 @@ from wfed.errors import InvalidDefinition
 from wfed.steps.base import Step
 from wfed.steps.registry import StepRegistry
 from wfed.steps.template import is_reference
-from wfed.store.schema import UnreadableJson
+from wfed.unreadable_json import UnreadableJson
 
 
 @dataclass(frozen=True)

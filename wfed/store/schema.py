@@ -34,6 +34,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 from wfed.states import Request, StepState, WorkflowState
+from wfed.unreadable_json import UnreadableJson
 
 metadata = MetaData(
     naming_convention={
@@ -49,12 +50,6 @@ Id = BigInteger().with_variant(Integer(), "sqlite")
 # Microseconds matter for leases and ordering; MySQL's DATETIME drops them unless asked.
 # All timestamps are naive UTC.
 Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-
-
-class UnreadableJson(str):
-    """A JSON column's text that does not parse (only SQLite lets such text in)."""
-
-    __slots__ = ()
 
 
 class _SQLiteJson(TypeDecorator[Any]):
