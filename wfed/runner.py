@@ -268,13 +268,13 @@ class WorkflowRunner:
             # Lock the workflow row first (checking the fence): inserting step rows takes a
             # shared lock on it for the foreign key, and upgrading that lock later would
             # deadlock against the heartbeat renewing this daemon's leases.
-            await self._must(conn, {"lease_expires_at": self._next_expiry()})
+            requested = await self._lock_for_start(conn, row.requested)
             rows = await step_store.steps_get(conn, row.id)
             started = False
             if not rows:
                 # A first run: the current step is created running, unless the
                 # workflow ends here (a waiting request, or nothing left to run).
-                started = row.requested is None and row.current_step < len(plans)
+                started = requested is None and row.current_step < len(plans)
                 await step_store.steps_insert(
                     conn,
                     row.id,
@@ -290,8 +290,8 @@ class WorkflowRunner:
                     "(was `steps` edited after the workflow started?); "
                     "`wfectl restart --from-step 0` rebuilds them"
                 )
-            if row.requested is not None:
-                return await self._honour_request(conn, row.requested, None, context)
+            if requested is not None:
+                return await self._honour_request(conn, requested, None, context)
             position = row.current_step
             if position >= len(plans):
                 await self._complete(conn, context, None)
@@ -318,9 +318,33 @@ class WorkflowRunner:
         position, attempts = prepared
         return plans, context, position, attempts
 
+    async def _lock_for_start(
+        self, conn: AsyncConnection, requested: Request | None
+    ) -> Request | None:
+        """Lock the workflow row (checking the fence, renewing the lease) and return the
+        request waiting on it. One written guard covers the usual case; only when it
+        fails (a pause or stop requested since the claim read the row, or the lease
+        lost) is the row read again, so a request committed before the first step
+        starts is always honoured."""
+        values = {"lease_expires_at": self._next_expiry()}
+        if requested is None and await self._guarded(conn, values, unrequested=True):
+            return None
+        await self._must(conn, values)
+        current = await workflow_store.workflow_get_by_id(conn, self.workflow.id)
+        return current.requested if current is not None else None
+
     def _lease_committed(self) -> None:
         if self._uncommitted_expiry is not None:
             self.lease_expires_at = self._uncommitted_expiry
+
+    def _renewal_due(self) -> datetime | None:
+        """A renewed lease end for a step commit, once half of the lease is spent: the
+        heartbeat renews leases but skips rows a step commit holds, so a workflow
+        whose row it kept finding locked renews its own; otherwise None."""
+        half = timedelta(seconds=self.lease_seconds / 2)
+        if self.clock() < self.lease_expires_at - half:
+            return None
+        return self._next_expiry()
 
     def _next_expiry(self) -> datetime:
         """A renewed lease end for the write being built; it counts once committed."""
@@ -524,6 +548,7 @@ class WorkflowRunner:
                 context=context,
                 current_step=nxt,
                 now=self.clock(),
+                lease_expires_at=self._renewal_due(),
             )
             if not advanced:
                 current = await workflow_store.workflow_get_by_id(conn, self.workflow.id)
@@ -543,7 +568,15 @@ class WorkflowRunner:
         def fast() -> FastAdvance:
             move = Advance(self.workflow.id, self.fence, plan.position, context)
             result = (context, nxt, self._prior_attempts[nxt] + 1)
-            return FastAdvance(move, self.clock(), result)
+            return FastAdvance(
+                move,
+                self.clock(),
+                result,
+                lease_expires_at=self._renewal_due(),
+                # Asked again when the batch is built: a release requested meanwhile
+                # (shutdown) must hand the workflow back instead of starting a step.
+                applies=lambda: not self._release_requested and not self._lost,
+            )
 
         # Only the plain advance has a batched form; the body decides everything else.
         plain = nxt < plans_total and forced is None and not self._release_requested

@@ -9,7 +9,7 @@ The daemon's implementation is `wfed.daemon.committer.StepCommitter`; without on
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -23,12 +23,16 @@ Body = Callable[[AsyncConnection], Awaitable[Any]]
 @dataclass(frozen=True)
 class FastAdvance:
     """A body's effect when its guard holds: write `move` (with this timestamp, or a
-    later one) and hand back `result`. When the guard fails the body runs instead and
-    decides what the failure means."""
+    later one; and a lease ending at `lease_expires_at` or later, if given) and hand back
+    `result`. When the guard fails the body runs instead and decides what the failure
+    means. `applies` is asked again when the batch is built: a runner told to release
+    its workflow meanwhile wants its body to run, not the advance."""
 
     move: Advance
     now: datetime
     result: Any
+    lease_expires_at: datetime | None = None
+    applies: Callable[[], bool] = field(default=lambda: True)
 
 
 class Committer(Protocol):

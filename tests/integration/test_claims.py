@@ -362,3 +362,27 @@ async def test_claimable_answers_exactly_what_a_claim_would_find(
             await conn.rollback()
     assert (found_pending, found_expired) == (pending, expired)
     assert (bool(claimed_pending), bool(claimed_expired)) == (pending, expired)
+
+
+async def test_a_rescue_leaves_alone_the_workflows_the_rescuer_still_runs(
+    engine: Engine, new_name
+) -> None:
+    """Expired leases in `exclude` (workflows the claiming daemon's own runners still
+    hold) are not taken over; other expired ones are."""
+    queue = new_name("rescue-own")
+    now = utc_now()
+    expired = {
+        "queue": queue,
+        "state": S.RUNNING,
+        "claimed_by": "rescuer",
+        "lease_expires_at": now - timedelta(seconds=5),
+        "fence": 2,
+    }
+    rows = [{"name": new_name("mine"), **expired}, {"name": new_name("theirs"), **expired}]
+    async with rows_in_queues(engine.db, rows) as (mine, theirs):
+        async with engine.db.transaction() as conn:
+            rescued = await workflow_store.workflow_claim_expired(
+                conn, owner="rescuer", queues=[queue], limit=10, now=now, lease=30, exclude=[mine]
+            )
+        assert [row.id for row in rescued] == [theirs]
+        assert (await rows_of(engine.db, [mine]))[mine].fence == 2

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -329,3 +330,72 @@ async def test_batched_advance_finds_rows_by_index_on_mariadb(
     finally:
         async with engine.db.transaction() as conn:
             await conn.execute(text("DELETE FROM workflows WHERE queue = :q"), {"q": filler})
+
+
+async def test_an_advance_that_no_longer_applies_runs_its_body(
+    engine: Engine, probe: Probe
+) -> None:
+    """An advance whose runner was told to release its workflow after queueing it (its
+    `applies()` is now false) is not written in the batch: its body runs instead, while
+    the other advances are still batched."""
+    committer = StepCommitter(engine.db)
+    async with running_workflows(engine, probe, 2) as (released, plain):
+
+        async def release(conn: AsyncConnection) -> str:
+            return "body"
+
+        withdrawn = _fast(released, {"n": 1}, "fast")
+        withdrawn = FastAdvance(withdrawn.move, withdrawn.now, "fast", applies=lambda: False)
+        outcome = await _run_batch(
+            committer,
+            [
+                committer.run(released.id, release, withdrawn),
+                committer.run(plain.id, _never, _fast(plain, {"n": 2}, "fast")),
+            ],
+        )
+        assert outcome == ["body", "fast"]
+        assert committer.diverged == 0
+        assert (await probe.row(released.name)).current_step == 0
+        assert (await probe.row(plain.name)).current_step == 1
+
+
+async def test_a_half_spent_lease_is_renewed_with_the_batch(engine: Engine, probe: Probe) -> None:
+    """An advance that asks for a renewed lease (its heartbeat kept finding the row
+    locked) gets it in the batched write, and so do the other rows of that batch (a
+    later end than their runners count on is the safe side)."""
+    committer = StepCommitter(engine.db)
+    async with running_workflows(engine, probe, 2) as (renewing, other):
+        new_end = utc_now() + timedelta(hours=2)
+        asked = _fast(renewing, {}, "renewed")
+        asked = FastAdvance(asked.move, asked.now, "renewed", lease_expires_at=new_end)
+        outcome = await _run_batch(
+            committer,
+            [
+                committer.run(renewing.id, _never, asked),
+                committer.run(other.id, _never, _fast(other, {}, "plain")),
+            ],
+        )
+        assert outcome == ["renewed", "plain"]
+        for row in (renewing, other):
+            after = await probe.row(row.name)
+            assert after.lease_expires_at is not None
+            assert after.lease_expires_at > utc_now() + timedelta(minutes=100)
+
+
+async def test_a_runner_gone_before_its_batch_gets_nothing_written(
+    engine: Engine, probe: Probe
+) -> None:
+    """A runner cancelled (shutdown) while its advance waited: the batch writes the
+    others and leaves its workflow as it was."""
+    committer = StepCommitter(engine.db)
+    async with running_workflows(engine, probe, 2) as (gone, kept):
+        cancelled = asyncio.ensure_future(committer.run(gone.id, _never, _fast(gone, {}, "x")))
+        await asyncio.sleep(0)  # it is waiting in the committer now
+        cancelled.cancel()
+        outcome = await _run_batch(
+            committer, [committer.run(kept.id, _never, _fast(kept, {}, "kept"))]
+        )
+        assert outcome == ["kept"]
+        assert cancelled.cancelled()
+        assert (await probe.row(gone.name)).current_step == 0
+        assert (await probe.row(kept.name)).current_step == 1

@@ -13,6 +13,7 @@ import pytest
 
 from wfed import Engine, InvalidTransition, StepError, WorkflowState
 from wfed.clock import utc_now
+from wfed.runner import Outcome, WorkflowRunner
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
 
@@ -191,3 +192,30 @@ async def test_claim_by_id_refuses_a_live_lease(engine: Engine, create, probe) -
             )
         assert claimed is False
         assert await probe.row(name) == held
+
+
+async def test_a_pause_committed_after_the_claim_is_honoured_before_the_first_step(
+    engine: Engine, create, probe
+) -> None:
+    """A pause requested between the claim (whose row said: no request) and the
+    runner's first transaction is seen by that transaction: the workflow is paused and
+    no step has started."""
+    name = await create(["noop", "noop"])
+    row = await probe.row(name)
+    async with engine.db.transaction() as conn:
+        assert await workflow_store.workflow_claim_by_id(
+            conn, row.id, owner="runner@test", now=utc_now(), lease=60
+        )
+    claimed = await probe.row(name)
+    assert claimed.requested is None
+    await engine.pause(name, reason="changed my mind")
+
+    runner = WorkflowRunner(
+        engine.db, engine.registry, claimed, actor="runner@test", lease_seconds=60
+    )
+    result = await runner.run()
+
+    assert result.outcome is Outcome.PAUSED
+    paused = await engine.get(name)
+    assert paused.state is WorkflowState.PAUSED
+    assert [step.attempts for step in paused.steps] == [0, 0]

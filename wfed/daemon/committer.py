@@ -13,11 +13,12 @@ owner), that transaction is rolled back and the batch runs again body by body, w
 runner's own code decides what the guard failure means. Nothing is written twice: the
 rolled-back transaction left no trace.
 
-Bodies run in workflow id order — the order in which the heartbeat's one-statement lease
-renewal locks rows — so a batch and a heartbeat never deadlock on each other. A body may
-raise a wfed error (a lost lease) only before it has written anything; that error goes to
-its runner alone. A database error aborts the batch, and every runner in it retries on
-its own terms (outage backoff, lease expiry).
+A batch locks its advances' rows first, then runs the other bodies in workflow id order.
+The heartbeat and the claims skip locked rows, so they never wait on a batch; two batches
+never share a workflow. A body may raise a wfed error (a lost lease) only before it has
+written anything; that error goes to its runner alone. A runner gone by the time its
+turn comes (cancelled at shutdown) gets nothing written. A database error aborts the
+batch, and every runner in it retries on its own terms (outage backoff, lease expiry).
 """
 
 from __future__ import annotations
@@ -92,17 +93,15 @@ class StepCommitter:
             await self._commit(sorted(batch, key=lambda item: item.workflow_id))
 
     async def _commit(self, batch: list[_Waiting]) -> None:
-        # A runner gone meanwhile (shutdown) gets nothing written for it.
-        live = [item for item in batch if not item.future.cancelled()]
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
             try:
                 async with self.db.transaction() as conn:
-                    outcomes = await self._run_batched(conn, live)
+                    outcomes = await self._run_batched(conn, batch)
             except _Diverged:
                 self.diverged += 1
                 async with self.db.transaction() as conn:
-                    outcomes = await self._run_bodies(conn, live)
+                    outcomes = await self._run_bodies(conn, batch)
         except Exception as exc:  # the transaction failed: every body in it failed
             for item in batch:
                 if not item.future.done():
@@ -122,21 +121,32 @@ class StepCommitter:
         self, conn: AsyncConnection, batch: list[_Waiting]
     ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
         """All advances as one UPDATE per table, then the other bodies one by one."""
-        advances = [item.fast for item in batch if item.fast is not None]
-        if not advances:
+        batch = [item for item in batch if not item.future.cancelled()]
+        fast = [item for item in batch if item.fast is not None and item.fast.applies()]
+        if not fast:
             return await self._run_bodies(conn, batch)
+        advances = [item.fast for item in fast if item.fast is not None]
+        now = max(advance.now for advance in advances)
+        # A lease renewed by one advance is renewed for the whole batch (to the latest
+        # end asked for): longer than its runner counts on, which is the safe side.
+        leases = [advance.lease_expires_at for advance in advances if advance.lease_expires_at]
         moved = await workflow_store.workflows_advance_many(
-            conn, [fast.move for fast in advances], now=max(fast.now for fast in advances)
+            conn,
+            [advance.move for advance in advances],
+            now=now,
+            lease_expires_at=max(leases) if leases else None,
         )
         if moved != len(advances):
             raise _Diverged
         await step_store.steps_finish_and_start_next_many(
-            conn,
-            [(fast.move.workflow_id, fast.move.position) for fast in advances],
-            max(fast.now for fast in advances),
+            conn, [(advance.move.workflow_id, advance.move.position) for advance in advances], now
         )
-        outcomes = [(item.future, item.fast.result, None) for item in batch if item.fast]
-        others = [item for item in batch if item.fast is None]
+        outcomes = [
+            (item.future, advance.result, None)
+            for item, advance in zip(fast, advances, strict=True)
+        ]
+        advanced = {id(item) for item in fast}
+        others = [item for item in batch if id(item) not in advanced]
         return outcomes + await self._run_bodies(conn, others)
 
     @staticmethod
@@ -145,6 +155,8 @@ class StepCommitter:
     ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         for item in batch:
+            if item.future.cancelled():
+                continue  # its runner is gone (shutdown): write nothing for it
             try:
                 outcomes.append((item.future, await item.body(conn), None))
             except WfedError as exc:

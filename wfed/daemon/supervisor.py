@@ -150,6 +150,14 @@ class Daemon:
             for task in self._tasks.values():
                 task.cancel()
 
+    @property
+    def _query_limit(self) -> float | None:
+        """How long a claim or heartbeat may take. One that hangs (packets silently
+        dropped, no error) must not outlive the leases it is meant to renew, nor stall
+        the poller. SQLite has no network; there a slow one is waiting its turn for the
+        write lock, and cutting it short would only hurt."""
+        return None if self.db.backend == "sqlite" else self.settings.lease / 2
+
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -240,11 +248,12 @@ class Daemon:
                 await self._wait_any(self._slot_freed, self.settings.poll_interval)
                 continue
             try:
-                claimed = []
-                if not idle or await self._claimable(expired=False):
-                    claimed = await self._claim(free, expired=False)
-            except OUTAGE_ERRORS as exc:
-                if not is_outage(exc):
+                async with asyncio.timeout(self._query_limit):
+                    claimed = []
+                    if not idle or await self._claimable(expired=False):
+                        claimed = await self._claim(free, expired=False)
+            except (*OUTAGE_ERRORS, TimeoutError) as exc:
+                if not (isinstance(exc, TimeoutError) or is_outage(exc)):
                     raise
                 delay = await self._outage("claim", exc, delay)
                 continue
@@ -277,11 +286,12 @@ class Daemon:
             if free <= 0:
                 continue
             try:
-                rescued = []
-                if await self._claimable(expired=True):
-                    rescued = await self._claim(free, expired=True)
-            except OUTAGE_ERRORS as exc:
-                if not is_outage(exc):
+                async with asyncio.timeout(self._query_limit):
+                    rescued = []
+                    if await self._claimable(expired=True):
+                        rescued = await self._claim(free, expired=True)
+            except (*OUTAGE_ERRORS, TimeoutError) as exc:
+                if not (isinstance(exc, TimeoutError) or is_outage(exc)):
                     raise
                 delay = await self._outage("rescue", exc, delay)
                 continue
@@ -297,15 +307,19 @@ class Daemon:
             )
 
     async def _claim(self, limit: int, *, expired: bool) -> list[WorkflowRow]:
-        claim = (
-            workflow_store.workflow_claim_expired
-            if expired
-            else workflow_store.workflow_claim_pending
-        )
-
         async def attempt() -> list[WorkflowRow]:
             async with self.db.transaction() as conn:
-                return await claim(
+                if expired:
+                    return await workflow_store.workflow_claim_expired(
+                        conn,
+                        owner=self.id,
+                        queues=self.settings.queues,
+                        limit=limit,
+                        now=self.clock(),
+                        lease=self.settings.lease,
+                        exclude=list(self.runners),
+                    )
+                return await workflow_store.workflow_claim_pending(
                     conn,
                     owner=self.id,
                     queues=self.settings.queues,
@@ -368,10 +382,7 @@ class Daemon:
         if watchdog is not None:
             interval = min(interval, watchdog)
         delay = interval
-        # A heartbeat that hangs (packets silently dropped, no error) must not outlive the
-        # leases it is meant to renew. SQLite has no network; there a slow heartbeat is
-        # one waiting its turn for the write lock, and cutting it short would only hurt.
-        limit = None if self.db.backend == "sqlite" else self.settings.lease / 2
+        limit = self._query_limit
         while not await self._wait(self._finished, delay):
             if watchdog is not None:
                 # The watchdog guards against a wedged event loop, not a database away:

@@ -107,6 +107,8 @@ def create_engine(
         options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
     elif backend == "postgresql":
         options.update(pool_size=pool_size, max_overflow=overflow)
+        # A connection idle for an hour may have been dropped by a firewall on the way.
+        options["pool_recycle"] = 3600
         if autocommit:
             options["isolation_level"] = "AUTOCOMMIT"
         # asyncpg waits 60 s for a connection by default.

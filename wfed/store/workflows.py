@@ -152,16 +152,18 @@ def _guarded_update(
 
 
 # The statement of the hot path, built once: constructing a statement and its cache key
-# costs more CPU than executing it (one per step of every workflow). It sets no indexed
-# column: the lease is renewed by the owner's heartbeat, not by every step, so a step's
-# commit maintains no secondary index (which, with a large history, would no longer be
-# in the buffer pool).
+# costs more CPU than executing it (one per step of every workflow). Its usual form sets
+# no indexed column: the owner's heartbeat renews the lease, so a step's commit maintains
+# no secondary index (which, with a large history, would no longer be in the buffer
+# pool). Only a runner whose lease is half spent (its heartbeat kept finding the row
+# locked) renews it with its step.
 _ADVANCE = (
     update(workflows)
     .where(
         W.id == bindparam("b_id"),
         W.state == WorkflowState.RUNNING,
         W.fence == bindparam("b_fence"),
+        W.current_step == bindparam("b_position"),
         W.requested.is_(None),
     )
     .values(
@@ -170,6 +172,7 @@ _ADVANCE = (
         updated_at=bindparam("b_now"),
     )
 )
+_ADVANCE_RENEWING = _ADVANCE.values(lease_expires_at=bindparam("b_lease_expires_at"))
 
 
 async def workflow_advance(
@@ -180,19 +183,24 @@ async def workflow_advance(
     context: dict[str, Any],
     current_step: int,
     now: datetime,
+    lease_expires_at: datetime | None = None,
 ) -> bool:
-    """Move a running workflow to its next step, saving the context, unless its owner
-    changed (fence) or a pause/stop request waits (then False)."""
-    result = await conn.execute(
-        _ADVANCE,
-        {
-            "b_id": workflow_id,
-            "b_fence": fence,
-            "b_context": context,
-            "b_current_step": current_step,
-            "b_now": now,
-        },
-    )
+    """Move a running workflow from step `current_step - 1` to `current_step`, saving the
+    context (and renewing the lease, if given), unless its owner changed (fence), it is
+    at another step, or a pause/stop request waits (then False)."""
+    params = {
+        "b_id": workflow_id,
+        "b_fence": fence,
+        "b_position": current_step - 1,
+        "b_context": context,
+        "b_current_step": current_step,
+        "b_now": now,
+    }
+    if lease_expires_at is None:
+        result = await conn.execute(_ADVANCE, params)
+    else:
+        params["b_lease_expires_at"] = lease_expires_at
+        result = await conn.execute(_ADVANCE_RENEWING, params)
     return result.rowcount == 1
 
 
@@ -207,7 +215,7 @@ class Advance:
 
 
 @cache
-def _advance_many(size: int) -> Update:
+def _advance_many(size: int, renewing: bool) -> Update:
     """The batched form of `_ADVANCE` for `size` workflows, built once per size (a batch
     holds at most a committer's max_batch). Each row is guarded by its own fence and
     current step; the id list lets every database find the rows by primary key. Plain
@@ -220,7 +228,7 @@ def _advance_many(size: int) -> Update:
             *[(ids[i], bindparam(f"{name}_{i}", type_=type_)) for i in range(size)], value=W.id
         )
 
-    return (
+    statement = (
         update(workflows)
         .where(
             W.id.in_(ids),
@@ -235,6 +243,9 @@ def _advance_many(size: int) -> Update:
             updated_at=bindparam("b_now"),
         )
     )
+    if renewing:
+        statement = statement.values(lease_expires_at=bindparam("b_lease_expires_at"))
+    return statement
 
 
 async def workflows_advance_many(
@@ -242,16 +253,20 @@ async def workflows_advance_many(
     moves: Sequence[Advance],
     *,
     now: datetime,
+    lease_expires_at: datetime | None = None,
 ) -> int:
-    """`workflow_advance` for many workflows in one statement; returns how many rows
-    matched their guard (all of them, unless an owner changed or a request waits)."""
+    """`workflow_advance` for many workflows in one statement (renewing all their leases
+    to `lease_expires_at`, if given); returns how many rows matched their guard (all of
+    them, unless an owner changed or a request waits)."""
     params: dict[str, Any] = {"b_now": now}
+    if lease_expires_at is not None:
+        params["b_lease_expires_at"] = lease_expires_at
     for i, move in enumerate(moves):
         params[f"b_id_{i}"] = move.workflow_id
         params[f"b_fence_{i}"] = move.fence
         params[f"b_position_{i}"] = move.position
         params[f"b_context_{i}"] = move.context
-    result = await conn.execute(_advance_many(len(moves)), params)
+    result = await conn.execute(_advance_many(len(moves), lease_expires_at is not None), params)
     return int(result.rowcount)
 
 
@@ -354,11 +369,17 @@ async def workflow_claim_expired(
     limit: int,
     now: datetime,
     lease: float,
+    exclude: Sequence[int] = (),
 ) -> list[WorkflowRow]:
-    """Claim up to `limit` running workflows whose owner's lease expired (recovery)."""
+    """Claim up to `limit` running workflows whose owner's lease expired (recovery),
+    except the workflows in `exclude` (those the claiming daemon still runs itself: its
+    own runner has to give such a workflow up before anyone may take it over)."""
+    conditions = _lease_expired(queues, now)
+    if exclude:
+        conditions.append(W.id.not_in(list(exclude)))
     query = (
         select(workflows)
-        .where(*_lease_expired(queues, now))
+        .where(*conditions)
         .order_by(W.lease_expires_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -408,8 +429,8 @@ class Held:
     fence: int
     request: Request | None
     renewed: bool
-    """False when another transaction held the row (e.g. this daemon's own step commit,
-    which renews the lease itself): renewed next time."""
+    """False when another transaction held the row (e.g. this daemon's own step commit):
+    renewed next time, or by the runner's next step once its lease is half spent."""
 
 
 async def workflow_renew_owned(
