@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -307,19 +308,17 @@ class Daemon:
             )
 
     async def _claim(self, limit: int, *, expired: bool) -> list[WorkflowRow]:
+        # A rescue leaves alone the workflows this daemon's runners still hold: such a
+        # runner must give its workflow up (lease expired on its own clock) first.
+        claim = (
+            functools.partial(workflow_store.workflow_claim_expired, exclude=list(self.runners))
+            if expired
+            else workflow_store.workflow_claim_pending
+        )
+
         async def attempt() -> list[WorkflowRow]:
             async with self.db.transaction() as conn:
-                if expired:
-                    return await workflow_store.workflow_claim_expired(
-                        conn,
-                        owner=self.id,
-                        queues=self.settings.queues,
-                        limit=limit,
-                        now=self.clock(),
-                        lease=self.settings.lease,
-                        exclude=list(self.runners),
-                    )
-                return await workflow_store.workflow_claim_pending(
+                return await claim(
                     conn,
                     owner=self.id,
                     queues=self.settings.queues,
