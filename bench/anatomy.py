@@ -24,7 +24,7 @@ from typing import Any, Final
 from bench.context import Bench
 from bench.daemons import DaemonSettings
 from bench.idle import proxied
-from bench.queries import enqueue_series, run_window, wait_queue_done
+from bench.queries import run_window, wait_queue_done
 from bench.wire import ROUND_TRIPS, WireCounter
 
 SAMPLE_RATE: Final = 100
@@ -124,15 +124,7 @@ def py_spy() -> str | None:
 
 
 async def _batch(bench: Bench, queue: str, workflows: int) -> None:
-    async with bench.engine.begin() as conn:
-        await enqueue_series(
-            conn,
-            bench.backend.name,
-            prefix=f"{queue}-",
-            count=workflows,
-            steps=["noop"] * bench.sizes.steps_per_workflow,
-            queue=queue,
-        )
+    await bench.enqueue(queue, workflows, ["noop"] * bench.sizes.steps_per_workflow)
     await wait_queue_done(bench.engine, queue, bench.sizes.run_timeout)
 
 

@@ -6,11 +6,13 @@ import itertools
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.daemons import DaemonPool
 from bench.databases import Backend
+from bench.queries import enqueue_series
 
 # Every workload's key, in the order a run takes them (`--workloads` picks some).
 WORKLOADS = (
@@ -114,3 +116,10 @@ class Bench:
     def queue(self, purpose: str) -> str:
         """A queue of this workload's own: daemons of one never see another's rows."""
         return f"{purpose}-{self.run_id}-{next(self._counter)}"
+
+    async def enqueue(self, queue: str, count: int, steps: list[Any]) -> None:
+        """`count` pending workflows `<queue>-1…` of `steps` in `queue`, in one INSERT."""
+        async with self.engine.begin() as conn:
+            await enqueue_series(
+                conn, self.backend.name, prefix=f"{queue}-", count=count, steps=steps, queue=queue
+            )

@@ -21,7 +21,7 @@ from sqlalchemy import func, select, update
 
 from bench.context import Bench
 from bench.daemons import DaemonSettings
-from bench.queries import S, W, enqueue_series, in_queue
+from bench.queries import S, W, in_queue
 from bench.stats import summary, utc_now
 from wfed.store.schema import workflow_steps, workflows
 
@@ -146,23 +146,8 @@ async def control_latency(bench: Bench) -> dict[str, Any]:
     ]
     try:
         await asyncio.gather(*(daemon.wait_ready() for daemon in daemons))
-        async with bench.engine.begin() as conn:
-            await enqueue_series(
-                conn,
-                bench.backend.name,
-                prefix=f"{pause_queue}-",
-                count=count,
-                steps=pause_steps,
-                queue=pause_queue,
-            )
-            await enqueue_series(
-                conn,
-                bench.backend.name,
-                prefix=f"{stop_queue}-",
-                count=count,
-                steps=["sleep60"],
-                queue=stop_queue,
-            )
+        await bench.enqueue(pause_queue, count, pause_steps)
+        await bench.enqueue(stop_queue, count, ["sleep60"])
         await _wait_state(bench, pause_queue, ["running"], count)
         await _wait_state(bench, stop_queue, ["running"], count)
         rng = random.Random(bench.run_id)

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bench.context import Bench
 from bench.databases import bench_database
-from bench.queries import W, enqueue_series, insert_history
+from bench.queries import W, insert_history
 from bench.stats import percentile, utc_now
 from bench.throughput import run_queue
 from wfed.states import WorkflowState
@@ -147,15 +147,7 @@ async def _claim_queue(bench: Bench) -> str:
     """A queue of `max_workflows` pending rows for the claim probe (never claimed: each
     probe rolls back)."""
     queue = bench.queue("claim")
-    async with bench.engine.begin() as conn:
-        await enqueue_series(
-            conn,
-            bench.backend.name,
-            prefix=f"{queue}-",
-            count=bench.sizes.max_workflows,
-            steps=["noop"],
-            queue=queue,
-        )
+    await bench.enqueue(queue, bench.sizes.max_workflows, ["noop"])
     return queue
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from bench.context import Bench
 from bench.daemons import DaemonSettings
-from bench.queries import S, W, enqueue_series
+from bench.queries import S, W
 from wfed.store.schema import workflow_steps, workflows
 
 START_TIMEOUT = 120.0
@@ -36,15 +36,7 @@ async def memory(bench: Bench) -> dict[str, Any]:
     try:
         idle_rss = daemon.rss_bytes()
         started = time.perf_counter()
-        async with bench.engine.begin() as conn:
-            await enqueue_series(
-                conn,
-                bench.backend.name,
-                prefix=f"{queue}-",
-                count=count,
-                steps=["sleep60"],
-                queue=queue,
-            )
+        await bench.enqueue(queue, count, ["sleep60"])
         deadline = started + START_TIMEOUT
         while (running := await _running_steps(bench, queue)) < count:
             if time.perf_counter() > deadline or not daemon.alive():

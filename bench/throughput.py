@@ -9,7 +9,7 @@ from typing import Any
 
 from bench.context import Bench
 from bench.daemons import DaemonSettings
-from bench.queries import enqueue_series, run_window, wait_queue_done
+from bench.queries import run_window, wait_queue_done
 
 
 async def run_queue(
@@ -24,15 +24,7 @@ async def run_queue(
     started = await bench.daemons.start_many(bench.url, settings, daemons)
     try:
         enqueue_started = time.perf_counter()
-        async with bench.engine.begin() as conn:
-            await enqueue_series(
-                conn,
-                bench.backend.name,
-                prefix=f"{queue}-",
-                count=count,
-                steps=["noop"] * sizes.steps_per_workflow,
-                queue=queue,
-            )
+        await bench.enqueue(queue, count, ["noop"] * sizes.steps_per_workflow)
         enqueue_seconds = time.perf_counter() - enqueue_started
         progress = await wait_queue_done(bench.engine, queue, sizes.run_timeout)
         async with bench.engine.connect() as conn:

@@ -121,11 +121,23 @@ class StepCommitter:
         self, conn: AsyncConnection, batch: list[_Waiting]
     ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
         """All advances as one UPDATE per table, then the other bodies one by one."""
-        batch = [item for item in batch if not item.future.cancelled()]
-        fast = [item for item in batch if item.fast is not None and item.fast.applies()]
-        if not fast:
-            return await self._run_bodies(conn, batch)
-        advances = [item.fast for item in fast if item.fast is not None]
+        fast: list[tuple[_Waiting, FastAdvance]] = []
+        others: list[_Waiting] = []
+        for item in batch:
+            if item.future.cancelled():
+                continue  # its runner is gone (shutdown): write nothing for it
+            if item.fast is not None and item.fast.applies():
+                fast.append((item, item.fast))
+            else:
+                others.append(item)
+        if fast:
+            await self._advance(conn, [advance for _, advance in fast])
+        outcomes = [(item.future, advance.result, None) for item, advance in fast]
+        return outcomes + await self._run_bodies(conn, others)
+
+    @staticmethod
+    async def _advance(conn: AsyncConnection, advances: list[FastAdvance]) -> None:
+        """Write the advances with one UPDATE per table; _Diverged if a guard failed."""
         now = max(advance.now for advance in advances)
         # A lease renewed by one advance is renewed for the whole batch (to the latest
         # end asked for): longer than its runner counts on, which is the safe side.
@@ -141,13 +153,6 @@ class StepCommitter:
         await step_store.steps_finish_and_start_next_many(
             conn, [(advance.move.workflow_id, advance.move.position) for advance in advances], now
         )
-        outcomes = [
-            (item.future, advance.result, None)
-            for item, advance in zip(fast, advances, strict=True)
-        ]
-        advanced = {id(item) for item in fast}
-        others = [item for item in batch if id(item) not in advanced]
-        return outcomes + await self._run_bodies(conn, others)
 
     @staticmethod
     async def _run_bodies(

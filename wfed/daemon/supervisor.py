@@ -49,6 +49,14 @@ DEAD_DAEMON_KEPT = timedelta(days=1)
 PRUNE_INTERVAL = 3600.0
 
 
+# What a database loop rides out: an outage, or a query that outlived `_query_limit`.
+LOOP_ERRORS = (*OUTAGE_ERRORS, TimeoutError)
+
+
+def _ridden_out(exc: BaseException) -> bool:
+    return isinstance(exc, TimeoutError) or is_outage(exc)
+
+
 def _describe(exc: BaseException) -> str:
     """One line for the log: the first line of the message, or the error's type."""
     lines = str(exc).strip().splitlines()
@@ -253,8 +261,8 @@ class Daemon:
                     claimed = []
                     if not idle or await self._claimable(expired=False):
                         claimed = await self._claim(free, expired=False)
-            except (*OUTAGE_ERRORS, TimeoutError) as exc:
-                if not (isinstance(exc, TimeoutError) or is_outage(exc)):
+            except LOOP_ERRORS as exc:
+                if not _ridden_out(exc):
                     raise
                 delay = await self._outage("claim", exc, delay)
                 continue
@@ -291,8 +299,8 @@ class Daemon:
                     rescued = []
                     if await self._claimable(expired=True):
                         rescued = await self._claim(free, expired=True)
-            except (*OUTAGE_ERRORS, TimeoutError) as exc:
-                if not (isinstance(exc, TimeoutError) or is_outage(exc)):
+            except LOOP_ERRORS as exc:
+                if not _ridden_out(exc):
                     raise
                 delay = await self._outage("rescue", exc, delay)
                 continue
@@ -390,8 +398,8 @@ class Daemon:
             try:
                 async with asyncio.timeout(limit):
                     await self._beat()
-            except (*OUTAGE_ERRORS, TimeoutError) as exc:
-                if not (isinstance(exc, TimeoutError) or is_outage(exc)):
+            except LOOP_ERRORS as exc:
+                if not _ridden_out(exc):
                     raise
                 # Back off, but look at the leases often enough to drop an expired one
                 # soon after it ends (see the finally below).

@@ -112,48 +112,12 @@ async def step_finish(
     )
 
 
-_FINISH_AND_START = (
-    update(workflow_steps)
-    .where(
-        S.workflow_id == bindparam("b_workflow_id"),
-        S.position.in_([bindparam("b_position"), bindparam("b_next")]),
-    )
-    .values(
-        state=case(
-            (S.position == bindparam("b_position"), StepState.COMPLETED.value),
-            else_=StepState.RUNNING.value,
-        ),
-        attempts=case((S.position == bindparam("b_next"), S.attempts + 1), else_=S.attempts),
-        started_at=case(
-            (S.position == bindparam("b_next"), bindparam("b_now")), else_=S.started_at
-        ),
-        finished_at=case((S.position == bindparam("b_position"), bindparam("b_now")), else_=None),
-        error=None,
-    )
-)
-
-
-async def step_finish_and_start_next(
-    conn: AsyncConnection, workflow_id: int, position: int, now: datetime
-) -> None:
-    """Complete step `position` and start step `position + 1` in one statement (built
-    once: it runs for every step)."""
-    await conn.execute(
-        _FINISH_AND_START,
-        {
-            "b_workflow_id": workflow_id,
-            "b_position": position,
-            "b_next": position + 1,
-            "b_now": now,
-        },
-    )
-
-
 @cache
 def _finish_and_start_many(size: int) -> Update:
-    """`_FINISH_AND_START` for `size` workflows (see workflows._advance_many), built once
-    per size. `done` is, per row, the position its workflow just completed; the id list
-    lets every database find the rows through the (workflow_id, position) index."""
+    """Complete a step and start the next one, for `size` workflows in one statement,
+    built once per size (see workflows._advance_many). `done` is, per row, the position
+    its workflow just completed; the id list lets every database find the rows through
+    the (workflow_id, position) index."""
     # Typed parameters: PostgreSQL cannot infer a type for one in a CASE.
     ids: list[BindParameter[int]] = [
         bindparam(f"b_id_{i}", type_=S.workflow_id.type) for i in range(size)
@@ -176,6 +140,13 @@ def _finish_and_start_many(size: int) -> Update:
             error=None,
         )
     )
+
+
+async def step_finish_and_start_next(
+    conn: AsyncConnection, workflow_id: int, position: int, now: datetime
+) -> None:
+    """Complete step `position` and start step `position + 1` in one statement."""
+    await steps_finish_and_start_next_many(conn, [(workflow_id, position)], now)
 
 
 async def steps_finish_and_start_next_many(

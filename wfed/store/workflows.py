@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Update, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.elements import BindParameter, ClauseElement
+from sqlalchemy.sql.elements import BindParameter
 
 from wfed.errors import WorkflowExists
 from wfed.states import Request, WorkflowState
@@ -103,16 +103,9 @@ async def workflow_update(
     unrequested: bool = False,
     values: dict[str, Any],
 ) -> bool:
-    """Guarded update: applies `values` only if the row is in one of `states` (and holds
-    `fence`, and has no pending request when `unrequested`). Returns whether it matched."""
-    if any(isinstance(value, ClauseElement) for value in values.values()):
-        conditions = [W.id == workflow_id, W.state.in_(list(states))]
-        if fence is not None:
-            conditions.append(W.fence == fence)
-        if unrequested:
-            conditions.append(W.requested.is_(None))
-        result = await conn.execute(update(workflows).where(*conditions).values(**values))
-        return result.rowcount == 1
+    """Guarded update: applies `values` (plain values, bound as parameters) only if the
+    row is in one of `states` (and holds `fence`, and has no pending request when
+    `unrequested`). Returns whether it matched."""
     statement = _guarded_update(
         tuple(sorted(states)), fence is not None, unrequested, tuple(sorted(values))
     )
@@ -151,59 +144,6 @@ def _guarded_update(
     )
 
 
-# The statement of the hot path, built once: constructing a statement and its cache key
-# costs more CPU than executing it (one per step of every workflow). Its usual form sets
-# no indexed column: the owner's heartbeat renews the lease, so a step's commit maintains
-# no secondary index (which, with a large history, would no longer be in the buffer
-# pool). Only a runner whose lease is half spent (its heartbeat kept finding the row
-# locked) renews it with its step.
-_ADVANCE = (
-    update(workflows)
-    .where(
-        W.id == bindparam("b_id"),
-        W.state == WorkflowState.RUNNING,
-        W.fence == bindparam("b_fence"),
-        W.current_step == bindparam("b_position"),
-        W.requested.is_(None),
-    )
-    .values(
-        context=bindparam("b_context"),
-        current_step=bindparam("b_current_step"),
-        updated_at=bindparam("b_now"),
-    )
-)
-_ADVANCE_RENEWING = _ADVANCE.values(lease_expires_at=bindparam("b_lease_expires_at"))
-
-
-async def workflow_advance(
-    conn: AsyncConnection,
-    workflow_id: int,
-    *,
-    fence: int,
-    context: dict[str, Any],
-    current_step: int,
-    now: datetime,
-    lease_expires_at: datetime | None = None,
-) -> bool:
-    """Move a running workflow from step `current_step - 1` to `current_step`, saving the
-    context (and renewing the lease, if given), unless its owner changed (fence), it is
-    at another step, or a pause/stop request waits (then False)."""
-    params = {
-        "b_id": workflow_id,
-        "b_fence": fence,
-        "b_position": current_step - 1,
-        "b_context": context,
-        "b_current_step": current_step,
-        "b_now": now,
-    }
-    if lease_expires_at is None:
-        result = await conn.execute(_ADVANCE, params)
-    else:
-        params["b_lease_expires_at"] = lease_expires_at
-        result = await conn.execute(_ADVANCE_RENEWING, params)
-    return result.rowcount == 1
-
-
 @dataclass(frozen=True)
 class Advance:
     """One runner's move from step `position` (just completed) to `position + 1`."""
@@ -216,10 +156,16 @@ class Advance:
 
 @cache
 def _advance_many(size: int, renewing: bool) -> Update:
-    """The batched form of `_ADVANCE` for `size` workflows, built once per size (a batch
-    holds at most a committer's max_batch). Each row is guarded by its own fence and
-    current step; the id list lets every database find the rows by primary key. Plain
-    parameters (no expanding IN lists) keep the per-execution work to binding values."""
+    """A step advance of `size` workflows in one statement, built once per size (a batch
+    holds at most a committer's max_batch): constructing a statement and its cache key
+    costs more CPU than executing it. Each row is guarded by its own fence and current
+    step; the id list lets every database find the rows by primary key. Plain parameters
+    (no expanding IN lists) keep the per-execution work to binding values.
+
+    Its usual form sets no indexed column: the owner's heartbeat renews the lease, so a
+    step's commit maintains no secondary index (which, with a large history, would no
+    longer be in the buffer pool). Only a runner whose lease is half spent (its
+    heartbeat kept finding the row locked) renews it with its step (`renewing`)."""
     # Typed parameters: PostgreSQL cannot infer a type for one in a CASE.
     ids: list[BindParameter[int]] = [bindparam(f"b_id_{i}", type_=W.id.type) for i in range(size)]
 
@@ -255,7 +201,7 @@ async def workflows_advance_many(
     now: datetime,
     lease_expires_at: datetime | None = None,
 ) -> int:
-    """`workflow_advance` for many workflows in one statement (renewing all their leases
+    """Move many running workflows on by one step in one statement (renewing all their leases
     to `lease_expires_at`, if given); returns how many rows matched their guard (all of
     them, unless an owner changed or a request waits)."""
     params: dict[str, Any] = {"b_now": now}
@@ -268,6 +214,24 @@ async def workflows_advance_many(
         params[f"b_context_{i}"] = move.context
     result = await conn.execute(_advance_many(len(moves), lease_expires_at is not None), params)
     return int(result.rowcount)
+
+
+async def workflow_advance(
+    conn: AsyncConnection,
+    workflow_id: int,
+    *,
+    fence: int,
+    context: dict[str, Any],
+    current_step: int,
+    now: datetime,
+    lease_expires_at: datetime | None = None,
+) -> bool:
+    """Move a running workflow from step `current_step - 1` to `current_step`, saving the
+    context (and renewing the lease, if given), unless its owner changed (fence), it is
+    at another step, or a pause/stop request waits (then False)."""
+    move = Advance(workflow_id, fence, current_step - 1, context)
+    moved = await workflows_advance_many(conn, [move], now=now, lease_expires_at=lease_expires_at)
+    return moved == 1
 
 
 def _claim_values(owner: str, now: datetime, lease: float) -> dict[str, Any]:
@@ -308,20 +272,14 @@ async def _claim_selected(
     ]
 
 
-def _pending_due(queues: Sequence[str], now: datetime) -> list[Any]:
-    return [
-        W.state == WorkflowState.PENDING,
-        W.queue.in_(list(queues)),
-        or_(W.run_after.is_(None), W.run_after <= now),
-    ]
+# What a claim takes (pending and due) and what a rescue takes (running, lease expired):
+# the claims, the idle daemon's question and `wfectl health` all select by these.
+def _pending_due(now: datetime) -> list[Any]:
+    return [W.state == WorkflowState.PENDING, or_(W.run_after.is_(None), W.run_after <= now)]
 
 
-def _lease_expired(queues: Sequence[str], now: datetime) -> list[Any]:
-    return [
-        W.state == WorkflowState.RUNNING,
-        W.lease_expires_at < now,
-        W.queue.in_(list(queues)),
-    ]
+def _lease_expired(now: datetime) -> list[Any]:
+    return [W.state == WorkflowState.RUNNING, W.lease_expires_at < now]
 
 
 async def workflows_claimable(
@@ -330,8 +288,8 @@ async def workflows_claimable(
     """Whether a claim would find anything: a pending workflow that is due (or, with
     `expired`, a running one whose lease ran out). A plain read through the claim (or
     lease) index, locking nothing: an idle daemon asks this instead of claiming."""
-    conditions = _lease_expired(queues, now) if expired else _pending_due(queues, now)
-    found = await conn.scalar(select(W.id).where(*conditions).limit(1))
+    conditions = _lease_expired(now) if expired else _pending_due(now)
+    found = await conn.scalar(select(W.id).where(*conditions, W.queue.in_(list(queues))).limit(1))
     return found is not None
 
 
@@ -340,7 +298,7 @@ def claim_pending_query(queues: Sequence[str], limit: int, now: datetime) -> Any
     other claimers hold."""
     return (
         select(workflows)
-        .where(*_pending_due(queues, now))
+        .where(*_pending_due(now), W.queue.in_(list(queues)))
         .order_by(W.claim_rank, W.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -374,7 +332,7 @@ async def workflow_claim_expired(
     """Claim up to `limit` running workflows whose owner's lease expired (recovery),
     except the workflows in `exclude` (those the claiming daemon still runs itself: its
     own runner has to give such a workflow up before anyone may take it over)."""
-    conditions = _lease_expired(queues, now)
+    conditions = [*_lease_expired(now), W.queue.in_(list(queues))]
     if exclude:
         conditions.append(W.id.not_in(list(exclude)))
     query = (
@@ -538,13 +496,7 @@ async def workflow_runnable_by_queue(
         .where(
             # The state range alone narrows the scan to the (few) unfinished rows.
             W.state.in_([WorkflowState.PENDING, WorkflowState.RUNNING]),
-            or_(
-                and_(
-                    W.state == WorkflowState.PENDING,
-                    or_(W.run_after.is_(None), W.run_after <= now),
-                ),
-                and_(W.state == WorkflowState.RUNNING, W.lease_expires_at < now),
-            ),
+            or_(and_(*_pending_due(now)), and_(*_lease_expired(now))),
         )
         .group_by(W.queue)
     )
