@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from wfed.engine import Engine
+from wfed.engine.views import Workflow
 from wfed.errors import (
     ConfigError,
     DatabaseUnavailable,
@@ -19,7 +20,6 @@ from wfed.errors import (
 )
 from wfed.states import StepState, WorkflowState
 from wfed.steps import Context, PauseWorkflow, Step, step
-from wfed.views import Workflow
 
 try:
     __version__ = version("wfed")

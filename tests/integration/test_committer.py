@@ -18,13 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from wfed import Engine
 from wfed.clock import utc_now
 from wfed.daemon.committer import StepCommitter
+from wfed.engine.handover import FastAdvance
 from wfed.errors import LeaseLost
 from wfed.states import StepState, WorkflowState
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
 from wfed.store.rows import WorkflowRow
 from wfed.store.workflows import Advance
-from wfed.transitions import FastAdvance
 
 
 async def _names(engine: Engine, prefix: str) -> set[str]:

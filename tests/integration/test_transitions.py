@@ -13,7 +13,7 @@ import pytest
 
 from wfed import Engine, InvalidTransition, StepError, WorkflowState
 from wfed.clock import utc_now
-from wfed.runner import Outcome, WorkflowRunner
+from wfed.engine.runner import Outcome, WorkflowRunner
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
 

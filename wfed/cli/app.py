@@ -21,13 +21,13 @@ import typer
 from wfed import __version__
 from wfed.clock import utc_now
 from wfed.engine import Engine
+from wfed.engine.views import Workflow, event_json, summary_json
 from wfed.errors import WfedError
 from wfed.logging import configure_logging
 from wfed.states import WorkflowState
 from wfed.steps.definition import StepPlan
 from wfed.store.database import redacted
 from wfed.store.rows import EventRow, WorkflowRow
-from wfed.views import Workflow, event_json, summary_json
 
 from . import render
 from .parse import parse_assignments, parse_json_object, parse_step, parse_when

@@ -15,10 +15,10 @@ import typer
 from wfed.clock import utc_now
 from wfed.durations import parse_duration
 from wfed.engine import Engine
+from wfed.engine.health import Fleet, Health, read_fleet
+from wfed.engine.health import check as health_check
+from wfed.engine.retention import PURGEABLE
 from wfed.errors import WfedError
-from wfed.health import Fleet, Health, read_fleet
-from wfed.health import check as health_check
-from wfed.retention import PURGEABLE
 from wfed.states import WorkflowState
 from wfed.store.database import redacted
 

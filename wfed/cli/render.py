@@ -20,12 +20,12 @@ from rich.json import JSON
 from rich.table import Table
 from rich.text import Text
 
-from wfed.health import DaemonStatus, Fleet
+from wfed.engine.health import DaemonStatus, Fleet
+from wfed.engine.views import Workflow, iso
 from wfed.states import StepState, WorkflowState
 from wfed.steps.base import Step
 from wfed.steps.definition import StepPlan
 from wfed.store.rows import EventRow, WorkflowRow
-from wfed.views import Workflow, iso
 
 STATE_STYLES = {
     WorkflowState.PENDING: "cyan",

@@ -6,7 +6,7 @@ which runs every body waiting at that moment inside one transaction and commits 
 each step is still committed before its next step starts, at a fraction of the commits.
 
 The commonest transition — step N completed, step N+1 started, no request waiting — also
-comes as plain data (a `wfed.transitions.FastAdvance`). The committer writes all of a
+comes as plain data (a `wfed.engine.handover.FastAdvance`). The committer writes all of a
 batch's advances with one UPDATE per table instead of two statements per workflow. If any
 advance's guard does not hold (a pause or stop request arrived, or the workflow changed
 owner), that transaction is rolled back and the batch runs again body by body, where each
@@ -30,11 +30,11 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from wfed.engine.handover import Body, FastAdvance
 from wfed.errors import WfedError
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
 from wfed.store.database import Database
-from wfed.transitions import Body, FastAdvance
 
 log = structlog.get_logger("wfed.daemon")
 

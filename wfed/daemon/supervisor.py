@@ -27,9 +27,9 @@ from wfed.clock import Clock, utc_now
 from wfed.config import Config
 from wfed.daemon import sdnotify
 from wfed.daemon.committer import StepCommitter
+from wfed.engine.retention import purge_finished
+from wfed.engine.runner import WorkflowRunner
 from wfed.metrics import STATE_COUNT_INTERVAL, Metrics
-from wfed.retention import purge_finished
-from wfed.runner import WorkflowRunner
 from wfed.states import Request, WorkflowState
 from wfed.steps.registry import StepRegistry
 from wfed.store import daemons as daemon_store

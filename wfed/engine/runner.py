@@ -26,6 +26,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.clock import Clock, utc_now
+from wfed.engine.handover import Body, Committer, FastAdvance
 from wfed.errors import InvalidDefinition, LeaseLost
 from wfed.metrics import Metrics
 from wfed.states import Request, StepState, WorkflowState
@@ -40,7 +41,6 @@ from wfed.store.database import OUTAGE_ERRORS, Database, is_outage
 from wfed.store.events import Event
 from wfed.store.rows import StepRow, WorkflowRow
 from wfed.store.workflows import Advance
-from wfed.transitions import Body, Committer, FastAdvance
 
 log = structlog.get_logger("wfed.runner")
 

@@ -27,6 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.clock import Clock, utc_now
 from wfed.config import Config, load_config
+from wfed.engine.retention import PURGEABLE, purge_finished
+from wfed.engine.runner import Outcome, RunResult, WorkflowRunner
+from wfed.engine.views import Workflow, event_json
 from wfed.errors import (
     ErrorState,
     InvalidDefinition,
@@ -36,8 +39,6 @@ from wfed.errors import (
     WorkflowLocked,
     WorkflowNotFound,
 )
-from wfed.retention import PURGEABLE, purge_finished
-from wfed.runner import Outcome, RunResult, WorkflowRunner
 from wfed.states import Operation, StepState, WorkflowState, decide, sources
 from wfed.steps.definition import StepPlan, parse_context, parse_definition
 from wfed.steps.registry import StepRegistry
@@ -48,7 +49,6 @@ from wfed.store import workflows as workflow_store
 from wfed.store.database import Database
 from wfed.store.events import Event
 from wfed.store.rows import EventRow, WorkflowRow
-from wfed.views import Workflow, event_json
 
 log = structlog.get_logger("wfed.engine")
 
