@@ -53,10 +53,11 @@ test: .venv ## Run the test suite (PYTEST_ARGS=... passed to pytest)
 	fi; \
 	exit $$rc
 
-lint: .venv ## ruff check, ruff format --check, mypy
+lint: .venv ## ruff check, ruff format --check, mypy, lint-imports (the layers)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 format: .venv ## Reformat and autofix with ruff
 	$(BIN)/ruff format .
