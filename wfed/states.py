@@ -1,7 +1,8 @@
 """Workflow and step states, and the one table of which operation moves a workflow where.
 
-Everything here is pure: the store guards the same transitions in SQL (`WHERE state IN …`),
-using `sources(operation)` so the two can never disagree.
+Everything here is pure. Every guarded write of the store takes an `Operation` and reads
+its source states (`WHERE state IN …`) and its target state from this table, so what the
+operators, the claims and the runner may do is written down once.
 """
 
 from __future__ import annotations
@@ -48,8 +49,34 @@ class Request(StrEnum):
     STOP = "stop"
 
 
+class EventKind(StrEnum):
+    """Every kind of row in `workflow_events`; the stored strings are contract
+    (`wfectl history --json`)."""
+
+    CREATED = "created"
+    CLAIMED = "claimed"
+    COMPLETED = "completed"
+    ERROR = "error"
+    INVALID = "invalid"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+    RELEASED = "released"
+    STEP_RETRY = "step_retry"
+    STEP_INTERRUPTED = "step_interrupted"
+    PAUSE_REQUESTED = "pause_requested"
+    STOP_REQUESTED = "stop_requested"
+    RESUMED = "resumed"
+    RETRIED = "retried"
+    SKIPPED = "skipped"
+    RESTARTED = "restarted"
+    DELETED = "deleted"
+    CONTEXT_SET = "context_set"
+    PURGED = "purged"
+
+
 class Operation(StrEnum):
-    """Everything that changes a workflow's state, by an operator or by its runner."""
+    """Everything that writes a workflow's row under a state guard, by an operator or by
+    its owner (a daemon, or `Engine.run`)."""
 
     # operator operations (wfectl, Engine)
     PAUSE = "pause"
@@ -60,42 +87,93 @@ class Operation(StrEnum):
     RESTART = "restart"
     DELETE = "delete"
     SET_CONTEXT = "set_context"
-    # runner operations (daemon, Engine.run)
+    REQUEST_PAUSE = "request_pause"
+    """Pause of a running workflow: a request its owner honours after the step."""
+    REQUEST_STOP = "request_stop"
+    """Stop of a running workflow: a request its owner honours at once."""
+    # owner operations (daemon, Engine.run)
     CLAIM = "claim"
+    """Take a pending, due workflow."""
+    RESCUE = "rescue"
+    """Take a running workflow whose owner's lease expired."""
+    RENEW = "renew"
+    """Extend the owner's lease."""
+    START = "start"
+    """Start a step (the first of a turn, or a retry at once)."""
+    ADVANCE = "advance"
+    """Step N completed and step N+1 started, in one write."""
     COMPLETE = "complete"
     FAIL = "fail"
+    """A step failed for good, or the definition is invalid."""
+    INTERRUPT = "interrupt"
+    """A non-idempotent step was found cut off by its owner's death."""
     HONOUR_PAUSE = "honour_pause"
+    """A pause request, or a pause step's gate, halts before the next step."""
     HONOUR_STOP = "honour_stop"
     RELEASE = "release"
+    """Hand the workflow back as pending: shutdown, or a retry delay."""
 
 
 S = WorkflowState
 TERMINAL: frozenset[WorkflowState] = frozenset({S.STOPPED, S.COMPLETED})
 NOT_RUNNING: frozenset[WorkflowState] = frozenset(set(S) - {S.RUNNING})
+_RUNNING = frozenset({S.RUNNING})
 
-# operation -> (states it may start from, state it leads to; None = the state is unchanged)
-_TABLE: dict[Operation, tuple[frozenset[WorkflowState], WorkflowState | None]] = {
-    Operation.PAUSE: (frozenset({S.PENDING}), S.PAUSED),
-    Operation.STOP: (frozenset({S.PENDING, S.PAUSED, S.ERROR}), S.STOPPED),
-    Operation.RESUME: (frozenset({S.PAUSED}), S.PENDING),
-    Operation.RETRY: (frozenset({S.ERROR}), S.PENDING),
-    Operation.SKIP: (frozenset({S.ERROR, S.PAUSED}), S.PENDING),
-    Operation.RESTART: (NOT_RUNNING, S.PENDING),
-    Operation.DELETE: (NOT_RUNNING, None),
-    Operation.SET_CONTEXT: (NOT_RUNNING, None),
-    Operation.CLAIM: (frozenset({S.PENDING}), S.RUNNING),
-    Operation.COMPLETE: (frozenset({S.RUNNING}), S.COMPLETED),
-    Operation.FAIL: (frozenset({S.RUNNING}), S.ERROR),
-    Operation.HONOUR_PAUSE: (frozenset({S.RUNNING}), S.PAUSED),
-    Operation.HONOUR_STOP: (frozenset({S.RUNNING}), S.STOPPED),
-    Operation.RELEASE: (frozenset({S.RUNNING}), S.PENDING),
+
+@dataclass(frozen=True)
+class Rule:
+    """One row of the table: where an operation may start, where it leads, what it
+    records."""
+
+    sources: frozenset[WorkflowState]
+    target: WorkflowState | None
+    """None: the state is unchanged (or the row is deleted)."""
+    event: EventKind | None
+    """The event the operation records (None: it records none of its own)."""
+
+
+# The one table. Every guarded write in wfed.store takes its states from here, and the
+# runner, the claims, delete and the operators' commands name an Operation rather than
+# states of their own.
+_TABLE: dict[Operation, Rule] = {
+    Operation.PAUSE: Rule(frozenset({S.PENDING}), S.PAUSED, EventKind.PAUSED),
+    Operation.STOP: Rule(frozenset({S.PENDING, S.PAUSED, S.ERROR}), S.STOPPED, EventKind.STOPPED),
+    Operation.RESUME: Rule(frozenset({S.PAUSED}), S.PENDING, EventKind.RESUMED),
+    Operation.RETRY: Rule(frozenset({S.ERROR}), S.PENDING, EventKind.RETRIED),
+    Operation.SKIP: Rule(frozenset({S.ERROR, S.PAUSED}), S.PENDING, EventKind.SKIPPED),
+    Operation.RESTART: Rule(NOT_RUNNING, S.PENDING, EventKind.RESTARTED),
+    Operation.DELETE: Rule(NOT_RUNNING, None, EventKind.DELETED),
+    Operation.SET_CONTEXT: Rule(NOT_RUNNING, None, EventKind.CONTEXT_SET),
+    Operation.REQUEST_PAUSE: Rule(_RUNNING, None, EventKind.PAUSE_REQUESTED),
+    Operation.REQUEST_STOP: Rule(_RUNNING, None, EventKind.STOP_REQUESTED),
+    Operation.CLAIM: Rule(frozenset({S.PENDING}), S.RUNNING, None),
+    Operation.RESCUE: Rule(_RUNNING, S.RUNNING, None),
+    Operation.RENEW: Rule(_RUNNING, None, None),
+    Operation.START: Rule(_RUNNING, None, EventKind.CLAIMED),
+    Operation.ADVANCE: Rule(_RUNNING, None, None),
+    Operation.COMPLETE: Rule(_RUNNING, S.COMPLETED, EventKind.COMPLETED),
+    Operation.FAIL: Rule(_RUNNING, S.ERROR, EventKind.ERROR),
+    Operation.INTERRUPT: Rule(_RUNNING, S.ERROR, EventKind.ERROR),
+    Operation.HONOUR_PAUSE: Rule(_RUNNING, S.PAUSED, EventKind.PAUSED),
+    Operation.HONOUR_STOP: Rule(_RUNNING, S.STOPPED, EventKind.STOPPED),
+    Operation.RELEASE: Rule(_RUNNING, S.PENDING, EventKind.RELEASED),
 }
 
 # Pause and stop of a running workflow cannot change its state directly: they leave a
 # request that its owner honours (pause after the current step, stop at once).
-_REQUESTED_WHEN_RUNNING: dict[Operation, Request] = {
-    Operation.PAUSE: Request.PAUSE,
-    Operation.STOP: Request.STOP,
+_REQUESTED_WHEN_RUNNING: dict[Operation, tuple[Operation, Request]] = {
+    Operation.PAUSE: (Operation.REQUEST_PAUSE, Request.PAUSE),
+    Operation.STOP: (Operation.REQUEST_STOP, Request.STOP),
+}
+# What an owner does with a request it finds (between steps, or when a step ends).
+HONOURED: dict[Request, Operation] = {
+    Request.PAUSE: Operation.HONOUR_PAUSE,
+    Request.STOP: Operation.HONOUR_STOP,
+}
+# The request an operator's command leaves, and the event that records it.
+REQUEST_OF: dict[Operation, Request] = {
+    Operation.REQUEST_PAUSE: Request.PAUSE,
+    Operation.REQUEST_STOP: Request.STOP,
 }
 
 
@@ -103,6 +181,8 @@ _REQUESTED_WHEN_RUNNING: dict[Operation, Request] = {
 class Decision:
     """What an operation does to a workflow in a given state."""
 
+    operation: Operation
+    """The operation to apply: the one asked for, or the request it becomes."""
     target: WorkflowState | None = None
     """The new state, or None when the state does not change."""
     request: Request | None = None
@@ -111,21 +191,33 @@ class Decision:
 
 def sources(operation: Operation) -> frozenset[WorkflowState]:
     """The states an operation may be applied to directly."""
-    return _TABLE[operation][0]
+    return _TABLE[operation].sources
 
 
 def target(operation: Operation) -> WorkflowState | None:
     """The state an operation leads to (None: unchanged)."""
-    return _TABLE[operation][1]
+    return _TABLE[operation].target
+
+
+def event_kind(operation: Operation) -> EventKind | None:
+    """The event an operation records."""
+    return _TABLE[operation].event
+
+
+def finishes(operation: Operation) -> bool:
+    """Whether the operation ends a workflow for good (it sets `finished_at`)."""
+    return _TABLE[operation].target in TERMINAL
 
 
 def decide(operation: Operation, state: WorkflowState, name: str = "") -> Decision:
     """Decide what `operation` does to a workflow in `state`, or raise InvalidTransition."""
-    allowed, to = _TABLE[operation]
-    if state in allowed:
-        return Decision(target=to)
-    if state is S.RUNNING and operation in _REQUESTED_WHEN_RUNNING:
-        return Decision(request=_REQUESTED_WHEN_RUNNING[operation])
+    rule = _TABLE[operation]
+    if state in rule.sources:
+        return Decision(operation, target=rule.target)
+    if operation in _REQUESTED_WHEN_RUNNING:
+        asked, request = _REQUESTED_WHEN_RUNNING[operation]
+        if state in _TABLE[asked].sources:
+            return Decision(asked, request=request)
     raise InvalidTransition(refusal(operation, state, name))
 
 
@@ -134,7 +226,8 @@ def refusal(operation: Operation, state: WorkflowState, name: str = "") -> str:
     who = f"workflow {name!r}" if name else "the workflow"
     allowed = sorted(sources(operation))
     if operation in _REQUESTED_WHEN_RUNNING:
-        allowed = sorted({*allowed, S.RUNNING})
+        asked, _ = _REQUESTED_WHEN_RUNNING[operation]
+        allowed = sorted({*allowed, *sources(asked)})
     verb = operation.value.replace("_", " ")
     return f"cannot {verb} {who}: it is {state.value} (allowed from: {', '.join(allowed)})"
 
@@ -142,10 +235,10 @@ def refusal(operation: Operation, state: WorkflowState, name: str = "") -> str:
 def allowed_transitions() -> dict[WorkflowState, frozenset[WorkflowState]]:
     """Every state and the states it can move to, derived from the operations table."""
     moves: dict[WorkflowState, set[WorkflowState]] = {s: set() for s in S}
-    for allowed, to in _TABLE.values():
-        if to is None:
+    for rule in _TABLE.values():
+        if rule.target is None:
             continue
-        for source in allowed:
-            if source is not to:
-                moves[source].add(to)
+        for source in rule.sources:
+            if source is not rule.target:
+                moves[source].add(rule.target)
     return {s: frozenset(t) for s, t in moves.items()}

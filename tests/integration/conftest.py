@@ -17,8 +17,9 @@ from typing import Any, Final
 
 import pytest
 
-from wfed import Engine, WorkflowState
+from wfed import Engine
 from wfed.clock import utc_now
+from wfed.states import Operation
 from wfed.store import workflows as workflow_store
 from wfed.store.rows import WorkflowRow
 
@@ -119,9 +120,8 @@ class Probe:
                 await workflow_store.workflow_update(
                     conn,
                     row.id,
-                    states=[WorkflowState.RUNNING],
+                    Operation.HONOUR_STOP,
                     values={
-                        "state": WorkflowState.STOPPED,
                         "claimed_by": None,
                         "lease_expires_at": None,
                         "finished_at": utc_now(),

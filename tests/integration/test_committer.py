@@ -20,7 +20,7 @@ from wfed.clock import utc_now
 from wfed.daemon.committer import StepCommitter
 from wfed.engine.handover import FastAdvance
 from wfed.errors import LeaseLost
-from wfed.states import StepState, WorkflowState
+from wfed.states import Operation, StepState
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
 from wfed.store.rows import WorkflowRow
@@ -139,8 +139,8 @@ async def running_workflows(
                 await workflow_store.workflow_update(
                     conn,
                     row.id,
-                    states=[WorkflowState.RUNNING],
-                    values={"state": WorkflowState.STOPPED, "claimed_by": None},
+                    Operation.HONOUR_STOP,
+                    values={"claimed_by": None},
                 )
 
 

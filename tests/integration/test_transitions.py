@@ -14,6 +14,7 @@ import pytest
 from wfed import Engine, InvalidTransition, StepError, WorkflowState
 from wfed.clock import utc_now
 from wfed.engine.runner import Outcome, WorkflowRunner
+from wfed.states import Operation
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
 
@@ -108,22 +109,23 @@ async def _assert_refused(
 
 
 async def test_sql_guard_refuses_a_row_in_another_state(engine: Engine, create, probe) -> None:
-    """`workflow_update` with `states` the row is not in returns False and changes
-    nothing; with its state it returns True (the guard is the only difference)."""
+    """`workflow_update` for an operation whose source states do not hold the row's
+    returns False and changes nothing; for one that does, it returns True and writes the
+    operation's target state (the guard is the only difference)."""
     name = await create(["noop"], {"c": 1})
     before = await probe.row(name)
-    values = {"state": S.STOPPED, "context": {"c": 2}, "current_step": 1}
+    values = {"context": {"c": 2}, "current_step": 1}
 
     async with engine.db.transaction() as conn:
         matched = await workflow_store.workflow_update(
-            conn, before.id, states=[S.PAUSED, S.ERROR, S.RUNNING], values=values
+            conn, before.id, Operation.RESUME, values=values
         )
     assert matched is False
     assert await probe.row(name) == before
 
     async with engine.db.transaction() as conn:
         matched = await workflow_store.workflow_update(
-            conn, before.id, states=[S.PENDING], values=values
+            conn, before.id, Operation.STOP, values=values
         )
     assert matched is True
     after = await probe.row(name)
@@ -142,14 +144,14 @@ async def test_sql_guard_refuses_a_wrong_fence(engine: Engine, create, probe) ->
         for stale in (held.fence - 1, held.fence + 1):
             async with engine.db.transaction() as conn:
                 matched = await workflow_store.workflow_update(
-                    conn, held.id, states=[S.RUNNING], fence=stale, values=values
+                    conn, held.id, Operation.ADVANCE, fence=stale, values=values
                 )
             assert matched is False
             assert await probe.row(name) == held
 
         async with engine.db.transaction() as conn:
             matched = await workflow_store.workflow_update(
-                conn, held.id, states=[S.RUNNING], fence=held.fence, values=values
+                conn, held.id, Operation.ADVANCE, fence=held.fence, values=values
             )
         assert matched is True
         assert (await probe.row(name)).context == {"written": "by a stale owner"}
@@ -171,7 +173,7 @@ async def test_sql_guard_unrequested_refuses_a_row_with_a_request(
             matched = await workflow_store.workflow_update(
                 conn,
                 held.id,
-                states=[S.RUNNING],
+                Operation.ADVANCE,
                 fence=held.fence,
                 unrequested=True,
                 values={"current_step": 1},

@@ -62,6 +62,14 @@ EXPECTED: dict[Op, dict[WorkflowState, WorkflowState | Request | _Unchanged]] = 
     Op.HONOUR_PAUSE: {S.RUNNING: S.PAUSED},
     Op.HONOUR_STOP: {S.RUNNING: S.STOPPED},
     Op.RELEASE: {S.RUNNING: S.PENDING},
+    Op.RESCUE: {S.RUNNING: S.RUNNING},
+    Op.RENEW: {S.RUNNING: UNCHANGED},
+    Op.START: {S.RUNNING: UNCHANGED},
+    Op.ADVANCE: {S.RUNNING: UNCHANGED},
+    Op.INTERRUPT: {S.RUNNING: S.ERROR},
+    # what pause and stop become for a running workflow: a request, the state unchanged
+    Op.REQUEST_PAUSE: {S.RUNNING: UNCHANGED},
+    Op.REQUEST_STOP: {S.RUNNING: UNCHANGED},
 }
 
 OPERATOR_OPS = (
@@ -73,8 +81,23 @@ OPERATOR_OPS = (
     Op.RESTART,
     Op.DELETE,
     Op.SET_CONTEXT,
+    Op.REQUEST_PAUSE,
+    Op.REQUEST_STOP,
 )
-RUNNER_OPS = (Op.CLAIM, Op.COMPLETE, Op.FAIL, Op.HONOUR_PAUSE, Op.HONOUR_STOP, Op.RELEASE)
+RUNNER_OPS = (
+    Op.CLAIM,
+    Op.RESCUE,
+    Op.RENEW,
+    Op.START,
+    Op.ADVANCE,
+    Op.COMPLETE,
+    Op.FAIL,
+    Op.INTERRUPT,
+    Op.HONOUR_PAUSE,
+    Op.HONOUR_STOP,
+    Op.RELEASE,
+)
+REQUEST_OPS = {Op.PAUSE: Op.REQUEST_PAUSE, Op.STOP: Op.REQUEST_STOP}
 
 # DESIGN.md §2, column "left by": the states each state can be left for.
 LEFT_FOR: dict[WorkflowState, frozenset[WorkflowState]] = {
@@ -110,11 +133,12 @@ def test_decide(operation: Op, state: WorkflowState) -> None:
         named = set(re.findall(r"[a-z]+", allowed_part)) & _STATE_NAMES
         assert named == {s.value for s in EXPECTED[operation]}, message
     elif isinstance(expected, Request):
-        assert decide(operation, state) == Decision(target=None, request=expected)
+        asked = REQUEST_OPS[operation]
+        assert decide(operation, state) == Decision(asked, target=None, request=expected)
     elif isinstance(expected, _Unchanged):
-        assert decide(operation, state) == Decision(target=None, request=None)
+        assert decide(operation, state) == Decision(operation, target=None, request=None)
     else:
-        assert decide(operation, state) == Decision(target=expected, request=None)
+        assert decide(operation, state) == Decision(operation, target=expected, request=None)
 
 
 def test_refusal_names_the_workflow() -> None:
@@ -141,6 +165,9 @@ def test_sources_and_target(operation: Op) -> None:
 @pytest.mark.parametrize("operation", OPERATOR_OPS, ids=str)
 def test_operator_ops_never_apply_directly_to_running(operation: Op) -> None:
     """No operator operation moves a running workflow itself; pause/stop leave a request."""
+    if operation in set(REQUEST_OPS.values()):
+        assert target(operation) is None
+        return
     assert S.RUNNING not in sources(operation)
     if operation in {Op.PAUSE, Op.STOP}:
         assert decide(operation, S.RUNNING).target is None
@@ -152,7 +179,7 @@ def test_operator_ops_never_apply_directly_to_running(operation: Op) -> None:
 
 @pytest.mark.parametrize("operation", RUNNER_OPS, ids=str)
 def test_runner_ops_sources(operation: Op) -> None:
-    """A claim starts from pending; every other runner operation only from running."""
+    """A claim starts from pending; every other owner operation only from running."""
     expected = {S.PENDING} if operation is Op.CLAIM else {S.RUNNING}
     assert sources(operation) == expected
 

@@ -17,7 +17,7 @@ import contextlib
 import getpass
 import json
 import socket
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -27,19 +27,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.clock import Clock, utc_now
 from wfed.config import Config, load_config
+from wfed.engine import control
 from wfed.engine.retention import PURGEABLE, purge_finished
 from wfed.engine.runner import Outcome, RunResult, WorkflowRunner
 from wfed.engine.views import Workflow, event_json
 from wfed.errors import (
     ErrorState,
     InvalidDefinition,
-    InvalidTransition,
     StepError,
     WorkflowHalted,
     WorkflowLocked,
     WorkflowNotFound,
 )
-from wfed.states import Operation, StepState, WorkflowState, decide, sources
+from wfed.states import WorkflowState
 from wfed.steps.definition import StepPlan, parse_context, parse_definition
 from wfed.steps.registry import StepRegistry
 from wfed.store import events as event_store
@@ -227,13 +227,8 @@ class Engine:
             "exported_by": self.actor,
         }
 
-    async def _require(
-        self, conn: AsyncConnection, name: str, *, for_update: bool = False
-    ) -> WorkflowRow:
-        row = await workflow_store.workflow_get(conn, name, for_update=for_update)
-        if row is None:
-            raise WorkflowNotFound(f"no workflow named {name!r}")
-        return row
+    async def _require(self, conn: AsyncConnection, name: str) -> WorkflowRow:
+        return await control.require(conn, name)
 
     async def _halt_reason(self, conn: AsyncConnection, row: WorkflowRow) -> str | None:
         if row.state is WorkflowState.ERROR:
@@ -252,136 +247,28 @@ class Engine:
 
     # -- operator control -------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _operate(
-        self, name: str, operation: Operation
-    ) -> AsyncIterator[tuple[AsyncConnection, WorkflowRow]]:
-        async with self.db.transaction() as conn:
-            row = await self._require(conn, name, for_update=True)
-            decide(operation, row.state, name)  # raises InvalidTransition with the state
-            yield conn, row
-
-    async def _transition(
-        self,
-        conn: AsyncConnection,
-        row: WorkflowRow,
-        operation: Operation,
-        values: dict[str, Any],
-        *,
-        kind: str,
-        reason: str | None,
-        position: int | None = None,
-        detail: dict[str, Any] | None = None,
-    ) -> None:
-        """Apply an operator transition, guarded in SQL by the operation's source states,
-        and record it."""
-        now = self.clock()
-        matched = await workflow_store.workflow_update(
-            conn, row.id, states=sources(operation), values={"updated_at": now, **values}
-        )
-        if not matched:
-            current = await workflow_store.workflow_get_by_id(conn, row.id)
-            state = current.state if current else row.state
-            decide(operation, state, row.name)
-            raise InvalidTransition(f"workflow {row.name!r} changed state meanwhile; try again")
-        await event_store.events_insert(
-            conn,
-            Event(row.id, row.name, kind, self.actor, now, position, reason, detail or {}),
-        )
-        log.info(f"workflow_{kind}", workflow=row.name, actor=self.actor, reason=reason)
-
-    async def _request(
-        self, conn: AsyncConnection, row: WorkflowRow, operation: Operation, reason: str | None
-    ) -> None:
-        """Leave a pause or stop request for the owner of a running workflow."""
-        decision = decide(operation, row.state, row.name)
-        if decision.request is None:
-            raise InvalidTransition(f"workflow {row.name!r} is not running")
-        now = self.clock()
-        matched = await workflow_store.workflow_update(
-            conn,
-            row.id,
-            states=[WorkflowState.RUNNING],
-            values={"requested": decision.request.value, "updated_at": now},
-        )
-        if not matched:
-            raise InvalidTransition(f"workflow {row.name!r} changed state meanwhile; try again")
-        kind = f"{decision.request.value}_requested"
-        await event_store.events_insert(
-            conn, Event(row.id, row.name, kind, self.actor, now, row.current_step, reason)
-        )
-        log.info(f"workflow_{kind}", workflow=row.name, actor=self.actor, reason=reason)
+    @property
+    def _operator(self) -> control.Operator:
+        return control.Operator(self.db, self.actor, self.clock)
 
     async def pause(self, name: str, reason: str | None = None) -> Workflow:
         """Pause: at once if pending, after the current step if running."""
-        async with self._operate(name, Operation.PAUSE) as (conn, row):
-            if row.state is WorkflowState.RUNNING:
-                await self._request(conn, row, Operation.PAUSE, reason)
-            else:
-                await self._transition(
-                    conn,
-                    row,
-                    Operation.PAUSE,
-                    {"state": WorkflowState.PAUSED, "requested": None},
-                    kind="paused",
-                    reason=reason,
-                    position=row.current_step,
-                )
+        await control.pause(self._operator, name, reason)
         return await self.get(name)
 
     async def stop(self, name: str, reason: str | None = None) -> Workflow:
         """Stop for good: at once if not running, else the owner cancels the step."""
-        async with self._operate(name, Operation.STOP) as (conn, row):
-            if row.state is WorkflowState.RUNNING:
-                await self._request(conn, row, Operation.STOP, reason)
-            else:
-                await self._transition(
-                    conn,
-                    row,
-                    Operation.STOP,
-                    {
-                        "state": WorkflowState.STOPPED,
-                        "requested": None,
-                        "finished_at": self.clock(),
-                    },
-                    kind="stopped",
-                    reason=reason,
-                    position=row.current_step,
-                )
+        await control.stop(self._operator, name, reason)
         return await self.get(name)
 
     async def resume(self, name: str, reason: str | None = None) -> Workflow:
         """Make a paused workflow runnable again, from the step it halted before."""
-        async with self._operate(name, Operation.RESUME) as (conn, row):
-            await self._transition(
-                conn,
-                row,
-                Operation.RESUME,
-                {"state": WorkflowState.PENDING, "requested": None, "run_after": None},
-                kind="resumed",
-                reason=reason,
-                position=row.current_step,
-            )
+        await control.resume(self._operator, name, reason)
         return await self.get(name)
 
     async def retry(self, name: str, reason: str | None = None) -> Workflow:
         """Run a workflow in error again from the step that failed (its attempts go on)."""
-        async with self._operate(name, Operation.RETRY) as (conn, row):
-            await self._transition(
-                conn,
-                row,
-                Operation.RETRY,
-                {
-                    "state": WorkflowState.PENDING,
-                    "last_error": None,
-                    "requested": None,
-                    "run_after": None,
-                },
-                kind="retried",
-                reason=reason,
-                position=row.current_step,
-            )
-            await step_store.step_reschedule_clean(conn, row.id, row.current_step)
+        await control.retry(self._operator, name, reason)
         return await self.get(name)
 
     async def skip(
@@ -393,74 +280,17 @@ class Engine:
     ) -> Workflow:
         """Skip the step a workflow halted at (error or paused), optionally patching the
         context; the workflow continues with the next step."""
-        async with self._operate(name, Operation.SKIP) as (conn, row):
-            steps = await step_store.steps_get(conn, row.id)
-            position = row.current_step
-            if position >= len(steps):
-                raise InvalidTransition(
-                    f"cannot skip in workflow {name!r}: it has no step {position} "
-                    "(an invalid definition has no steps to skip: fix `steps`, then retry)"
-                )
-            context = {**row.context, **(set_context or {})}
-            await self._transition(
-                conn,
-                row,
-                Operation.SKIP,
-                {
-                    "state": WorkflowState.PENDING,
-                    "current_step": position + 1,
-                    "context": context,
-                    "last_error": None,
-                    "requested": None,
-                    "run_after": None,
-                },
-                kind="skipped",
-                reason=reason,
-                position=position,
-                detail={"set": set_context} if set_context else None,
-            )
-            await step_store.step_finish(conn, row.id, position, StepState.SKIPPED, self.clock())
+        await control.skip(self._operator, name, set_context, reason)
         return await self.get(name)
 
     async def restart(self, name: str, from_step: int = 0, reason: str | None = None) -> Workflow:
         """Run a non-running workflow again from step `from_step` (0-based)."""
-        async with self._operate(name, Operation.RESTART) as (conn, row):
-            steps = await step_store.steps_get(conn, row.id)
-            count = len(steps) if steps else _definition_length(row.steps)
-            if not 0 <= from_step < max(count, 1):
-                raise InvalidTransition(
-                    f"cannot restart workflow {name!r} from step {from_step}: "
-                    f"its steps are numbered 0 to {count - 1}"
-                )
-            await self._transition(
-                conn,
-                row,
-                Operation.RESTART,
-                {
-                    "state": WorkflowState.PENDING,
-                    "current_step": from_step,
-                    "last_error": None,
-                    "requested": None,
-                    "run_after": None,
-                    "finished_at": None,
-                },
-                kind="restarted",
-                reason=reason,
-                position=from_step,
-            )
-            await step_store.steps_reset_from(conn, row.id, from_step)
+        await control.restart(self._operator, name, from_step, reason)
         return await self.get(name)
 
     async def delete(self, name: str, reason: str | None = None) -> None:
         """Delete a workflow that is not running; its events are kept."""
-        async with self._operate(name, Operation.DELETE) as (conn, row):
-            if not await workflow_store.workflow_delete(conn, row.id):
-                raise InvalidTransition(f"workflow {name!r} changed state meanwhile; try again")
-            await event_store.events_insert(
-                conn,
-                Event(row.id, row.name, "deleted", self.actor, self.clock(), None, reason),
-            )
-        log.info("workflow_deleted", workflow=name, actor=self.actor)
+        await control.delete(self._operator, name, reason)
 
     async def set_context(
         self,
@@ -470,28 +300,7 @@ class Engine:
         reason: str | None = None,
     ) -> Workflow:
         """Change keys of the context of a workflow that is not running."""
-        async with self._operate(name, Operation.SET_CONTEXT) as (conn, row):
-            context = {**row.context, **(updates or {})}
-            missing = [key for key in unset if key not in context]
-            if missing:
-                raise InvalidTransition(
-                    f"workflow {name!r} has no context key {missing[0]!r} to unset"
-                )
-            for key in unset:
-                del context[key]
-            try:
-                json.dumps(context)
-            except (TypeError, ValueError) as exc:
-                raise InvalidDefinition(f"context is not JSON: {exc}") from None
-            await self._transition(
-                conn,
-                row,
-                Operation.SET_CONTEXT,
-                {"context": context},
-                kind="context_set",
-                reason=reason,
-                detail={"set": updates or {}, "unset": list(unset)},
-            )
+        await control.set_context(self._operator, name, updates, unset, reason)
         return await self.get(name)
 
     # -- retention --------------------------------------------------------------------
@@ -638,7 +447,3 @@ def _check_name(name: str) -> None:
         raise InvalidDefinition(
             f"workflow name {name!r} must be 1 to 255 characters without surrounding spaces"
         )
-
-
-def _definition_length(steps: Any) -> int:
-    return len(steps) if isinstance(steps, list) else 0

@@ -29,7 +29,7 @@ from wfed.clock import Clock, utc_now
 from wfed.engine.handover import Body, Committer, FastAdvance
 from wfed.errors import InvalidDefinition, LeaseLost
 from wfed.metrics import Metrics
-from wfed.states import Request, StepState, WorkflowState
+from wfed.states import HONOURED, Operation, Request, StepState, WorkflowState, event_kind, finishes
 from wfed.steps.base import PauseWorkflow
 from wfed.steps.definition import StepPlan, check_args, parse_context, parse_definition
 from wfed.steps.registry import StepRegistry
@@ -222,28 +222,34 @@ class WorkflowRunner:
                 delay = min(delay * 2, OUTAGE_BACKOFF_MAX)
 
     async def _guarded(
-        self, conn: AsyncConnection, values: dict[str, Any], *, unrequested: bool = False
+        self,
+        conn: AsyncConnection,
+        operation: Operation,
+        values: dict[str, Any],
+        *,
+        unrequested: bool = False,
     ) -> bool:
         now = self.clock()
         values = {"updated_at": now, **values}
         return await workflow_store.workflow_update(
             conn,
             self.workflow.id,
-            states=RUNNING,
+            operation,
             fence=self.fence,
             unrequested=unrequested,
             values=values,
         )
 
-    async def _must(self, conn: AsyncConnection, values: dict[str, Any]) -> None:
-        if not await self._guarded(conn, values):
+    async def _must(
+        self, conn: AsyncConnection, operation: Operation, values: dict[str, Any]
+    ) -> None:
+        if not await self._guarded(conn, operation, values):
             raise LeaseLost
 
-    def _unowned(self, state: WorkflowState, **values: Any) -> dict[str, Any]:
+    def _unowned(self, operation: Operation, **values: Any) -> dict[str, Any]:
         """Values that end this owner's hold on the workflow."""
-        finished = state in {WorkflowState.COMPLETED, WorkflowState.STOPPED}
+        finished = finishes(operation)
         return {
-            "state": state,
             "claimed_by": None,
             "lease_expires_at": None,
             "requested": None,
@@ -327,9 +333,11 @@ class WorkflowRunner:
         lost) is the row read again, so a request committed before the first step
         starts is always honoured."""
         values = {"lease_expires_at": self._next_expiry()}
-        if requested is None and await self._guarded(conn, values, unrequested=True):
+        if requested is None and await self._guarded(
+            conn, Operation.START, values, unrequested=True
+        ):
             return None
-        await self._must(conn, values)
+        await self._must(conn, Operation.START, values)
         current = await workflow_store.workflow_get_by_id(conn, self.workflow.id)
         return current.requested if current is not None else None
 
@@ -371,7 +379,9 @@ class WorkflowRunner:
             "`wfectl skip`"
         )
         self.log.error("step_interrupted", position=plan.position, step=plan.name)
-        await self._must(conn, self._unowned(WorkflowState.ERROR, last_error=message))
+        await self._must(
+            conn, Operation.INTERRUPT, self._unowned(Operation.INTERRUPT, last_error=message)
+        )
         await step_store.step_finish(
             conn, self.workflow.id, plan.position, StepState.ERROR, self.clock(), message
         )
@@ -387,7 +397,7 @@ class WorkflowRunner:
         self.log.error("workflow_invalid", error=message)
 
         async def body(conn: AsyncConnection) -> None:
-            await self._must(conn, self._unowned(WorkflowState.ERROR, last_error=text))
+            await self._must(conn, Operation.FAIL, self._unowned(Operation.FAIL, last_error=text))
             await event_store.events_insert(conn, self._event("invalid", reason=text))
 
         await self._write(body)
@@ -401,8 +411,10 @@ class WorkflowRunner:
     ) -> RunResult:
         """Apply a pause or stop request between steps (after `finished`, if any)."""
         position = self.workflow.current_step if finished is None else finished.position + 1
-        state = WorkflowState.PAUSED if request is Request.PAUSE else WorkflowState.STOPPED
-        await self._must(conn, self._unowned(state, context=context, current_step=position))
+        operation = HONOURED[request]
+        await self._must(
+            conn, operation, self._unowned(operation, context=context, current_step=position)
+        )
         if finished is not None:
             await step_store.step_finish(
                 conn, self.workflow.id, finished.position, StepState.COMPLETED, self.clock()
@@ -415,11 +427,14 @@ class WorkflowRunner:
         await event_store.events_insert(
             conn,
             self._event(
-                state.value, position=position, reason=asked.reason if asked else None, **by
+                str(event_kind(operation)),
+                position=position,
+                reason=asked.reason if asked else None,
+                **by,
             ),
         )
-        self.log.info(f"workflow_{state.value}", position=position)
-        return RunResult(Outcome.PAUSED if state is WorkflowState.PAUSED else Outcome.STOPPED)
+        self.log.info(f"workflow_{event_kind(operation)}", position=position)
+        return RunResult(Outcome.PAUSED if request is Request.PAUSE else Outcome.STOPPED)
 
     async def _complete(
         self, conn: AsyncConnection, context: dict[str, Any], last: StepPlan | None
@@ -427,7 +442,9 @@ class WorkflowRunner:
         now = self.clock()
         position = self.workflow.current_step if last is None else last.position + 1
         await self._must(
-            conn, self._unowned(WorkflowState.COMPLETED, context=context, current_step=position)
+            conn,
+            Operation.COMPLETE,
+            self._unowned(Operation.COMPLETE, context=context, current_step=position),
         )
         if last is not None:
             await step_store.step_finish(
@@ -534,7 +551,9 @@ class WorkflowRunner:
                 return await self._honour_request(conn, forced, plan, context)
             if self._release_requested:
                 await self._must(
-                    conn, self._unowned(WorkflowState.PENDING, context=context, current_step=nxt)
+                    conn,
+                    Operation.RELEASE,
+                    self._unowned(Operation.RELEASE, context=context, current_step=nxt),
                 )
                 await step_store.step_finish(
                     conn, self.workflow.id, plan.position, StepState.COMPLETED, self.clock()
@@ -594,7 +613,9 @@ class WorkflowRunner:
                 await self._complete(conn, context, plan)
                 return RunResult(Outcome.COMPLETED)
             await self._must(
-                conn, self._unowned(WorkflowState.PAUSED, context=context, current_step=nxt)
+                conn,
+                Operation.HONOUR_PAUSE,
+                self._unowned(Operation.HONOUR_PAUSE, context=context, current_step=nxt),
             )
             await step_store.step_finish(
                 conn, self.workflow.id, plan.position, StepState.COMPLETED, self.clock()
@@ -613,7 +634,7 @@ class WorkflowRunner:
         reason = self._stop_reason or "stop requested"
 
         async def body(conn: AsyncConnection) -> RunResult:
-            await self._must(conn, self._unowned(WorkflowState.STOPPED))
+            await self._must(conn, Operation.HONOUR_STOP, self._unowned(Operation.HONOUR_STOP))
             await step_store.step_finish(
                 conn, self.workflow.id, plan.position, StepState.STOPPED, self.clock(), reason
             )
@@ -639,7 +660,9 @@ class WorkflowRunner:
         message = " ".join(filter(None, [f"{plan.title} failed", tries])) + f": {error}"
 
         async def body(conn: AsyncConnection) -> RunResult:
-            await self._must(conn, self._unowned(WorkflowState.ERROR, last_error=message))
+            await self._must(
+                conn, Operation.FAIL, self._unowned(Operation.FAIL, last_error=message)
+            )
             await step_store.step_finish(
                 conn, self.workflow.id, plan.position, StepState.ERROR, self.clock(), error
             )
@@ -661,7 +684,7 @@ class WorkflowRunner:
         if delay <= 0 and not self._release_requested:
 
             async def again(conn: AsyncConnection) -> tuple[dict[str, Any], int, int]:
-                await self._must(conn, {"lease_expires_at": self._next_expiry()})
+                await self._must(conn, Operation.START, {"lease_expires_at": self._next_expiry()})
                 await step_store.step_start(conn, self.workflow.id, plan.position, self.clock())
                 await event_store.events_insert(conn, retry)
                 return context, plan.position, attempts + 1
@@ -673,7 +696,9 @@ class WorkflowRunner:
         run_after = self.clock() + timedelta(seconds=delay)
 
         async def later(conn: AsyncConnection) -> RunResult:
-            await self._must(conn, self._unowned(WorkflowState.PENDING, run_after=run_after))
+            await self._must(
+                conn, Operation.RELEASE, self._unowned(Operation.RELEASE, run_after=run_after)
+            )
             await step_store.step_reschedule(conn, self.workflow.id, plan.position, error)
             await event_store.events_insert(conn, retry)
             return RunResult(Outcome.RELEASED, error, run_after=run_after)
@@ -689,7 +714,7 @@ class WorkflowRunner:
             return
 
         async def body(conn: AsyncConnection) -> None:
-            if await self._guarded(conn, self._unowned(WorkflowState.PENDING)):
+            if await self._guarded(conn, Operation.RELEASE, self._unowned(Operation.RELEASE)):
                 await event_store.events_insert(conn, self._event("released", interrupted=True))
 
         try:

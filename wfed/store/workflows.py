@@ -2,7 +2,8 @@
 
 Every state change is a guarded `UPDATE … WHERE id = :id AND state IN (:allowed)` — plus the
 fencing token for an owner's writes — and reports whether it matched, so that a caller
-never mistakes a refused or lost write for a done one.
+never mistakes a refused or lost write for a done one. The allowed states and the state
+written come from the operation's row in `wfed.states`, never from the caller.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Update, and_, bindparam, case, func, or_, select, update
+from sqlalchemy import Update, and_, bindparam, case, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import BindParameter
 
 from wfed.errors import WorkflowExists
-from wfed.states import Request, WorkflowState
+from wfed.states import Operation, Request, WorkflowState, sources, target
 from wfed.store.rows import WorkflowRow
 from wfed.store.schema import workflows
 
@@ -47,7 +48,7 @@ async def workflow_insert(
                 queue=queue,
                 priority=priority,
                 run_after=run_after,
-                state=WorkflowState.PENDING,
+                state=WorkflowState.PENDING,  # what a plain SQL INSERT gets by default
                 created_at=now,
                 updated_at=now,
             )
@@ -97,17 +98,24 @@ async def workflow_list(
 async def workflow_update(
     conn: AsyncConnection,
     workflow_id: int,
+    operation: Operation,
     *,
-    states: Iterable[WorkflowState],
     fence: int | None = None,
     unrequested: bool = False,
     values: dict[str, Any],
 ) -> bool:
-    """Guarded update: applies `values` (plain values, bound as parameters) only if the
-    row is in one of `states` (and holds `fence`, and has no pending request when
+    """Guarded update for `operation`: applies `values` (plain values, bound as
+    parameters), and the operation's target state, only if the row is in one of the
+    operation's source states (and holds `fence`, and has no pending request when
     `unrequested`). Returns whether it matched."""
+    to = target(operation)
+    if to is not None:
+        values = {**values, "state": to}
     statement = _guarded_update(
-        tuple(sorted(states)), fence is not None, unrequested, tuple(sorted(values))
+        tuple(sorted(sources(operation))),
+        fence is not None,
+        unrequested,
+        tuple(sorted(values)),
     )
     params = {f"v_{column}": value for column, value in values.items()}
     params["g_id"] = workflow_id
@@ -115,6 +123,15 @@ async def workflow_update(
         params["g_fence"] = fence
     result = await conn.execute(statement, params)
     return result.rowcount == 1
+
+
+def _state_in(*operations: Operation) -> Any:
+    """The source states of `operations` as a condition on `state`. The states are bound
+    as plain values, not an `in_()` list of values, which SQLAlchemy expands anew on every
+    execution: these conditions sit in statements built once and run per step."""
+    allowed = sorted(set().union(*(sources(operation) for operation in operations)))
+    values = [literal(state.value) for state in allowed]
+    return W.state == values[0] if len(values) == 1 else W.state.in_(values)
 
 
 @cache
@@ -180,7 +197,7 @@ def _advance_many(size: int, renewing: bool) -> Update:
             W.id.in_(ids),
             W.fence == per_row("b_fence", W.fence.type),
             W.current_step == per_row("b_position", W.current_step.type),
-            W.state == WorkflowState.RUNNING,
+            _state_in(Operation.ADVANCE),
             W.requested.is_(None),
         )
         .values(
@@ -234,9 +251,20 @@ async def workflow_advance(
     return moved == 1
 
 
+def _claimed_state() -> WorkflowState:
+    state = target(Operation.CLAIM)
+    if state is None:
+        raise AssertionError("a claim must lead to a state")
+    return state
+
+
+_CLAIMED = _claimed_state()
+
+
 def _claim_values(owner: str, now: datetime, lease: float) -> dict[str, Any]:
+    # A claim and a rescue lead to the same state; the table says which.
     return {
-        "state": WorkflowState.RUNNING,
+        "state": _CLAIMED,
         "claimed_by": owner,
         "fence": W.fence + 1,
         "lease_expires_at": now + timedelta(seconds=lease),
@@ -262,7 +290,7 @@ async def _claim_selected(
     return [
         replace(
             row,
-            state=WorkflowState.RUNNING,
+            state=_CLAIMED,
             claimed_by=owner,
             fence=row.fence + 1,
             lease_expires_at=expires,
@@ -275,11 +303,14 @@ async def _claim_selected(
 # What a claim takes (pending and due) and what a rescue takes (running, lease expired):
 # the claims, the idle daemon's question and `wfectl health` all select by these.
 def _pending_due(now: datetime) -> list[Any]:
-    return [W.state == WorkflowState.PENDING, or_(W.run_after.is_(None), W.run_after <= now)]
+    return [
+        _state_in(Operation.CLAIM),
+        or_(W.run_after.is_(None), W.run_after <= now),
+    ]
 
 
 def _lease_expired(now: datetime) -> list[Any]:
-    return [W.state == WorkflowState.RUNNING, W.lease_expires_at < now]
+    return [_state_in(Operation.RESCUE), W.lease_expires_at < now]
 
 
 async def workflows_claimable(
@@ -354,8 +385,8 @@ async def workflow_claim_by_id(
         .where(
             W.id == workflow_id,
             or_(
-                W.state == WorkflowState.PENDING,
-                and_(W.state == WorkflowState.RUNNING, W.lease_expires_at < now),
+                _state_in(Operation.CLAIM),
+                and_(*_lease_expired(now)),
             ),
         )
         .values(**_claim_values(owner, now, lease))
@@ -370,7 +401,7 @@ async def workflow_renew_lease(
     renewed = await workflow_update(
         conn,
         workflow_id,
-        states=[WorkflowState.RUNNING],
+        Operation.RENEW,
         fence=fence,
         values={"lease_expires_at": now + timedelta(seconds=lease)},
     )
@@ -398,7 +429,7 @@ async def workflow_renew_owned(
 
     Rows another transaction has locked are skipped rather than waited for, so the
     heartbeat never queues behind step commits (and never deadlocks with them)."""
-    owned = [W.claimed_by == owner, W.state == WorkflowState.RUNNING, W.id.in_(list(ids))]
+    owned = [W.claimed_by == owner, _state_in(Operation.RENEW), W.id.in_(list(ids))]
     free = (
         (await conn.execute(select(W.id).where(*owned).with_for_update(skip_locked=True)))
         .scalars()
@@ -420,7 +451,7 @@ async def workflow_renew_owned(
 async def workflow_delete(conn: AsyncConnection, workflow_id: int) -> bool:
     """Delete a workflow that is not running (its steps go with it; events stay)."""
     result = await conn.execute(
-        workflows.delete().where(W.id == workflow_id, W.state != WorkflowState.RUNNING)
+        workflows.delete().where(W.id == workflow_id, _state_in(Operation.DELETE))
     )
     return result.rowcount == 1
 
@@ -465,7 +496,7 @@ async def workflows_delete(conn: AsyncConnection, ids: Sequence[int]) -> int:
     if not ids:
         return 0
     result = await conn.execute(
-        workflows.delete().where(W.id.in_(list(ids)), W.state != WorkflowState.RUNNING)
+        workflows.delete().where(W.id.in_(list(ids)), _state_in(Operation.DELETE))
     )
     return int(result.rowcount)
 
@@ -495,7 +526,7 @@ async def workflow_runnable_by_queue(
         select(W.queue, func.count())
         .where(
             # The state range alone narrows the scan to the (few) unfinished rows.
-            W.state.in_([WorkflowState.PENDING, WorkflowState.RUNNING]),
+            _state_in(Operation.CLAIM, Operation.RESCUE),
             or_(and_(*_pending_due(now)), and_(*_lease_expired(now))),
         )
         .group_by(W.queue)

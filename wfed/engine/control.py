@@ -1,0 +1,260 @@
+"""Operator control: pause, stop, resume, retry, skip, restart, delete and context edits.
+
+Each is one transaction that locks the workflow's row, asks `wfed.states` whether the
+operation applies in the row's state (or becomes a request for the owner of a running
+workflow), writes it through the store's guarded update for that operation, and records
+its event with the operator and reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from wfed.clock import Clock
+from wfed.errors import InvalidDefinition, InvalidTransition, WorkflowNotFound
+from wfed.states import (
+    Decision,
+    Operation,
+    StepState,
+    decide,
+    event_kind,
+    finishes,
+)
+from wfed.store import events as event_store
+from wfed.store import steps as step_store
+from wfed.store import workflows as workflow_store
+from wfed.store.database import Database
+from wfed.store.events import Event
+from wfed.store.rows import WorkflowRow
+
+log = structlog.get_logger("wfed.engine")
+
+
+@dataclass(frozen=True)
+class Operator:
+    """Who acts on the workflows of a database, and on which clock."""
+
+    db: Database
+    actor: str
+    clock: Clock
+
+
+async def require(conn: AsyncConnection, name: str, *, for_update: bool = False) -> WorkflowRow:
+    """The workflow named `name`, or WorkflowNotFound."""
+    row = await workflow_store.workflow_get(conn, name, for_update=for_update)
+    if row is None:
+        raise WorkflowNotFound(f"no workflow named {name!r}")
+    return row
+
+
+@contextlib.asynccontextmanager
+async def _operate(
+    operator: Operator, name: str, operation: Operation
+) -> AsyncIterator[tuple[AsyncConnection, WorkflowRow, Decision]]:
+    async with operator.db.transaction() as conn:
+        row = await require(conn, name, for_update=True)
+        # Raises InvalidTransition, naming the state and what would work.
+        yield conn, row, decide(operation, row.state, name)
+
+
+async def _apply(
+    operator: Operator,
+    conn: AsyncConnection,
+    row: WorkflowRow,
+    decision: Decision,
+    values: dict[str, Any],
+    *,
+    reason: str | None,
+    position: int | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Apply a decided operation, guarded in SQL by its source states, and record it."""
+    operation = decision.operation
+    now = operator.clock()
+    values = {"updated_at": now, **values}
+    if decision.request is not None:
+        values["requested"] = decision.request.value
+    if finishes(operation):
+        values["finished_at"] = now
+    matched = await workflow_store.workflow_update(conn, row.id, operation, values=values)
+    if not matched:
+        current = await workflow_store.workflow_get_by_id(conn, row.id)
+        decide(operation, current.state if current else row.state, row.name)
+        raise InvalidTransition(f"workflow {row.name!r} changed state meanwhile; try again")
+    await _record(operator, conn, row, operation, reason, position, detail)
+
+
+async def _record(
+    operator: Operator,
+    conn: AsyncConnection,
+    row: WorkflowRow,
+    operation: Operation,
+    reason: str | None,
+    position: int | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    kind = event_kind(operation)
+    if kind is None:
+        raise AssertionError(f"operation {operation} records no event")
+    event = Event(
+        row.id, row.name, kind, operator.actor, operator.clock(), position, reason, detail or {}
+    )
+    await event_store.events_insert(conn, event)
+    log.info(f"workflow_{kind.value}", workflow=row.name, actor=operator.actor, reason=reason)
+
+
+async def pause(operator: Operator, name: str, reason: str | None) -> None:
+    """Pause: at once if pending, after the current step if running (a request)."""
+    async with _operate(operator, name, Operation.PAUSE) as (conn, row, decision):
+        values = {} if decision.request else {"requested": None}
+        await _apply(
+            operator, conn, row, decision, values, reason=reason, position=row.current_step
+        )
+
+
+async def stop(operator: Operator, name: str, reason: str | None) -> None:
+    """Stop for good: at once if not running, else the owner cancels the step."""
+    async with _operate(operator, name, Operation.STOP) as (conn, row, decision):
+        values = {} if decision.request else {"requested": None}
+        await _apply(
+            operator, conn, row, decision, values, reason=reason, position=row.current_step
+        )
+
+
+async def resume(operator: Operator, name: str, reason: str | None) -> None:
+    """Make a paused workflow runnable again, from the step it halted before."""
+    async with _operate(operator, name, Operation.RESUME) as (conn, row, decision):
+        await _apply(
+            operator,
+            conn,
+            row,
+            decision,
+            {"requested": None, "run_after": None},
+            reason=reason,
+            position=row.current_step,
+        )
+
+
+async def retry(operator: Operator, name: str, reason: str | None) -> None:
+    """Run a workflow in error again from the step that failed (its attempts go on)."""
+    async with _operate(operator, name, Operation.RETRY) as (conn, row, decision):
+        await _apply(
+            operator,
+            conn,
+            row,
+            decision,
+            {"last_error": None, "requested": None, "run_after": None},
+            reason=reason,
+            position=row.current_step,
+        )
+        await step_store.step_reschedule_clean(conn, row.id, row.current_step)
+
+
+async def skip(
+    operator: Operator, name: str, set_context: dict[str, Any] | None, reason: str | None
+) -> None:
+    """Skip the step a workflow halted at (error or paused), optionally patching the
+    context; the workflow continues with the next step."""
+    async with _operate(operator, name, Operation.SKIP) as (conn, row, decision):
+        steps = await step_store.steps_get(conn, row.id)
+        position = row.current_step
+        if position >= len(steps):
+            raise InvalidTransition(
+                f"cannot skip in workflow {name!r}: it has no step {position} "
+                "(an invalid definition has no steps to skip: fix `steps`, then retry)"
+            )
+        context = {**row.context, **(set_context or {})}
+        await _apply(
+            operator,
+            conn,
+            row,
+            decision,
+            {
+                "current_step": position + 1,
+                "context": context,
+                "last_error": None,
+                "requested": None,
+                "run_after": None,
+            },
+            reason=reason,
+            position=position,
+            detail={"set": set_context} if set_context else None,
+        )
+        await step_store.step_finish(conn, row.id, position, StepState.SKIPPED, operator.clock())
+
+
+async def restart(operator: Operator, name: str, from_step: int, reason: str | None) -> None:
+    """Run a non-running workflow again from step `from_step` (0-based)."""
+    async with _operate(operator, name, Operation.RESTART) as (conn, row, decision):
+        steps = await step_store.steps_get(conn, row.id)
+        count = len(steps) if steps else _definition_length(row.steps)
+        if not 0 <= from_step < max(count, 1):
+            raise InvalidTransition(
+                f"cannot restart workflow {name!r} from step {from_step}: "
+                f"its steps are numbered 0 to {count - 1}"
+            )
+        await _apply(
+            operator,
+            conn,
+            row,
+            decision,
+            {
+                "current_step": from_step,
+                "last_error": None,
+                "requested": None,
+                "run_after": None,
+                "finished_at": None,
+            },
+            reason=reason,
+            position=from_step,
+        )
+        await step_store.steps_reset_from(conn, row.id, from_step)
+
+
+async def delete(operator: Operator, name: str, reason: str | None) -> None:
+    """Delete a workflow that is not running; its events are kept."""
+    async with _operate(operator, name, Operation.DELETE) as (conn, row, decision):
+        if not await workflow_store.workflow_delete(conn, row.id):
+            raise InvalidTransition(f"workflow {name!r} changed state meanwhile; try again")
+        await _record(operator, conn, row, decision.operation, reason)
+
+
+async def set_context(
+    operator: Operator,
+    name: str,
+    updates: dict[str, Any] | None,
+    unset: Sequence[str],
+    reason: str | None,
+) -> None:
+    """Change keys of the context of a workflow that is not running."""
+    async with _operate(operator, name, Operation.SET_CONTEXT) as (conn, row, decision):
+        context = {**row.context, **(updates or {})}
+        missing = [key for key in unset if key not in context]
+        if missing:
+            raise InvalidTransition(f"workflow {name!r} has no context key {missing[0]!r} to unset")
+        for key in unset:
+            del context[key]
+        try:
+            json.dumps(context)
+        except (TypeError, ValueError) as exc:
+            raise InvalidDefinition(f"context is not JSON: {exc}") from None
+        await _apply(
+            operator,
+            conn,
+            row,
+            decision,
+            {"context": context},
+            reason=reason,
+            detail={"set": updates or {}, "unset": list(unset)},
+        )
+
+
+def _definition_length(steps: Any) -> int:
+    return len(steps) if isinstance(steps, list) else 0
