@@ -104,7 +104,9 @@ class Operation(StrEnum):
     """Step N completed and step N+1 started, in one write."""
     COMPLETE = "complete"
     FAIL = "fail"
-    """A step failed for good, or the definition is invalid."""
+    """A step failed for good."""
+    REJECT = "reject"
+    """The workflow cannot be run as its row stands (an invalid definition)."""
     INTERRUPT = "interrupt"
     """A non-idempotent step was found cut off by its owner's death."""
     HONOUR_PAUSE = "honour_pause"
@@ -153,6 +155,7 @@ _TABLE: dict[Operation, Rule] = {
     Operation.ADVANCE: Rule(_RUNNING, None, None),
     Operation.COMPLETE: Rule(_RUNNING, S.COMPLETED, EventKind.COMPLETED),
     Operation.FAIL: Rule(_RUNNING, S.ERROR, EventKind.ERROR),
+    Operation.REJECT: Rule(_RUNNING, S.ERROR, EventKind.INVALID),
     Operation.INTERRUPT: Rule(_RUNNING, S.ERROR, EventKind.ERROR),
     Operation.HONOUR_PAUSE: Rule(_RUNNING, S.PAUSED, EventKind.PAUSED),
     Operation.HONOUR_STOP: Rule(_RUNNING, S.STOPPED, EventKind.STOPPED),

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from wfed import Engine
 from wfed.clock import utc_now
 from wfed.daemon.committer import StepCommitter
-from wfed.engine.handover import FastAdvance
+from wfed.engine.group_commit import BatchableAdvance
 from wfed.errors import LeaseLost
 from wfed.states import Operation, StepState
 from wfed.store import steps as step_store
@@ -147,7 +147,7 @@ async def running_workflows(
 def _fast(row: WorkflowRow, context: dict[str, Any], result: Any, fence: int | None = None):
     now = utc_now()
     move = Advance(row.id, row.fence if fence is None else fence, 0, context)
-    return FastAdvance(move, now, result)
+    return BatchableAdvance(move, now, result)
 
 
 async def _never(conn: AsyncConnection) -> None:
@@ -345,7 +345,7 @@ async def test_an_advance_that_no_longer_applies_runs_its_body(
             return "body"
 
         withdrawn = _fast(released, {"n": 1}, "fast")
-        withdrawn = FastAdvance(withdrawn.move, withdrawn.now, "fast", applies=lambda: False)
+        withdrawn = BatchableAdvance(withdrawn.move, withdrawn.now, "fast", applies=lambda: False)
         outcome = await _run_batch(
             committer,
             [
@@ -367,7 +367,7 @@ async def test_a_half_spent_lease_is_renewed_with_the_batch(engine: Engine, prob
     async with running_workflows(engine, probe, 2) as (renewing, other):
         new_end = utc_now() + timedelta(hours=2)
         asked = _fast(renewing, {}, "renewed")
-        asked = FastAdvance(asked.move, asked.now, "renewed", lease_expires_at=new_end)
+        asked = BatchableAdvance(asked.move, asked.now, "renewed", lease_expires_at=new_end)
         outcome = await _run_batch(
             committer,
             [

@@ -67,6 +67,7 @@ EXPECTED: dict[Op, dict[WorkflowState, WorkflowState | Request | _Unchanged]] = 
     Op.START: {S.RUNNING: UNCHANGED},
     Op.ADVANCE: {S.RUNNING: UNCHANGED},
     Op.INTERRUPT: {S.RUNNING: S.ERROR},
+    Op.REJECT: {S.RUNNING: S.ERROR},
     # what pause and stop become for a running workflow: a request, the state unchanged
     Op.REQUEST_PAUSE: {S.RUNNING: UNCHANGED},
     Op.REQUEST_STOP: {S.RUNNING: UNCHANGED},
@@ -93,6 +94,7 @@ RUNNER_OPS = (
     Op.COMPLETE,
     Op.FAIL,
     Op.INTERRUPT,
+    Op.REJECT,
     Op.HONOUR_PAUSE,
     Op.HONOUR_STOP,
     Op.RELEASE,

@@ -6,7 +6,7 @@ which runs every body waiting at that moment inside one transaction and commits 
 each step is still committed before its next step starts, at a fraction of the commits.
 
 The commonest transition — step N completed, step N+1 started, no request waiting — also
-comes as plain data (a `wfed.engine.handover.FastAdvance`). The committer writes all of a
+comes as plain data (a `wfed.engine.group_commit.BatchableAdvance`). The committer writes all of a
 batch's advances with one UPDATE per table instead of two statements per workflow. If any
 advance's guard does not hold (a pause or stop request arrived, or the workflow changed
 owner), that transaction is rolled back and the batch runs again body by body, where each
@@ -30,7 +30,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wfed.engine.handover import Body, FastAdvance
+from wfed.engine.group_commit import BatchableAdvance, TransactionBody
 from wfed.errors import WfedError
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
@@ -42,8 +42,8 @@ log = structlog.get_logger("wfed.daemon")
 @dataclass
 class _Waiting:
     workflow_id: int
-    body: Body
-    fast: FastAdvance | None
+    body: TransactionBody
+    advance: BatchableAdvance | None
     future: asyncio.Future[Any]
 
 
@@ -63,11 +63,13 @@ class StepCommitter:
         self.bodies = 0
         self.diverged = 0
 
-    async def run(self, workflow_id: int, body: Body, fast: FastAdvance | None = None) -> Any:
-        """Run `body` (or apply `fast`) in the next batch; returns its result (or raises
+    async def run(
+        self, workflow_id: int, body: TransactionBody, advance: BatchableAdvance | None = None
+    ) -> Any:
+        """Run `body` (or apply `advance`) in the next batch; returns its result (or raises
         its error)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Waiting(workflow_id, body, fast, future))
+        self._waiting.append(_Waiting(workflow_id, body, advance, future))
         self._wake.set()
         return await future
 
@@ -121,13 +123,13 @@ class StepCommitter:
         self, conn: AsyncConnection, batch: list[_Waiting]
     ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
         """All advances as one UPDATE per table, then the other bodies one by one."""
-        fast: list[tuple[_Waiting, FastAdvance]] = []
+        fast: list[tuple[_Waiting, BatchableAdvance]] = []
         others: list[_Waiting] = []
         for item in batch:
             if item.future.cancelled():
                 continue  # its runner is gone (shutdown): write nothing for it
-            if item.fast is not None and item.fast.applies():
-                fast.append((item, item.fast))
+            if item.advance is not None and item.advance.applies():
+                fast.append((item, item.advance))
             else:
                 others.append(item)
         if fast:
@@ -136,7 +138,7 @@ class StepCommitter:
         return outcomes + await self._run_bodies(conn, others)
 
     @staticmethod
-    async def _advance(conn: AsyncConnection, advances: list[FastAdvance]) -> None:
+    async def _advance(conn: AsyncConnection, advances: list[BatchableAdvance]) -> None:
         """Write the advances with one UPDATE per table; _Diverged if a guard failed."""
         now = max(advance.now for advance in advances)
         # A lease renewed by one advance is renewed for the whole batch (to the latest

@@ -11,9 +11,7 @@ event with the actor (`user@host` unless given).
 
 from __future__ import annotations
 
-import asyncio
 import builtins
-import contextlib
 import getpass
 import json
 import socket
@@ -28,15 +26,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from wfed.clock import Clock, utc_now
 from wfed.config import Config, load_config
 from wfed.engine import control
+from wfed.engine.inline import InlineRun
 from wfed.engine.retention import PURGEABLE, purge_finished
-from wfed.engine.runner import Outcome, RunResult, WorkflowRunner
 from wfed.engine.views import Workflow, event_json
 from wfed.errors import (
-    ErrorState,
     InvalidDefinition,
-    StepError,
-    WorkflowHalted,
-    WorkflowLocked,
     WorkflowNotFound,
 )
 from wfed.states import WorkflowState
@@ -338,108 +332,17 @@ class Engine:
         ErrorState (it was in `error` already). A completed workflow is returned as is;
         a pending one whose `run_after` is still ahead is waited for.
         """
-        while True:
-            now = self.clock()
-            async with self.db.transaction() as conn:
-                row = await self._require(conn, name)
-                if row.state is WorkflowState.COMPLETED:
-                    return Workflow(row=row, steps=await step_store.steps_get(conn, row.id))
-                _check_runnable(row, now)
-                not_before = _not_before(row, now)
-                if not_before is None:
-                    claimed = await workflow_store.workflow_claim_by_id(
-                        conn, row.id, owner=self.actor, now=now, lease=self.lease
-                    )
-                    fresh = await workflow_store.workflow_get_by_id(conn, row.id)
-            if not_before is not None:
-                # Pending, but not runnable before `run_after` (set at creation, or a
-                # retry delay): wait for it here, then claim it.
-                await asyncio.sleep(not_before)
-                continue
-            if fresh is None:
-                raise WorkflowNotFound(f"no workflow named {name!r}")
-            if not claimed:
-                _check_runnable(fresh, self.clock())
-                raise WorkflowLocked(f"workflow {name!r} changed state meanwhile; try again")
-            result = await self._run_claimed(fresh)
-            if result.outcome is Outcome.RELEASED and result.run_after is not None:
-                continue  # a retry delay: waited for at the top
-            return await self._finish_run(name, result)
-
-    async def _run_claimed(self, row: WorkflowRow) -> RunResult:
-        runner = WorkflowRunner(
+        inline = InlineRun(
             self.db,
             self.registry,
-            row,
             actor=self.actor,
-            lease_seconds=self.lease,
+            lease=self.lease,
+            control_interval=self.control_interval,
             clock=self.clock,
+            get=self.get,
         )
-        watcher = asyncio.create_task(self._watch(runner))
-        try:
-            return await runner.run()
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-
-    async def _watch(self, runner: WorkflowRunner) -> None:
-        """Renew the lease and pass on stop requests while `run` holds a workflow."""
-        while True:
-            await asyncio.sleep(min(self.control_interval, self.lease / 3))
-            now = self.clock()
-            try:
-                async with self.db.transaction() as conn:
-                    owned, request = await workflow_store.workflow_renew_lease(
-                        conn, runner.workflow.id, fence=runner.fence, now=now, lease=self.lease
-                    )
-            except Exception as exc:  # an outage: the runner's writes ride it out
-                log.warning("lease_renewal_failed", workflow=runner.workflow.name, error=str(exc))
-                continue
-            if not owned:
-                runner.lose()
-                return
-            runner.renewed(now + timedelta(seconds=self.lease))
-            if request is not None and request.value == "stop":
-                runner.stop("stop requested")
-
-    async def _finish_run(self, name: str, result: RunResult) -> Workflow:
-        if result.outcome is Outcome.COMPLETED:
-            return await self.get(name)
-        if result.outcome is Outcome.ERROR:
-            if result.invalid:
-                raise InvalidDefinition(f"workflow {name!r}: {result.message}")
-            raise StepError(f"workflow {name!r} is now in error: {result.message}")
-        if result.outcome in {Outcome.PAUSED, Outcome.STOPPED}:
-            workflow = await self.get(name)
-            why = f": {workflow.halt_reason}" if workflow.halt_reason else ""
-            raise WorkflowHalted(f"workflow {name!r} is {workflow.state.value}{why}")
-        if result.outcome is Outcome.LOST:
-            raise WorkflowLocked(f"workflow {name!r} was taken over by another owner")
+        await inline.run(name)
         return await self.get(name)
-
-
-def _check_runnable(row: WorkflowRow, now: datetime) -> None:
-    """Refuse to run a workflow that is halted, in error or held by a live owner."""
-    name = row.name
-    if row.state is WorkflowState.ERROR:
-        raise ErrorState(
-            f"workflow {name!r} is in error ({row.last_error}); retry, skip or delete it first"
-        )
-    if row.state in {WorkflowState.PAUSED, WorkflowState.STOPPED}:
-        raise WorkflowHalted(f"workflow {name!r} is {row.state.value}")
-    if row.state is WorkflowState.RUNNING and (
-        row.lease_expires_at is None or row.lease_expires_at >= now
-    ):
-        raise WorkflowLocked(f"workflow {name!r} is running, owned by {row.claimed_by}")
-
-
-def _not_before(row: WorkflowRow, now: datetime) -> float | None:
-    """Seconds until a pending workflow's `run_after`, or None if it may run now."""
-    if row.state is not WorkflowState.PENDING or row.run_after is None:
-        return None
-    wait = (row.run_after - now).total_seconds()
-    return wait if wait > 0 else None
 
 
 def _check_name(name: str) -> None:

@@ -1,1 +1,0 @@
-"""Step modules used only by the unit tests (listed in registries the tests build)."""

@@ -1,0 +1,84 @@
+"""The commonest write of a run: step N completed and step N+1 started, in one
+transaction, with the context step N left.
+
+Its guard holds when the runner still owns the workflow, it is still at step N, and no
+pause or stop request waits. Then the write is plain data, which the daemon's group
+commit batches with other workflows' advances (`batchable`). When the guard fails, the
+body (`commit`) finds out why: a waiting request ends the turn by honouring it; anything
+else means the lease is lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from wfed.engine import turn
+from wfed.engine.group_commit import BatchableAdvance
+from wfed.engine.turn import Next, NextStep, TurnEnd, TurnWriter
+from wfed.errors import LeaseLost
+from wfed.states import HONOURED, Operation, sources
+from wfed.steps.definition import StepPlan
+from wfed.store import steps as step_store
+from wfed.store import workflows as workflow_store
+from wfed.store.workflows import Advance
+
+
+class StepAdvance:
+    """One runner's move from step `plan` (just completed) to `following`."""
+
+    def __init__(self, writer: TurnWriter, plan: StepPlan, following: NextStep) -> None:
+        self.writer = writer
+        self.plan = plan
+        self.following = following
+        self.ended: TurnEnd | None = None
+        """How the turn ended instead, once `commit` has ended it."""
+
+    def batchable(self, applies: Callable[[], bool]) -> BatchableAdvance:
+        """The advance as data for a group commit (built anew for each attempt)."""
+        lease = self.writer.lease
+        return BatchableAdvance(
+            Advance(lease.workflow_id, lease.fence, self.plan.position, self.following.context),
+            self.writer.clock(),
+            self.following,
+            lease_expires_at=lease.renewal_due(),
+            applies=applies,
+        )
+
+    async def commit(self, conn: AsyncConnection, end: TurnEnd | None) -> Next:
+        """Write the advance — or `end`, when the turn ends here — in `conn`'s
+        transaction; what comes next."""
+        lease = self.writer.lease
+        if end is None:
+            moved = await workflow_store.workflow_advance(
+                conn,
+                lease.workflow_id,
+                fence=lease.fence,
+                context=self.following.context,
+                current_step=self.following.position,
+                now=self.writer.clock(),
+                lease_expires_at=lease.renewal_due(),
+            )
+            if moved:
+                await step_store.step_finish_and_start_next(
+                    conn, lease.workflow_id, self.plan.position, self.writer.clock()
+                )
+                return self.following
+            end = await self._why_not(conn)
+        self.ended = end
+        return await self.writer.end(conn, end)
+
+    async def _why_not(self, conn: AsyncConnection) -> TurnEnd:
+        """The guard failed: a request waits (honour it), or the lease is lost."""
+        lease = self.writer.lease
+        current = await workflow_store.workflow_get_by_id(conn, lease.workflow_id)
+        if (
+            current is None
+            or current.fence != lease.fence
+            or current.state not in sources(Operation.ADVANCE)
+            or current.requested is None
+        ):
+            raise LeaseLost
+        operation = HONOURED[current.requested]
+        return turn.after_step(self.plan, operation, self.following.context)

@@ -1,0 +1,77 @@
+"""One attempt of one step: render its arguments from the context, check them, run the
+step under its timeout, and check that what it left in the context can be stored.
+
+The attempt runs as a task of its own so that control can cancel it (a stop request, a
+lost lease) without cancelling the runner that waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from wfed.steps.base import PauseWorkflow
+from wfed.steps.definition import StepPlan, check_args
+from wfed.steps.template import render
+
+
+class AttemptCancelled(Exception):
+    """Control cancelled the attempt from outside (not the runner being cancelled)."""
+
+
+class StepAttempt:
+    """One run of one step on a working copy of the context."""
+
+    def __init__(self, plan: StepPlan, context: dict[str, Any]) -> None:
+        self.plan = plan
+        self.context = context
+        self._task: asyncio.Task[None] | None = None
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        """Cancel the attempt, or keep it from starting if it has not yet."""
+        self._cancelled = True
+        if self._task is not None:
+            self._task.cancel()
+
+    async def run(self) -> str | None:
+        """Run the step; returns a pause gate's prompt, or None.
+
+        Raises what the step raised (a step failure), AttemptCancelled if `cancel()`
+        cut it off, and CancelledError if the caller itself was cancelled."""
+        self._task = asyncio.create_task(self._invoke())
+        if self._cancelled:
+            # Control arrived before the step started: it must not run at all.
+            self._task.cancel()
+        try:
+            await self._task
+        except PauseWorkflow as gate:
+            return str(gate) or "paused by a pause step"
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not self._task.cancelled() or (current and current.cancelling()):
+                raise
+            raise AttemptCancelled from None
+        finally:
+            if not self._task.done():
+                self._task.cancel()
+        try:
+            json.dumps(self.context)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"the step left a context that is not JSON: {exc}") from None
+        return None
+
+    async def _invoke(self) -> None:
+        plan = self.plan
+        args = render(plan.args, self.context)
+        args = check_args(plan.step_class, args, plan.title, rendered=True)
+        step = plan.step_class()
+        if plan.timeout is None:
+            await step.invoke(self.context, args)
+            return
+        try:
+            async with asyncio.timeout(plan.timeout):
+                await step.invoke(self.context, args)
+        except TimeoutError:
+            raise TimeoutError(f"timed out after {plan.timeout:g} s") from None

@@ -1,0 +1,47 @@
+"""The hand-over from a runner to a group commit: what a runner asks to have committed.
+
+A runner's write is a transaction body. The daemon runs the bodies of many runners in
+one transaction (`wfed.daemon.committer.StepCommitter`); for the commonest write — step N
+completed, step N+1 started — a runner also hands over the same effect as plain data, a
+`BatchableAdvance`, which the group commit writes together with other workflows'
+advances in one statement per table. Without a group commit (`Engine.run`), a runner runs
+its bodies in transactions of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from wfed.store.workflows import Advance
+
+TransactionBody = Callable[[AsyncConnection], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class BatchableAdvance:
+    """A body's effect when its guard holds: write `move` (with this timestamp, or a
+    later one; and a lease ending at `lease_expires_at` or later, if given) and hand back
+    `result`. When the guard fails the body runs instead and decides what the failure
+    means. `applies` is asked again when the batch is built: a runner told to release
+    its workflow meanwhile wants its body to run, not the advance."""
+
+    move: Advance
+    now: datetime
+    result: Any
+    lease_expires_at: datetime | None = None
+    applies: Callable[[], bool] = field(default=lambda: True)
+
+
+class GroupCommit(Protocol):
+    """Runs `body` (or applies `advance`) in a transaction, perhaps shared with other
+    runners' writes; returns the body's result or raises its error. A body raises a wfed
+    error only before it has written anything, so that error is its runner's alone."""
+
+    def __call__(
+        self, workflow_id: int, body: TransactionBody, advance: BatchableAdvance | None = None
+    ) -> Awaitable[Any]: ...

@@ -1,0 +1,189 @@
+"""The first transaction of a runner's turn with a workflow it has just claimed.
+
+It validates the row (a definition that cannot run ends the turn in `error`), creates
+the step rows of a first run, honours a pause or stop request that waits, completes a
+workflow with nothing left to run, decides what to do with a step its previous owner was
+cut off in, and starts the current step — one transaction, shared with other workflows'
+writes in the daemon's group commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from wfed.engine.turn import Next, NextStep, RunResult, StepEnd, TurnEnd, TurnWriter
+from wfed.errors import InvalidDefinition
+from wfed.states import HONOURED, EventKind, Operation, Request, StepState
+from wfed.steps.definition import StepPlan, parse_context, parse_definition
+from wfed.steps.registry import StepRegistry
+from wfed.store import events as event_store
+from wfed.store import steps as step_store
+from wfed.store import workflows as workflow_store
+from wfed.store.events import Event
+from wfed.store.rows import StepRow
+
+log = structlog.get_logger("wfed.runner")
+
+Write = Callable[..., Awaitable[Any]]
+Count = Callable[[StepPlan, str], None]
+
+
+class Halted(Exception):
+    """The turn ended in its first transaction (or before it)."""
+
+    def __init__(self, result: RunResult) -> None:
+        self.result = result
+
+
+class TurnStart:
+    """Prepares one turn: validation, step rows, waiting requests, interrupted steps."""
+
+    def __init__(self, writer: TurnWriter, registry: StepRegistry, count: Count) -> None:
+        self.writer = writer
+        self.registry = registry
+        self.count = count
+        self.prior_attempts: list[int] = []
+        self.log = log.bind(workflow=writer.workflow.name, workflow_id=writer.workflow.id)
+
+    async def prepare(self, write: Write) -> tuple[list[StepPlan], Next]:
+        """The workflow's step plans and what comes first; Halted if the turn is over."""
+        row = self.writer.workflow
+        try:
+            plans = parse_definition(row.steps, self.registry)
+            context = parse_context(row.context)
+        except InvalidDefinition as exc:
+            raise Halted(await self._reject(write, str(exc))) from None
+
+        async def body(conn: AsyncConnection) -> Next:
+            return await self._begin(conn, plans, context)
+
+        try:
+            first: Next = await write(body, shared=True)
+        except InvalidDefinition as exc:
+            raise Halted(await self._reject(write, str(exc))) from None
+        if isinstance(first, RunResult):
+            raise Halted(first)
+        return plans, first
+
+    async def _begin(
+        self, conn: AsyncConnection, plans: list[StepPlan], context: dict[str, Any]
+    ) -> Next:
+        row = self.writer.workflow
+        lease = self.writer.lease
+        # Lock the workflow row first (checking the fence): inserting step rows takes a
+        # shared lock on it for the foreign key, and upgrading that lock later would
+        # deadlock against the heartbeat renewing this daemon's leases.
+        requested = await self._lock_for_start(conn, row.requested)
+        rows = await step_store.steps_get(conn, row.id)
+        started = False
+        if not rows:
+            # A first run: the current step is created running, unless the workflow
+            # ends here (a waiting request, or nothing left to run).
+            started = requested is None and row.current_step < len(plans)
+            await step_store.steps_insert(
+                conn,
+                row.id,
+                [(p.name, p.label, p.args) for p in plans],
+                running=row.current_step if started else None,
+                now=self.writer.clock(),
+            )
+            rows = [StepRow.fresh(p.position, p.name, p.label, p.args) for p in plans]
+        self.prior_attempts = [r.attempts for r in rows]
+        if len(rows) != len(plans):
+            raise InvalidDefinition(
+                f"the definition has {len(plans)} steps but {len(rows)} step rows exist "
+                "(was `steps` edited after the workflow started?); "
+                "`wfectl restart --from-step 0` rebuilds them"
+            )
+        position = row.current_step
+        values = {"context": context, "current_step": position}
+        if requested is not None:
+            honour = TurnEnd(HONOURED[requested], values=values, position=position, on_request=True)
+            return await self.writer.end(conn, honour)
+        if position >= len(plans):
+            return await self.writer.end(conn, TurnEnd(Operation.COMPLETE, values=values))
+        current = rows[position]
+        if current.state is StepState.RUNNING:
+            interrupted = await self._interrupted(conn, plans[position], current)
+            if interrupted is not None:
+                return interrupted
+        if not started:
+            await step_store.step_start(conn, row.id, position, self.writer.clock())
+        claimed = self.writer.event(EventKind.CLAIMED, position=position, fence=lease.fence)
+        await event_store.events_insert(conn, claimed)
+        return NextStep(context, position, current.attempts + 1)
+
+    async def _lock_for_start(
+        self, conn: AsyncConnection, requested: Request | None
+    ) -> Request | None:
+        """Lock the workflow row (checking the fence, renewing the lease) and return the
+        request waiting on it. One written guard covers the usual case; only when it
+        fails (a pause or stop requested since the claim read the row, or the lease
+        lost) is the row read again, so a request committed before the first step
+        starts is always honoured."""
+        lease = self.writer.lease
+        values = {"lease_expires_at": lease.next_expiry()}
+        if requested is None and await lease.guard(conn, Operation.START, values, unrequested=True):
+            return None
+        await lease.must(conn, Operation.START, values)
+        current = await workflow_store.workflow_get_by_id(conn, lease.workflow_id)
+        return current.requested if current is not None else None
+
+    async def _interrupted(
+        self, conn: AsyncConnection, plan: StepPlan, current: StepRow
+    ) -> RunResult | None:
+        """The previous owner died (or was cancelled) while this step ran: re-run it if it
+        is idempotent (None), else put the workflow in error."""
+        self.count(plan, "interrupted")
+        if plan.idempotent:
+            self.log.warning("step_interrupted_rerun", position=plan.position, step=plan.name)
+            rerun = self.writer.event(
+                EventKind.STEP_INTERRUPTED, position=plan.position, rerun=True
+            )
+            await event_store.events_insert(conn, rerun)
+            return None
+        message = (
+            f"interrupted while running {plan.title} (attempt {current.attempts}); it is not "
+            "idempotent, so it was not re-run: check what it did, then `wfectl retry` or "
+            "`wfectl skip`"
+        )
+        self.log.error("step_interrupted", position=plan.position, step=plan.name)
+        end = TurnEnd(
+            Operation.INTERRUPT,
+            values={"last_error": message},
+            step=StepEnd(plan.position, StepState.ERROR, message),
+            position=plan.position,
+            reason=message,
+            message=message,
+            before=((EventKind.STEP_INTERRUPTED, {"rerun": False}),),
+        )
+        return await self.writer.end(conn, end)
+
+    async def _reject(self, write: Write, message: str) -> RunResult:
+        """The row cannot be run as it stands: the workflow goes to error."""
+        text = f"invalid workflow: {message}"
+
+        async def body(conn: AsyncConnection) -> RunResult:
+            end = TurnEnd(
+                Operation.REJECT, values={"last_error": text}, reason=text, message=message
+            )
+            return await self.writer.end(conn, end)
+
+        result: RunResult = await write(body)
+        self.log.error("workflow_invalid", error=message)
+        return result
+
+
+async def start_again(
+    writer: TurnWriter, again: NextStep, retry: Event, conn: AsyncConnection
+) -> NextStep:
+    """Start a failed step's next attempt at once (a retry without delay)."""
+    lease = writer.lease
+    await lease.must(conn, Operation.START, {"lease_expires_at": lease.next_expiry()})
+    await step_store.step_start(conn, lease.workflow_id, again.position, writer.clock())
+    await event_store.events_insert(conn, retry)
+    return again

@@ -1,0 +1,268 @@
+"""How a runner's turn with a workflow ends, and what comes next when it does not.
+
+Every end of a turn is the same write: the guarded update of the operation that ends it
+(complete, fail, interrupt, honour a pause or stop, release), the step it leaves behind,
+and the events that record it — all in the transaction the runner is given. `TurnEnd`
+says which; `TurnWriter.end` writes it. The write raises LeaseLost only before it has
+written anything, so a group commit can hand that error to its runner alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from wfed.clock import Clock
+from wfed.engine.lease import Lease
+from wfed.states import HONOURED, REQUEST_OF, EventKind, Operation, StepState, event_kind, finishes
+from wfed.steps.definition import StepPlan
+from wfed.store import events as event_store
+from wfed.store import steps as step_store
+from wfed.store.database import Database
+from wfed.store.events import Event
+from wfed.store.rows import WorkflowRow
+
+
+class Outcome(StrEnum):
+    """How a runner's turn with a workflow ended."""
+
+    COMPLETED = "completed"
+    ERROR = "error"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+    RELEASED = "released"
+    """Handed back as pending: a retry delay, or the owner is shutting down."""
+    LOST = "lost"
+    """Another owner took the workflow over; nothing was written."""
+
+
+_OUTCOME_OF: dict[Operation, Outcome] = {
+    Operation.COMPLETE: Outcome.COMPLETED,
+    Operation.FAIL: Outcome.ERROR,
+    Operation.REJECT: Outcome.ERROR,
+    Operation.INTERRUPT: Outcome.ERROR,
+    Operation.HONOUR_PAUSE: Outcome.PAUSED,
+    Operation.HONOUR_STOP: Outcome.STOPPED,
+    Operation.RELEASE: Outcome.RELEASED,
+}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The end of a runner's turn."""
+
+    outcome: Outcome
+    message: str | None = None
+    invalid: bool = False
+    run_after: datetime | None = None
+
+
+@dataclass(frozen=True)
+class NextStep:
+    """The turn goes on: run attempt `attempt` of step `position` with `context`."""
+
+    context: dict[str, Any]
+    position: int
+    attempt: int
+
+
+Next = NextStep | RunResult
+"""What comes after a step: the next one, or the end of the turn."""
+
+
+@dataclass(frozen=True)
+class StepEnd:
+    """What becomes of the step the turn leaves behind."""
+
+    position: int
+    state: StepState | None
+    """Its final state for this run; None puts it back to pending for a later attempt."""
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class TurnEnd:
+    """One way a turn ends: the operation, what it writes, and what it records."""
+
+    operation: Operation
+    values: dict[str, Any] = field(default_factory=dict)
+    """Workflow columns the operation writes besides its state (context, current_step…)."""
+    step: StepEnd | None = None
+    position: int | None = None
+    """The position the event names."""
+    reason: str | None = None
+    message: str | None = None
+    """What the runner reports (RunResult.message)."""
+    detail: dict[str, Any] = field(default_factory=dict)
+    event: EventKind | None = None
+    """Recorded instead of the operation's own event kind (a retry's `step_retry`)."""
+    before: tuple[tuple[EventKind, dict[str, Any]], ...] = ()
+    """Events recorded first, at the same position."""
+    on_request: bool = False
+    """The turn ends on an operator's pause or stop request, whose author and reason the
+    event carries."""
+
+
+# -- the ways a turn ends after a step ------------------------------------------------
+
+
+def after_step(plan: StepPlan, operation: Operation, context: dict[str, Any]) -> TurnEnd:
+    """The turn ends after `plan` completed, before the next step: the workflow is
+    complete, or honours a request, or is released."""
+    nxt = plan.position + 1
+    return TurnEnd(
+        operation,
+        values={"context": context, "current_step": nxt},
+        step=StepEnd(plan.position, StepState.COMPLETED),
+        position=None if operation is Operation.COMPLETE else nxt,
+        on_request=operation in HONOURED.values(),
+    )
+
+
+def at_gate(plan: StepPlan, context: dict[str, Any], prompt: str) -> TurnEnd:
+    """A pause step completed: the workflow pauses before the next step."""
+    end = after_step(plan, Operation.HONOUR_PAUSE, context)
+    return replace(end, reason=prompt, message=prompt, detail={"gate": plan.name}, on_request=False)
+
+
+def stopped(plan: StepPlan, reason: str) -> TurnEnd:
+    """A stop request cancelled the step: step and workflow become stopped."""
+    return TurnEnd(
+        Operation.HONOUR_STOP,
+        step=StepEnd(plan.position, StepState.STOPPED, reason),
+        position=plan.position,
+        reason=reason,
+        message=reason,
+        on_request=True,
+    )
+
+
+def failed(plan: StepPlan, attempts: int, error: str) -> TurnEnd:
+    """The step failed for good: the workflow goes to error at that step."""
+    tries = f"after {attempts} attempts" if attempts > 1 else ""
+    message = " ".join(filter(None, [f"{plan.title} failed", tries])) + f": {error}"
+    return TurnEnd(
+        Operation.FAIL,
+        values={"last_error": message},
+        step=StepEnd(plan.position, StepState.ERROR, error),
+        position=plan.position,
+        reason=message,
+        message=message,
+    )
+
+
+def retry_later(plan: StepPlan, run_after: datetime, detail: dict[str, Any]) -> TurnEnd:
+    """The step failed and is retried after a delay: the workflow goes back to pending
+    with `run_after` (waiting holds no slot) and the step keeps its error."""
+    error = str(detail["error"])
+    return TurnEnd(
+        Operation.RELEASE,
+        values={"run_after": run_after},
+        step=StepEnd(plan.position, None, error),
+        position=plan.position,
+        message=error,
+        detail=detail,
+        event=EventKind.STEP_RETRY,
+    )
+
+
+def _request_event(honour: Operation) -> str:
+    """The event kind of the operator's request that `honour` carries out."""
+    request = next(r for r, operation in HONOURED.items() if operation is honour)
+    asked = next(op for op, r in REQUEST_OF.items() if r is request)
+    kind = event_kind(asked)
+    if kind is None:
+        raise AssertionError(f"{asked} records no event")
+    return kind.value
+
+
+class TurnWriter:
+    """Writes the ends of one owner's turns with one workflow."""
+
+    def __init__(self, workflow: WorkflowRow, lease: Lease, *, actor: str, clock: Clock) -> None:
+        self.workflow = workflow
+        self.lease = lease
+        self.actor = actor
+        self.clock = clock
+
+    def event(
+        self,
+        kind: EventKind,
+        *,
+        position: int | None = None,
+        reason: str | None = None,
+        **detail: Any,
+    ) -> Event:
+        return Event(
+            workflow_id=self.workflow.id,
+            workflow_name=self.workflow.name,
+            kind=kind,
+            actor=self.actor,
+            at=self.clock(),
+            position=position,
+            reason=reason,
+            detail=detail,
+        )
+
+    async def end(self, conn: AsyncConnection, end: TurnEnd) -> RunResult:
+        """Write `end` in `conn`'s transaction; LeaseLost (before any write) if this owner
+        no longer holds the workflow."""
+        now = self.clock()
+        values: dict[str, Any] = {
+            "claimed_by": None,
+            "lease_expires_at": None,
+            "requested": None,
+            **end.values,
+        }
+        if finishes(end.operation):
+            values["finished_at"] = now
+        await self.lease.must(conn, end.operation, values)
+        workflow_id = self.workflow.id
+        if end.step is not None and end.step.state is None:
+            await step_store.step_reschedule(
+                conn, workflow_id, end.step.position, end.step.error or ""
+            )
+        elif end.step is not None and end.step.state is not None:
+            await step_store.step_finish(
+                conn, workflow_id, end.step.position, end.step.state, now, end.step.error
+            )
+        reason, detail = end.reason, dict(end.detail)
+        if end.on_request:
+            # Carry the operator's name and reason over, so `show` says who halted it
+            # and why, rather than naming the daemon that honoured the request.
+            asked = await event_store.event_latest(
+                conn, workflow_id, [_request_event(end.operation)]
+            )
+            if asked is not None:
+                reason = asked.reason if asked.reason else reason
+                detail["requested_by"] = asked.actor
+        kind = end.event or event_kind(end.operation)
+        if kind is None:
+            raise AssertionError(f"{end.operation} records no event")
+        await event_store.events_insert(
+            conn,
+            *(self.event(before, position=end.position, **more) for before, more in end.before),
+            self.event(kind, position=end.position, reason=reason, **detail),
+        )
+        return RunResult(
+            _OUTCOME_OF[end.operation],
+            end.message,
+            invalid=end.operation is Operation.REJECT,
+            run_after=end.values.get("run_after"),
+        )
+
+    async def release_interrupted(self, db: Database) -> None:
+        """Hand the workflow back as pending in a transaction of its own (its step was
+        cut off by a shutdown past its grace): the step stays `running`, which the next
+        owner treats as interrupted. Nothing is written once the lease is lost."""
+        if self.lease.lost:
+            return
+        values = {"claimed_by": None, "lease_expires_at": None, "requested": None}
+        async with db.transaction() as conn:
+            if await self.lease.guard(conn, Operation.RELEASE, values):
+                released = self.event(EventKind.RELEASED, interrupted=True)
+                await event_store.events_insert(conn, released)
