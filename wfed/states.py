@@ -79,6 +79,8 @@ class Operation(StrEnum):
     its owner (a daemon, or `Engine.run`)."""
 
     # operator operations (wfectl, Engine)
+    CREATE = "create"
+    """A new workflow (a plain SQL INSERT gets the same state by the column default)."""
     PAUSE = "pause"
     STOP = "stop"
     RESUME = "resume"
@@ -138,6 +140,7 @@ class Rule:
 # runner, the claims, delete and the operators' commands name an Operation rather than
 # states of their own.
 _TABLE: dict[Operation, Rule] = {
+    Operation.CREATE: Rule(frozenset(), S.PENDING, EventKind.CREATED),
     Operation.PAUSE: Rule(frozenset({S.PENDING}), S.PAUSED, EventKind.PAUSED),
     Operation.STOP: Rule(frozenset({S.PENDING, S.PAUSED, S.ERROR}), S.STOPPED, EventKind.STOPPED),
     Operation.RESUME: Rule(frozenset({S.PAUSED}), S.PENDING, EventKind.RESUMED),

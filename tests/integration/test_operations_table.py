@@ -29,6 +29,7 @@ RUNNING = frozenset({S.RUNNING})
 
 # operation -> (the states it applies to, the state it leaves; None: unchanged)
 EXPECTED: dict[Op, tuple[frozenset[WorkflowState], WorkflowState | None]] = {
+    Op.CREATE: (frozenset(), S.PENDING),
     Op.PAUSE: (frozenset({S.PENDING}), S.PAUSED),
     Op.STOP: (frozenset({S.PENDING, S.PAUSED, S.ERROR}), S.STOPPED),
     Op.RESUME: (frozenset({S.PAUSED}), S.PENDING),
@@ -119,6 +120,12 @@ async def test_delete_follows_the_table(engine: Engine, create) -> None:
             deleted = await workflow_store.workflow_delete(conn, workflow_id)
         assert deleted is (state in EXPECTED[Op.DELETE][0]), state
         assert (await _state_of(engine, workflow_id) is None) is deleted, state
+
+
+async def test_a_new_workflow_is_pending(engine: Engine, create) -> None:
+    """A created workflow is in the create operation's target state."""
+    name = await create(["noop"], queue=unique_name("table"))
+    assert (await engine.get(name)).state is EXPECTED[Op.CREATE][1]
 
 
 async def test_claimable_follows_the_table(engine: Engine, create) -> None:

@@ -38,6 +38,8 @@ NON_RUNNING = (S.PENDING, S.PAUSED, S.ERROR, S.STOPPED, S.COMPLETED)
 # refused with InvalidTransition. An outcome is the new state, a Request left for the
 # owner of a running workflow, or UNCHANGED.
 EXPECTED: dict[Op, dict[WorkflowState, WorkflowState | Request | _Unchanged]] = {
+    # a new workflow: applies to no existing one (its state is asserted below)
+    Op.CREATE: {},
     # pending: pause → paused; running: a request honoured after the current step.
     Op.PAUSE: {S.PENDING: S.PAUSED, S.RUNNING: Request.PAUSE},
     # pending/paused/error: stop → stopped; running: a request that cancels the step.
@@ -74,6 +76,7 @@ EXPECTED: dict[Op, dict[WorkflowState, WorkflowState | Request | _Unchanged]] = 
 }
 
 OPERATOR_OPS = (
+    Op.CREATE,
     Op.PAUSE,
     Op.STOP,
     Op.RESUME,
@@ -161,7 +164,10 @@ def test_sources_and_target(operation: Op) -> None:
         for outcome in EXPECTED[operation].values()
         if not isinstance(outcome, Request)
     }
-    assert outcomes == {target(operation)}
+    if operation is Op.CREATE:
+        assert target(operation) is S.PENDING  # a new workflow is pending
+    else:
+        assert outcomes == {target(operation)}
 
 
 @pytest.mark.parametrize("operation", OPERATOR_OPS, ids=str)

@@ -13,7 +13,7 @@ import structlog
 
 from wfed.clock import Clock, utc_now
 from wfed.errors import InvalidTransition
-from wfed.states import WorkflowState
+from wfed.states import TERMINAL, WorkflowState
 from wfed.store import events as event_store
 from wfed.store import workflows as workflow_store
 from wfed.store.database import Database
@@ -22,7 +22,7 @@ from wfed.store.events import Event
 log = structlog.get_logger("wfed.retention")
 
 # Only finished workflows are purged by age.
-PURGEABLE = frozenset({WorkflowState.COMPLETED, WorkflowState.STOPPED})
+PURGEABLE = TERMINAL
 
 
 async def purge_finished(

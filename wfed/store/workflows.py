@@ -48,7 +48,7 @@ async def workflow_insert(
                 queue=queue,
                 priority=priority,
                 run_after=run_after,
-                state=WorkflowState.PENDING,  # what a plain SQL INSERT gets by default
+                state=target(Operation.CREATE),
                 created_at=now,
                 updated_at=now,
             )
