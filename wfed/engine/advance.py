@@ -66,19 +66,30 @@ class StepAdvance:
                 )
                 return self.following
             end = await self._why_not(conn)
+            if end is None:
+                return self.following
         self.ended = end
         return await self.writer.end(conn, end)
 
-    async def _why_not(self, conn: AsyncConnection) -> TurnEnd:
-        """The guard failed: a request waits (honour it), or the lease is lost."""
+    async def _why_not(self, conn: AsyncConnection) -> TurnEnd | None:
+        """The guard failed: this very advance landed already (None: carry on), a
+        request waits (honour it), or the lease is lost.
+
+        An advance lands already when its commit reached the database but the reply
+        did not (a connection lost at COMMIT): the retry then finds the workflow with
+        this owner's fence at the next step, which no one but this owner can have
+        written. Only another fence means another owner."""
         lease = self.writer.lease
         current = await workflow_store.workflow_get_by_id(conn, lease.workflow_id)
         if (
             current is None
             or current.fence != lease.fence
             or current.state not in sources(Operation.ADVANCE)
-            or current.requested is None
         ):
+            raise LeaseLost
+        if current.current_step == self.following.position:
+            return None
+        if current.requested is None or current.current_step != self.plan.position:
             raise LeaseLost
         operation = HONOURED[current.requested]
         return turn.after_step(self.plan, operation, self.following.context)

@@ -108,6 +108,10 @@ class TurnStart:
             return await self.writer.end(conn, TurnEnd(Operation.COMPLETE, values=values))
         current = rows[position]
         if current.state is StepState.RUNNING:
+            if await self._started_by_this_owner(conn):
+                # This very transaction was committed before, its reply lost: the step
+                # was started by this owner, not cut off by a dead one.
+                return NextStep(context, position, current.attempts)
             interrupted = await self._interrupted(conn, plans[position], current)
             if interrupted is not None:
                 return interrupted
@@ -116,6 +120,14 @@ class TurnStart:
         claimed = self.writer.event(EventKind.CLAIMED, position=position, fence=lease.fence)
         await event_store.events_insert(conn, claimed)
         return NextStep(context, position, current.attempts + 1)
+
+    async def _started_by_this_owner(self, conn: AsyncConnection) -> bool:
+        """Whether the workflow's last claim event is this owner's: its fence is recorded
+        in the same transaction that starts the step."""
+        claimed = await event_store.event_latest(
+            conn, self.writer.workflow.id, [EventKind.CLAIMED.value]
+        )
+        return claimed is not None and claimed.detail.get("fence") == self.writer.lease.fence
 
     async def _lock_for_start(
         self, conn: AsyncConnection, requested: Request | None

@@ -18,10 +18,21 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.clock import Clock
 from wfed.engine.lease import Lease
-from wfed.states import HONOURED, REQUEST_OF, EventKind, Operation, StepState, event_kind, finishes
+from wfed.errors import LeaseLost
+from wfed.states import (
+    HONOURED,
+    REQUEST_OF,
+    EventKind,
+    Operation,
+    StepState,
+    event_kind,
+    finishes,
+    sources,
+)
 from wfed.steps.definition import StepPlan
 from wfed.store import events as event_store
 from wfed.store import steps as step_store
+from wfed.store import workflows as workflow_store
 from wfed.store.database import Database
 from wfed.store.events import Event
 from wfed.store.rows import WorkflowRow
@@ -220,7 +231,16 @@ class TurnWriter:
         }
         if finishes(end.operation):
             values["finished_at"] = now
-        await self.lease.must(conn, end.operation, values)
+        result = RunResult(
+            _OUTCOME_OF[end.operation],
+            end.message,
+            invalid=end.operation is Operation.REJECT,
+            run_after=end.values.get("run_after"),
+        )
+        if not await self.lease.guard(conn, end.operation, values):
+            if await self._landed(conn):
+                return result
+            raise LeaseLost
         workflow_id = self.workflow.id
         if end.step is not None and end.step.state is None:
             await step_store.step_reschedule(
@@ -248,11 +268,17 @@ class TurnWriter:
             *(self.event(before, position=end.position, **more) for before, more in end.before),
             self.event(kind, position=end.position, reason=reason, **detail),
         )
-        return RunResult(
-            _OUTCOME_OF[end.operation],
-            end.message,
-            invalid=end.operation is Operation.REJECT,
-            run_after=end.values.get("run_after"),
+        return result
+
+    async def _landed(self, conn: AsyncConnection) -> bool:
+        """Whether an end of this turn was committed already, its reply lost: the row
+        still has this owner's fence but is no longer running. Only this owner can take
+        a workflow with its fence out of `running`; any other owner bumps the fence."""
+        current = await workflow_store.workflow_get_by_id(conn, self.lease.workflow_id)
+        return (
+            current is not None
+            and current.fence == self.lease.fence
+            and current.state not in sources(Operation.ADVANCE)
         )
 
     async def release_interrupted(self, db: Database) -> None:
