@@ -1,0 +1,199 @@
+"""The claimer: takes workflows into the daemon's free slots, expired leases first.
+
+One pass (`run_once`) first takes over the workflows whose owner's lease expired (the
+orphans of a dead or stuck daemon), then claims pending work into the slots left, so a
+rescued workflow never waits behind a pending backlog: an orphan is running again within
+its lease plus a poll of some daemon with a free slot.
+
+The loop starts a pass every `poll_interval` however long the last one took, at once
+when the last one filled every free slot (there may be more), and early when a slot
+frees up. Outages are ridden out with a backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from wfed.clock import Clock, utc_now
+from wfed.config import DaemonConfig
+from wfed.daemon.loops import LOOP_ERRORS, query_limit, ridden_out, ride_out, wait_any
+from wfed.metrics import Metrics
+from wfed.store import workflows as workflow_store
+from wfed.store.claimable import workflows_claimable_any
+from wfed.store.database import Database, run_retrying
+from wfed.store.rows import WorkflowRow
+
+log = structlog.get_logger("wfed.daemon")
+
+
+class Slots(Protocol):
+    """What the claimer sees of the daemon's workflow slots (`wfed.daemon.runners`)."""
+
+    freed: asyncio.Event
+    """Set when a runner ends and its slot is free again."""
+
+    def free(self) -> int: ...
+
+    def held(self) -> Collection[int]:
+        """The workflows this daemon's runners hold."""
+        ...
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What one pass claimed."""
+
+    expired: list[WorkflowRow] = field(default_factory=list)
+    pending: list[WorkflowRow] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.expired) + len(self.pending)
+
+
+class Claimer:
+    """Claims workflows for one daemon and hands each to `start`."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: DaemonConfig,
+        *,
+        daemon_id: str,
+        slots: Slots,
+        start: Callable[[WorkflowRow], None],
+        metrics: Metrics,
+        clock: Clock = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.daemon_id = daemon_id
+        self.slots = slots
+        self.start = start
+        self.metrics = metrics
+        self.clock = clock
+        self.monotonic = monotonic
+        self.query_limit = query_limit(db, settings.lease)
+        self.log = log.bind(daemon=daemon_id)
+        # Once a claim found nothing, a pass first asks whether there is anything to claim
+        # (one autocommit read) instead of running the locking claim transaction: an idle
+        # daemon costs its database one statement per poll.
+        self._pending_idle = False
+        self._expired_idle = True
+        self._expired_looked_at = -math.inf
+
+    async def run_once(self, free: int) -> Claimed:
+        """One pass: claim into `free` slots the workflows whose lease expired, then
+        pending ones; each claimed workflow is handed to `start`."""
+        if free <= 0:
+            return Claimed()
+        async with asyncio.timeout(self.query_limit):
+            look_expired = self._expired_due()
+            pending_found, expired_found = await self._ask(
+                pending=self._pending_idle, expired=look_expired and self._expired_idle
+            )
+            expired: list[WorkflowRow] = []
+            if look_expired:
+                if expired_found:
+                    expired = await self._claim(free, expired=True)
+                self._expired_idle = not expired
+                # Filled every slot: there may be more, look again in the next pass.
+                self._expired_looked_at = -math.inf if len(expired) == free else self.monotonic()
+            pending: list[WorkflowRow] = []
+            if free > len(expired) and pending_found:
+                pending = await self._claim(free - len(expired), expired=False)
+                self._pending_idle = not pending
+        return Claimed(expired, pending)
+
+    def _expired_due(self) -> bool:
+        # Expired leases are looked for once per poll, not on every pass a freed slot
+        # starts: on a busy daemon those come by the hundred per second. Half a poll of
+        # margin, so that a timed pass starting a hair early never skips its look.
+        return self.monotonic() - self._expired_looked_at >= self.settings.poll_interval / 2
+
+    async def _ask(self, *, pending: bool, expired: bool) -> tuple[bool, bool]:
+        """Whether a claim of pending work and a rescue would find anything; a kind not
+        asked about is answered yes (claim without asking)."""
+        if not (pending or expired):
+            return True, True
+        now = self.clock()
+        async with self.db.autocommit() as conn:
+            if pending and expired:
+                found = await workflows_claimable_any(conn, self.settings.queues, now)
+                return found.pending, found.expired
+            claimable = await workflow_store.workflows_claimable(
+                conn, self.settings.queues, now, expired=expired
+            )
+        return (claimable, True) if pending else (True, claimable)
+
+    async def _claim(self, limit: int, *, expired: bool) -> list[WorkflowRow]:
+        async def attempt() -> list[WorkflowRow]:
+            async with self.db.transaction() as conn:
+                if not expired:
+                    return await workflow_store.workflow_claim_pending(
+                        conn,
+                        owner=self.daemon_id,
+                        queues=self.settings.queues,
+                        limit=limit,
+                        now=self.clock(),
+                        lease=self.settings.lease,
+                    )
+                # A rescue leaves alone the workflows this daemon's runners still hold:
+                # such a runner must give its workflow up (lease expired on its own
+                # clock) first.
+                return await workflow_store.workflow_claim_expired(
+                    conn,
+                    owner=self.daemon_id,
+                    queues=self.settings.queues,
+                    limit=limit,
+                    now=self.clock(),
+                    lease=self.settings.lease,
+                    exclude=list(self.slots.held()),
+                )
+
+        with self.metrics.claim_seconds.time():
+            rows: list[WorkflowRow] = await run_retrying(attempt)
+        self.metrics.claim_batch.observe(len(rows))
+        for row in rows:
+            self.start(row)
+        if rows:
+            self.log.info("workflows_claimed", count=len(rows), expired=expired)
+            if expired:
+                self.log.warning("workflows_recovered", count=len(rows))
+        return rows
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Claim until `stopping` is set."""
+        poll = self.settings.poll_interval
+        delay = poll
+        while not stopping.is_set():
+            started = self.monotonic()
+            free = self.slots.free()
+            if free <= 0:
+                # Full: the next pass is when a slot frees up.
+                self.slots.freed.clear()
+                await wait_any(self.slots.freed, stopping, poll)
+                continue
+            try:
+                claimed = await self.run_once(free)
+            except LOOP_ERRORS as exc:
+                if not ridden_out(exc):
+                    raise
+                delay = await ride_out(self.log, self.metrics, "claim", exc, delay, stopping)
+                continue
+            delay = poll
+            if claimed.count == free:
+                continue  # there may be more: claim again at once
+            self.slots.freed.clear()
+            # Passes start every poll_interval, however long the last one took: a new
+            # workflow waits poll_interval / 2 on average, not half of a longer cycle.
+            remaining = started + poll - self.monotonic()
+            await wait_any(self.slots.freed, stopping, max(remaining, 0.0))

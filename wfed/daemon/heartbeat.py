@@ -1,0 +1,210 @@
+"""The heartbeat: keeps the daemon's row and its leases fresh, and tells its runners what
+the database says of their workflows.
+
+One beat (`run_once`) with workflows running is one transaction: refresh the daemon's
+row (registering it again if it was pruned while the daemon looked dead) and renew every
+lease it holds in one UPDATE; then each runner hears whether it lost its workflow, got
+its lease renewed, or was asked to stop. Without workflows only the row needs refreshing,
+and only often enough to look alive. After every beat, failed or not, a lease past its
+end on the daemon's own clock is lost: its runner must stop before another owner starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import structlog
+
+from wfed.clock import Clock, utc_now
+from wfed.config import DaemonConfig
+from wfed.daemon import sdnotify
+from wfed.daemon.loops import LOOP_ERRORS, query_limit, ridden_out, ride_out, wait_for
+from wfed.metrics import Metrics
+from wfed.states import Request
+from wfed.store import daemons as daemon_store
+from wfed.store import workflows as workflow_store
+from wfed.store.database import Database, run_retrying
+from wfed.store.rows import DaemonRow
+from wfed.store.workflows import Held
+
+log = structlog.get_logger("wfed.daemon")
+
+STOP_REASON = "stop requested"
+
+
+class Leased(Protocol):
+    """What the heartbeat sees of a runner (`wfed.engine.runner.WorkflowRunner`)."""
+
+    @property
+    def fence(self) -> int: ...
+
+    @property
+    def lease_expires_at(self) -> datetime: ...
+
+    def lose(self) -> None: ...
+
+    def renewed(self, lease_expires_at: datetime, /) -> None: ...
+
+    def stop(self, reason: str, /) -> None: ...
+
+
+@dataclass(frozen=True)
+class Beat:
+    """What one beat did."""
+
+    refreshed: bool = False
+    """The daemon's row was written (by a heartbeat or a registration)."""
+    renewed: int = 0
+    lost: int = 0
+    """Runners told they lost their workflow, by the database or by their lease's end."""
+    stopped: int = 0
+    """Runners told of a stop request (each once per request)."""
+
+
+class Heartbeat:
+    """The heartbeat of the daemon described by `daemon` (its row as registered)."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: DaemonConfig,
+        daemon: DaemonRow,
+        runners: Mapping[int, Leased],
+        *,
+        metrics: Metrics,
+        clock: Clock = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.daemon = daemon
+        self.runners = runners
+        self.metrics = metrics
+        self.clock = clock
+        self.monotonic = monotonic
+        self.query_limit = query_limit(db, settings.lease)
+        self.idle_interval = max(settings.control_interval, settings.lease / 4)
+        self.log = log.bind(daemon=daemon.id)
+        self._beaten_at: float | None = None
+        # The runners told of their workflow's stop request. A runner hears of it once:
+        # a second stop cancels its step again, which a step may take as "kill at once"
+        # (the shell step's SIGKILL), cutting its graceful stop short.
+        self._told_to_stop: dict[int, Leased] = {}
+
+    async def register(self) -> None:
+        """Write the daemon's row afresh (at start-up, and when it was found gone)."""
+        async with self.db.transaction() as conn:
+            await daemon_store.daemon_register(conn, self._row(self.clock()))
+        self._beaten_at = self.monotonic()
+
+    def _row(self, now: datetime) -> DaemonRow:
+        return replace(self.daemon, started_at=now, heartbeat_at=now)
+
+    async def run_once(self) -> Beat:
+        """One beat; raises what the database raised, but drops expired leases even then."""
+        beat = Beat()
+        try:
+            async with asyncio.timeout(self.query_limit):
+                beat = await self._beat()
+        finally:
+            expired = self._lose_expired()
+        return replace(beat, lost=beat.lost + expired)
+
+    async def _beat(self) -> Beat:
+        now = self.clock()
+        owned_ids = list(self.runners)
+        if not owned_ids:
+            self._told_to_stop.clear()
+            return Beat(refreshed=await self._idle_beat(now))
+
+        async def attempt() -> dict[int, Held]:
+            async with self.db.transaction() as conn:
+                if not await daemon_store.daemon_heartbeat(conn, self.daemon.id, now):
+                    # Our row is gone (pruned while we looked dead): register again.
+                    self.log.warning("daemon_reregistered")
+                    await daemon_store.daemon_register(conn, self._row(now))
+                return await workflow_store.workflow_renew_owned(
+                    conn, owner=self.daemon.id, ids=owned_ids, now=now, lease=self.settings.lease
+                )
+
+        owned: dict[int, Held] = await run_retrying(attempt)
+        self._beaten_at = self.monotonic()
+        return self._tell(owned_ids, owned, now + timedelta(seconds=self.settings.lease))
+
+    def _tell(self, owned_ids: list[int], owned: dict[int, Held], expires: datetime) -> Beat:
+        """Pass what the database said on to the runners."""
+        renewed = lost = stopped = 0
+        told: dict[int, Leased] = {}
+        for workflow_id in owned_ids:
+            runner = self.runners.get(workflow_id)
+            if runner is None:
+                continue
+            held = owned.get(workflow_id)
+            if held is None or held.fence != runner.fence:
+                runner.lose()
+                lost += 1
+                continue
+            if held.renewed:
+                runner.renewed(expires)
+                self.metrics.lease_renewals.inc()
+                renewed += 1
+            if held.request is Request.STOP:
+                if self._told_to_stop.get(workflow_id) is not runner:
+                    runner.stop(STOP_REASON)
+                    stopped += 1
+                told[workflow_id] = runner
+        self._told_to_stop = told
+        return Beat(refreshed=True, renewed=renewed, lost=lost, stopped=stopped)
+
+    async def _idle_beat(self, now: datetime) -> bool:
+        """With no workflows, only the daemon's row needs refreshing, and only often
+        enough to look alive (its lease) — every lease/4, one autocommit UPDATE."""
+        if self._beaten_at is not None and self.monotonic() - self._beaten_at < self.idle_interval:
+            return False
+        async with self.db.autocommit() as conn:
+            present = await daemon_store.daemon_heartbeat(conn, self.daemon.id, now)
+        if not present:
+            # Our row is gone (pruned while we looked dead): register again.
+            self.log.warning("daemon_reregistered")
+            await self.register()
+        self._beaten_at = self.monotonic()
+        return True
+
+    def _lose_expired(self) -> int:
+        """Runners whose lease ran out (while the database was away) have lost it."""
+        now = self.clock()
+        lost = 0
+        for runner in list(self.runners.values()):
+            if now >= runner.lease_expires_at:
+                runner.lose()
+                lost += 1
+        return lost
+
+    async def run(self, finished: asyncio.Event) -> None:
+        """Beat every `control_interval` (or the watchdog's, if shorter) until `finished`."""
+        interval = self.settings.control_interval
+        watchdog = sdnotify.watchdog_interval()
+        if watchdog is not None:
+            interval = min(interval, watchdog)
+        delay = interval
+        while not await wait_for(finished, delay):
+            if watchdog is not None:
+                # The watchdog guards against a wedged event loop, not a database away:
+                # outages are ridden out (see docs/operations.md).
+                sdnotify.notify("WATCHDOG=1")
+            try:
+                await self.run_once()
+            except LOOP_ERRORS as exc:
+                if not ridden_out(exc):
+                    raise
+                # Back off, but look at the leases often enough to drop an expired one
+                # soon after it ends (run_once does, failed or not).
+                delay = await ride_out(self.log, self.metrics, "heartbeat", exc, delay, finished)
+                delay = min(delay, self.settings.lease / 4)
+                continue
+            delay = interval
