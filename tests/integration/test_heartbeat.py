@@ -1,0 +1,303 @@
+"""The heartbeat's decisions, one `run_once` beat at a time on the real databases: leases
+renewed, runners told they lost their workflow or were asked to stop (once), expired leases
+dropped even when the database is away, the daemon's row refreshed and registered again.
+
+The runners are stand-ins recording what they were told (the runner's interface is the
+boundary under test); the daemon rows and workflows are real, in a queue of the test's own.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import delete, select
+
+from wfed import Engine
+from wfed.clock import utc_now
+from wfed.config import DaemonConfig
+from wfed.daemon.heartbeat import Heartbeat
+from wfed.daemon.loops import LOOP_ERRORS
+from wfed.metrics import Metrics
+from wfed.store import workflows as workflow_store
+from wfed.store.database import Database
+from wfed.store.rows import DaemonRow
+from wfed.store.schema import daemons, workflows
+
+# `create` (tests/integration/conftest.py): a new pending workflow's name.
+CreateFn = Callable[..., Awaitable[str]]
+
+LEASE = 30.0
+CONTROL = 1.0
+IDLE_INTERVAL = LEASE / 4
+
+
+class FakeRunner:
+    """A runner that records what the heartbeat told it."""
+
+    def __init__(self, fence: int, lease_expires_at: datetime) -> None:
+        self.fence = fence
+        self.lease_expires_at = lease_expires_at
+        self.told: list[str] = []
+
+    def lose(self) -> None:
+        self.told.append("lose")
+
+    def renewed(self, lease_expires_at: datetime) -> None:
+        self.lease_expires_at = lease_expires_at
+        self.told.append("renewed")
+
+    def stop(self, reason: str) -> None:
+        self.told.append(f"stop: {reason}")
+
+
+class Ticker:
+    """A monotonic clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Harness:
+    """A Heartbeat of a daemon of the test's own, its runners, and its clocks."""
+
+    def __init__(self, db: Database, daemon_id: str) -> None:
+        self.now = utc_now().replace(microsecond=0)
+        self.ticker = Ticker()
+        self.runners: dict[int, FakeRunner] = {}
+        row = DaemonRow(
+            id=daemon_id,
+            host="test",
+            pid=1,
+            version="0",
+            queues=["none"],
+            max_workflows=4,
+            lease_seconds=round(LEASE),
+            started_at=self.now,
+            heartbeat_at=self.now,
+        )
+        self.heartbeat = Heartbeat(
+            db,
+            DaemonConfig(lease=LEASE, control_interval=CONTROL),
+            row,
+            self.runners,
+            metrics=Metrics(),
+            clock=lambda: self.now,
+            monotonic=self.ticker,
+        )
+        self.id = daemon_id
+
+
+@pytest.fixture
+async def queue(engine: Engine, new_name: Callable[..., str]) -> AsyncIterator[str]:
+    """A queue of this test's own; its workflows are deleted afterwards."""
+    name = new_name("heartbeat")
+    yield name
+    async with engine.db.transaction() as conn:
+        await conn.execute(delete(workflows).where(workflows.c.queue == name))
+
+
+@pytest.fixture
+async def harness(engine: Engine, new_name: Callable[..., str]) -> AsyncIterator[Harness]:
+    """A registered daemon's heartbeat; its row is deleted afterwards."""
+    harness = Harness(engine.db, new_name("daemon"))
+    await harness.heartbeat.register()
+    yield harness
+    async with engine.db.transaction() as conn:
+        await conn.execute(delete(daemons).where(daemons.c.id == harness.id))
+
+
+async def held(engine: Engine, create: CreateFn, queue: str, harness: Harness) -> tuple[int, int]:
+    """A workflow the harness's daemon claimed; its id and fence."""
+    name = await create(["noop"], queue=queue)
+    workflow_id = (await engine.get(name)).row.id
+    async with engine.db.transaction() as conn:
+        assert await workflow_store.workflow_claim_by_id(
+            conn, workflow_id, owner=harness.id, now=harness.now, lease=LEASE
+        )
+    return workflow_id, (await engine.get(name)).row.fence
+
+
+async def lease_of(engine: Engine, workflow_id: int) -> datetime | None:
+    async with engine.db.transaction() as conn:
+        row = await workflow_store.workflow_get_by_id(conn, workflow_id)
+    assert row is not None
+    return row.lease_expires_at
+
+
+async def heartbeat_of(engine: Engine, daemon_id: str) -> datetime | None:
+    async with engine.db.transaction() as conn:
+        found: datetime | None = await conn.scalar(
+            select(daemons.c.heartbeat_at).where(daemons.c.id == daemon_id)
+        )
+    return found
+
+
+async def test_a_beat_renews_every_lease_and_the_daemons_row(
+    engine: Engine, create: CreateFn, queue: str, harness: Harness
+) -> None:
+    """A beat with workflows running extends each of their leases from the daemon's clock,
+    tells each runner so, and refreshes the daemon's row, in one go."""
+    ids = [await held(engine, create, queue, harness) for _ in range(2)]
+    for workflow_id, fence in ids:
+        harness.runners[workflow_id] = FakeRunner(fence, harness.now + timedelta(seconds=LEASE))
+    harness.now += timedelta(seconds=10)
+
+    beat = await harness.heartbeat.run_once()
+
+    assert (beat.renewed, beat.lost, beat.refreshed) == (2, 0, True)
+    expires = harness.now + timedelta(seconds=LEASE)
+    for workflow_id, _ in ids:
+        assert await lease_of(engine, workflow_id) == expires
+        assert harness.runners[workflow_id].told == ["renewed"]
+        assert harness.runners[workflow_id].lease_expires_at == expires
+    assert await heartbeat_of(engine, harness.id) == harness.now
+
+
+async def test_a_runner_whose_workflow_changed_hands_is_told_it_lost(
+    engine: Engine, create: CreateFn, queue: str, harness: Harness
+) -> None:
+    """A runner whose fence is no longer the workflow's (claimed again meanwhile), or whose
+    workflow another daemon holds, is told it lost it, not that its lease was renewed."""
+    stale_id, fence = await held(engine, create, queue, harness)
+    taken_id, taken_fence = await held(engine, create, queue, harness)
+    async with engine.db.transaction() as conn:
+        await conn.execute(
+            workflows.update()
+            .where(workflows.c.id == taken_id)
+            .values(claimed_by="someone-else:1", fence=taken_fence + 1)
+        )
+    expires = harness.now + timedelta(seconds=LEASE)
+    harness.runners[stale_id] = FakeRunner(fence - 1, expires)
+    harness.runners[taken_id] = FakeRunner(taken_fence, expires)
+
+    beat = await harness.heartbeat.run_once()
+
+    assert (beat.renewed, beat.lost) == (0, 2)
+    assert harness.runners[stale_id].told == ["lose"]
+    assert harness.runners[taken_id].told == ["lose"]
+
+
+async def test_a_stop_request_is_passed_on_once(
+    engine: Engine, create: CreateFn, queue: str, harness: Harness
+) -> None:
+    """A runner hears of its workflow's stop request once, however many beats see the
+    request: a second stop would cut the step's graceful stop short."""
+    workflow_id, fence = await held(engine, create, queue, harness)
+    async with engine.db.transaction() as conn:
+        await conn.execute(
+            workflows.update().where(workflows.c.id == workflow_id).values(requested="stop")
+        )
+    runner = FakeRunner(fence, harness.now + timedelta(seconds=LEASE))
+    harness.runners[workflow_id] = runner
+
+    first = await harness.heartbeat.run_once()
+    second = await harness.heartbeat.run_once()
+
+    assert (first.stopped, second.stopped) == (1, 0)
+    assert runner.told.count("stop: stop requested") == 1
+
+
+async def test_a_new_runner_of_the_workflow_hears_of_the_stop_request(
+    engine: Engine, create: CreateFn, queue: str, harness: Harness
+) -> None:
+    """The memory of who was told is per runner: a runner that took the workflow over
+    from one already told is told too."""
+    workflow_id, fence = await held(engine, create, queue, harness)
+    async with engine.db.transaction() as conn:
+        await conn.execute(
+            workflows.update().where(workflows.c.id == workflow_id).values(requested="stop")
+        )
+    expires = harness.now + timedelta(seconds=LEASE)
+    first = harness.runners[workflow_id] = FakeRunner(fence, expires)
+    await harness.heartbeat.run_once()
+    second = harness.runners[workflow_id] = FakeRunner(fence, expires)
+    await harness.heartbeat.run_once()
+
+    assert first.told.count("stop: stop requested") == 1
+    assert second.told.count("stop: stop requested") == 1
+
+
+def closed_port() -> int:
+    """A local TCP port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize(
+    "scheme", ["mysql+asyncmy://root", "postgresql+asyncpg://root"], ids=["mariadb", "postgresql"]
+)
+async def test_leases_past_their_end_are_dropped_when_the_database_is_unreachable(
+    scheme: str,
+) -> None:
+    """A beat that cannot reach the database still tells the runners whose lease ended on
+    the daemon's own clock that they lost it (another owner may start), and no others."""
+    db = Database(f"{scheme}@127.0.0.1:{closed_port()}/wfed")
+    try:
+        harness = Harness(db, "unreachable:1")
+        ended = harness.runners[1] = FakeRunner(1, harness.now - timedelta(seconds=1))
+        running = harness.runners[2] = FakeRunner(1, harness.now + timedelta(seconds=5))
+
+        with pytest.raises(LOOP_ERRORS):
+            await harness.heartbeat.run_once()
+
+        assert ended.told == ["lose"]
+        assert running.told == []
+    finally:
+        await db.dispose()
+
+
+async def test_a_busy_beat_registers_a_deleted_daemon_row_again(
+    engine: Engine, create: CreateFn, queue: str, harness: Harness
+) -> None:
+    """When the daemon's row is gone (pruned while it looked dead), the beat writes it
+    again and still renews the leases."""
+    workflow_id, fence = await held(engine, create, queue, harness)
+    harness.runners[workflow_id] = FakeRunner(fence, harness.now + timedelta(seconds=LEASE))
+    async with engine.db.transaction() as conn:
+        await conn.execute(delete(daemons).where(daemons.c.id == harness.id))
+    harness.now += timedelta(seconds=1)
+
+    beat = await harness.heartbeat.run_once()
+
+    assert beat.renewed == 1
+    assert await heartbeat_of(engine, harness.id) == harness.now
+
+
+async def test_an_idle_daemon_refreshes_its_row_every_quarter_lease(
+    engine: Engine, harness: Harness
+) -> None:
+    """Without workflows, beats write nothing until a quarter of the lease has passed
+    since the row was last written; then one refreshes it."""
+    registered = await heartbeat_of(engine, harness.id)
+    harness.now += timedelta(seconds=5)
+
+    harness.ticker.now += IDLE_INTERVAL - 0.5
+    assert not (await harness.heartbeat.run_once()).refreshed
+    assert await heartbeat_of(engine, harness.id) == registered
+
+    harness.ticker.now += 0.5
+    assert (await harness.heartbeat.run_once()).refreshed
+    assert await heartbeat_of(engine, harness.id) == harness.now
+
+    harness.ticker.now += CONTROL
+    assert not (await harness.heartbeat.run_once()).refreshed
+
+
+async def test_an_idle_daemon_registers_a_deleted_row_again(
+    engine: Engine, harness: Harness
+) -> None:
+    """An idle daemon whose row was deleted registers it again at its next refresh."""
+    async with engine.db.transaction() as conn:
+        await conn.execute(delete(daemons).where(daemons.c.id == harness.id))
+    harness.ticker.now += IDLE_INTERVAL
+
+    assert (await harness.heartbeat.run_once()).refreshed
+    assert await heartbeat_of(engine, harness.id) == harness.now
