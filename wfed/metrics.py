@@ -9,6 +9,7 @@ millions of rows a scrape must stay cheap.
 from __future__ import annotations
 
 import threading
+import time
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -90,3 +91,15 @@ class Metrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def count_step(
+    metrics: Metrics | None, step: str, outcome: str, started: float | None = None
+) -> None:
+    """Count a step attempt's outcome (and, given when it started on the monotonic clock,
+    its duration); nothing without metrics (`Engine.run`)."""
+    if metrics is None:
+        return
+    metrics.steps.labels(step, outcome).inc()
+    if started is not None:
+        metrics.step_seconds.labels(step).observe(time.monotonic() - started)

@@ -1,14 +1,44 @@
-"""A value read from a JSON column whose text does not parse.
+"""A value read from a JSON column that cannot be decoded.
 
-Only SQLite lets such text in (a row inserted by hand); the store hands it over as this
-type instead of raising, and definition parsing turns it into a clear error for that
-workflow alone. It lives apart from both so that neither depends on the other.
+SQLite lets any text into a JSON column (a row inserted by hand), and every backend lets
+in JSON nested deeper than a decoder can follow (PostgreSQL accepts thousands of levels).
+The store hands such a value over as this type instead of raising, and definition
+parsing turns it into a clear error for that workflow alone: one row must never break
+every reader, let alone the claim of the rows beside it. It lives apart from the store
+and the steps so that neither depends on the other.
 """
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 
 class UnreadableJson(str):
-    """A JSON column's text that does not parse (only SQLite lets such text in)."""
+    """A JSON column's text that does not decode."""
 
     __slots__ = ()
+
+    reason: str = "text that is not valid JSON"
+
+
+class TooDeepJson(UnreadableJson):
+    """JSON nested deeper than the decoder follows."""
+
+    __slots__ = ()
+
+    reason = "JSON nested too deeply to read"
+
+
+def read_json(text: str | bytes) -> Any:
+    """Decode a JSON column's text; what does not decode comes back as UnreadableJson."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        return TooDeepJson(_as_text(text)[:200])
+    except (TypeError, ValueError):
+        return UnreadableJson(_as_text(text)[:200])
+
+
+def _as_text(text: str | bytes) -> str:
+    return text.decode(errors="replace") if isinstance(text, bytes) else text

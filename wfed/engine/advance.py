@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wfed.engine import turn
+from wfed.engine import ends
 from wfed.engine.group_commit import BatchableAdvance
 from wfed.engine.turn import Next, NextStep, TurnEnd, TurnWriter
 from wfed.errors import LeaseLost
@@ -92,4 +92,4 @@ class StepAdvance:
         if current.requested is None or current.current_step != self.plan.position:
             raise LeaseLost
         operation = HONOURED[current.requested]
-        return turn.after_step(self.plan, operation, self.following.context)
+        return ends.after_step(self.plan, operation, self.following.context)

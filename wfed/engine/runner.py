@@ -25,7 +25,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.clock import Clock, utc_now
-from wfed.engine import turn
+from wfed.engine import ends
 from wfed.engine.advance import StepAdvance
 from wfed.engine.execution import AttemptCancelled, StepAttempt
 from wfed.engine.group_commit import BatchableAdvance, GroupCommit, TransactionBody
@@ -33,7 +33,7 @@ from wfed.engine.lease import Lease, error_text
 from wfed.engine.start import Halted, TurnStart, start_again
 from wfed.engine.turn import Next, NextStep, Outcome, RunResult, TurnEnd, TurnWriter
 from wfed.errors import LeaseLost
-from wfed.metrics import Metrics
+from wfed.metrics import Metrics, count_step
 from wfed.states import HONOURED, EventKind, Operation, Request, event_kind
 from wfed.steps.definition import StepPlan
 from wfed.steps.registry import StepRegistry
@@ -78,6 +78,7 @@ class WorkflowRunner:
         self._release_requested = False
         self._prior_attempts: list[int] = []
         self.log = log.bind(workflow=workflow.name, workflow_id=workflow.id)
+        self._count = functools.partial(count_step, metrics)
 
     # -- control, called by the owner's heartbeat or shutdown -----------------------------
 
@@ -133,9 +134,23 @@ class WorkflowRunner:
         except asyncio.CancelledError:
             # Cancelled from outside (shutdown past its grace): the step is interrupted.
             # Hand the workflow back at once rather than making others wait for the lease.
-            await asyncio.shield(self._release_interrupted())
+            await asyncio.shield(self.writer.release_interrupted(self.db))
             raise
+        except Exception as exc:
+            # Whatever a row's content made go wrong here, it ends that workflow in error
+            # rather than escaping: a crashed runner's workflow would be claimed, and
+            # crash its next runner, again and again.
+            self.log.exception("runner_failed", error=error_text(exc))
+            return await self._fail_unexpectedly(exc)
         return following
+
+    async def _fail_unexpectedly(self, failure: BaseException) -> RunResult:
+        message = f"wfed could not run this workflow: {error_text(failure)}"
+        try:
+            return await self._finish(ends.unrunnable(message))
+        except Exception as exc:  # the write itself fails: the lease expiring retries it
+            self.log.warning("runner_fail_unwritten", error=error_text(exc))
+            return RunResult(Outcome.ERROR, message)
 
     async def _write(
         self,
@@ -186,7 +201,7 @@ class WorkflowRunner:
             # Debug only: at thousands of steps a second, a line per step start would
             # double the log volume; `step_completed` carries the step and its duration.
             self.log.debug("step_started")
-            self._count(plan, "started")
+            self._count(plan.name, "started")
             self._attempt = StepAttempt(plan, working)
             if self._stop_reason is not None or self.lease.lost:
                 self._attempt.cancel()  # control arrived between steps
@@ -195,7 +210,7 @@ class WorkflowRunner:
             except AttemptCancelled:
                 if self.lease.lost:
                     raise LeaseLost from None
-                self._count(plan, "stopped", started)
+                self._count(plan.name, "stopped", started)
                 return await self._stopped(plan)
             except Exception as exc:  # a step may raise anything: that is a step failure
                 self.log.warning(
@@ -204,25 +219,18 @@ class WorkflowRunner:
                     seconds=round(time.monotonic() - started, 3),
                 )
                 outcome = "failed" if now.attempt > plan.retries else "retried"
-                self._count(plan, outcome, started)
+                self._count(plan.name, outcome, started)
                 return await self._failed(plan, now, exc)
             finally:
                 self._attempt = None
             self.log.info("step_completed", seconds=round(time.monotonic() - started, 3))
-            self._count(plan, "completed", started)
+            self._count(plan.name, "completed", started)
             if self._stop_reason is not None:
                 # A stop that arrived as the step finished: the step's work stands.
                 return await self._after_step(plan, working, Request.STOP)
             if pause_prompt is not None:
                 return await self._pause_gate(plan, working, pause_prompt)
             return await self._after_step(plan, working, None)
-
-    def _count(self, plan: StepPlan, outcome: str, started: float | None = None) -> None:
-        if self.metrics is None:
-            return
-        self.metrics.steps.labels(plan.name, outcome).inc()
-        if started is not None:
-            self.metrics.step_seconds.labels(plan.name).observe(time.monotonic() - started)
 
     async def _after_step(
         self, plan: StepPlan, context: dict[str, Any], forced: Request | None
@@ -234,11 +242,11 @@ class WorkflowRunner:
 
         def ending() -> TurnEnd | None:
             if last:
-                return turn.after_step(plan, Operation.COMPLETE, context)
+                return ends.after_step(plan, Operation.COMPLETE, context)
             if forced is not None:
-                return turn.after_step(plan, HONOURED[forced], context)
+                return ends.after_step(plan, HONOURED[forced], context)
             if self._release_requested:
-                return turn.after_step(plan, Operation.RELEASE, context)
+                return ends.after_step(plan, Operation.RELEASE, context)
             return None
 
         following = NextStep(context, nxt, 0 if last else self._prior_attempts[nxt] + 1)
@@ -263,12 +271,12 @@ class WorkflowRunner:
     async def _pause_gate(self, plan: StepPlan, context: dict[str, Any], prompt: str) -> Next:
         """A step asked to pause after itself: complete it and pause before the next."""
         if plan.position + 1 >= len(self._prior_attempts):
-            return await self._finish(turn.after_step(plan, Operation.COMPLETE, context))
-        return await self._finish(turn.at_gate(plan, context, prompt))
+            return await self._finish(ends.after_step(plan, Operation.COMPLETE, context))
+        return await self._finish(ends.at_gate(plan, context, prompt))
 
     async def _stopped(self, plan: StepPlan) -> RunResult:
         """The step was cancelled by a stop request: step and workflow become stopped."""
-        end = turn.stopped(plan, self._stop_reason or "stop requested")
+        end = ends.stopped(plan, self._stop_reason or "stop requested")
         return await asyncio.shield(self._finish(end))
 
     async def _failed(self, plan: StepPlan, now: NextStep, failure: BaseException) -> Next:
@@ -276,22 +284,15 @@ class WorkflowRunner:
         the workflow in error. The context is the one from before the attempt."""
         error = error_text(failure)
         if now.attempt > plan.retries:
-            return await self._finish(turn.failed(plan, now.attempt, error))
-        delay = plan.retry_delay * plan.backoff ** (now.attempt - 1)
+            return await self._finish(ends.failed(plan, now.attempt, error))
+        delay = plan.delay_before(now.attempt)
         detail: dict[str, Any] = {"attempt": now.attempt, "delay": delay, "error": error}
         if delay > 0 or self._release_requested:
             run_after = self.clock() + timedelta(seconds=delay)
-            return await self._finish(turn.retry_later(plan, run_after, detail))
+            return await self._finish(ends.retry_later(plan, run_after, detail))
         retry = self.writer.event(EventKind.STEP_RETRY, position=plan.position, **detail)
         again = NextStep(now.context, plan.position, now.attempt + 1)
         retried: NextStep = await self._write(
             functools.partial(start_again, self.writer, again, retry)
         )
         return retried
-
-    async def _release_interrupted(self) -> None:
-        """Hand a workflow whose step was cut off back as pending at once."""
-        try:
-            await self.writer.release_interrupted(self.db)
-        except Exception as exc:  # best effort: the lease expiring does the same, later
-            self.log.warning("release_failed", error=error_text(exc))

@@ -29,7 +29,7 @@ from wfed.store.rows import StepRow
 log = structlog.get_logger("wfed.runner")
 
 Write = Callable[..., Awaitable[Any]]
-Count = Callable[[StepPlan, str], None]
+Count = Callable[[str, str], None]
 
 
 class Halted(Exception):
@@ -150,7 +150,7 @@ class TurnStart:
     ) -> RunResult | None:
         """The previous owner died (or was cancelled) while this step ran: re-run it if it
         is idempotent (None), else put the workflow in error."""
-        self.count(plan, "interrupted")
+        self.count(plan.name, "interrupted")
         if plan.idempotent:
             self.log.warning("step_interrupted_rerun", position=plan.position, step=plan.name)
             rerun = self.writer.event(

@@ -9,15 +9,16 @@ written anything, so a group commit can hand that error to its runner alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.clock import Clock
-from wfed.engine.lease import Lease
+from wfed.engine.lease import Lease, error_text
 from wfed.errors import LeaseLost
 from wfed.states import (
     HONOURED,
@@ -29,13 +30,14 @@ from wfed.states import (
     finishes,
     sources,
 )
-from wfed.steps.definition import StepPlan
 from wfed.store import events as event_store
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
 from wfed.store.database import Database
 from wfed.store.events import Event
 from wfed.store.rows import WorkflowRow
+
+log = structlog.get_logger("wfed.runner")
 
 
 class Outcome(StrEnum):
@@ -116,69 +118,6 @@ class TurnEnd:
     on_request: bool = False
     """The turn ends on an operator's pause or stop request, whose author and reason the
     event carries."""
-
-
-# -- the ways a turn ends after a step ------------------------------------------------
-
-
-def after_step(plan: StepPlan, operation: Operation, context: dict[str, Any]) -> TurnEnd:
-    """The turn ends after `plan` completed, before the next step: the workflow is
-    complete, or honours a request, or is released."""
-    nxt = plan.position + 1
-    return TurnEnd(
-        operation,
-        values={"context": context, "current_step": nxt},
-        step=StepEnd(plan.position, StepState.COMPLETED),
-        position=None if operation is Operation.COMPLETE else nxt,
-        on_request=operation in HONOURED.values(),
-    )
-
-
-def at_gate(plan: StepPlan, context: dict[str, Any], prompt: str) -> TurnEnd:
-    """A pause step completed: the workflow pauses before the next step."""
-    end = after_step(plan, Operation.HONOUR_PAUSE, context)
-    return replace(end, reason=prompt, message=prompt, detail={"gate": plan.name}, on_request=False)
-
-
-def stopped(plan: StepPlan, reason: str) -> TurnEnd:
-    """A stop request cancelled the step: step and workflow become stopped."""
-    return TurnEnd(
-        Operation.HONOUR_STOP,
-        step=StepEnd(plan.position, StepState.STOPPED, reason),
-        position=plan.position,
-        reason=reason,
-        message=reason,
-        on_request=True,
-    )
-
-
-def failed(plan: StepPlan, attempts: int, error: str) -> TurnEnd:
-    """The step failed for good: the workflow goes to error at that step."""
-    tries = f"after {attempts} attempts" if attempts > 1 else ""
-    message = " ".join(filter(None, [f"{plan.title} failed", tries])) + f": {error}"
-    return TurnEnd(
-        Operation.FAIL,
-        values={"last_error": message},
-        step=StepEnd(plan.position, StepState.ERROR, error),
-        position=plan.position,
-        reason=message,
-        message=message,
-    )
-
-
-def retry_later(plan: StepPlan, run_after: datetime, detail: dict[str, Any]) -> TurnEnd:
-    """The step failed and is retried after a delay: the workflow goes back to pending
-    with `run_after` (waiting holds no slot) and the step keeps its error."""
-    error = str(detail["error"])
-    return TurnEnd(
-        Operation.RELEASE,
-        values={"run_after": run_after},
-        step=StepEnd(plan.position, None, error),
-        position=plan.position,
-        message=error,
-        detail=detail,
-        event=EventKind.STEP_RETRY,
-    )
 
 
 def _request_event(honour: Operation) -> str:
@@ -284,11 +223,15 @@ class TurnWriter:
     async def release_interrupted(self, db: Database) -> None:
         """Hand the workflow back as pending in a transaction of its own (its step was
         cut off by a shutdown past its grace): the step stays `running`, which the next
-        owner treats as interrupted. Nothing is written once the lease is lost."""
+        owner treats as interrupted. Nothing is written once the lease is lost. Best
+        effort: the lease expiring does the same, later."""
         if self.lease.lost:
             return
         values = {"claimed_by": None, "lease_expires_at": None, "requested": None}
-        async with db.transaction() as conn:
-            if await self.lease.guard(conn, Operation.RELEASE, values):
-                released = self.event(EventKind.RELEASED, interrupted=True)
-                await event_store.events_insert(conn, released)
+        try:
+            async with db.transaction() as conn:
+                if await self.lease.guard(conn, Operation.RELEASE, values):
+                    released = self.event(EventKind.RELEASED, interrupted=True)
+                    await event_store.events_insert(conn, released)
+        except Exception as exc:
+            log.warning("release_failed", workflow=self.workflow.name, error=error_text(exc))

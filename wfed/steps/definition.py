@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,16 @@ from wfed.steps.registry import StepRegistry
 from wfed.steps.template import is_reference
 from wfed.unreadable_json import UnreadableJson
 
+# Bounds on what a row may ask for. A row is written by anyone with an INSERT: a number
+# past these is refused with a message rather than overflowing a timer or a timestamp.
+MAX_RETRIES = 1000
+MAX_DELAY = 7 * 24 * 3600.0
+"""The longest retry delay and step timeout, in seconds (a week)."""
+MAX_BACKOFF = 100.0
+MAX_DEPTH = 64
+"""How deeply the context and the step arguments may nest."""
+MAX_INTEGER = 2**63 - 1
+
 
 @dataclass(frozen=True)
 class StepPlan:
@@ -42,6 +53,15 @@ class StepPlan:
     timeout: float | None
     idempotent: bool
 
+    def delay_before(self, attempt: int) -> float:
+        """The wait before attempt `attempt + 1`, after attempt `attempt` failed: the
+        retry delay grown by the backoff, at most MAX_DELAY."""
+        try:
+            delay = self.retry_delay * self.backoff ** (attempt - 1)
+        except OverflowError:
+            return MAX_DELAY
+        return min(delay, MAX_DELAY)
+
     @property
     def title(self) -> str:
         """How messages name this step: `step 2 'run_cmd'`, with its label if it has one."""
@@ -52,13 +72,13 @@ class StepPlan:
 class _Element(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    step: str = Field(min_length=1)
+    step: str = Field(min_length=1, max_length=255)
     args: dict[str, Any] = Field(default_factory=dict)
     label: str | None = Field(default=None, max_length=255)
-    retries: int | None = Field(default=None, ge=0, le=1000)
-    retry_delay: float | None = Field(default=None, ge=0)
-    backoff: float | None = Field(default=None, ge=1)
-    timeout: float | None = Field(default=None, gt=0)
+    retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES)
+    retry_delay: float | None = Field(default=None, ge=0, le=MAX_DELAY, allow_inf_nan=False)
+    backoff: float | None = Field(default=None, ge=1, le=MAX_BACKOFF, allow_inf_nan=False)
+    timeout: float | None = Field(default=None, gt=0, le=MAX_DELAY, allow_inf_nan=False)
     idempotent: bool | None = None
 
 
@@ -126,6 +146,7 @@ def parse_definition(steps: Any, registry: StepRegistry) -> list[StepPlan]:
         )
     if not steps:
         raise InvalidDefinition("steps is an empty list: a workflow needs at least one step")
+    check_json_bounds(steps, "steps")
     return [parse_element(position, raw, registry) for position, raw in enumerate(steps)]
 
 
@@ -137,12 +158,36 @@ def parse_context(context: Any) -> dict[str, Any]:
         raise InvalidDefinition(
             f'context must be a JSON object like {{"key": "value"}}, got {_json_type(context)}'
         )
+    check_json_bounds(context, "context")
     return context
+
+
+def check_json_bounds(value: Any, where: str) -> None:
+    """Refuse JSON that wfed could read but not safely work with: nested deeper than
+    MAX_DEPTH, or numbers that are not finite or do not fit 64 bits. Walked without
+    recursion, so that the check itself cannot overflow the stack."""
+    pending: list[tuple[Any, str, int]] = [(value, where, 0)]
+    while pending:
+        item, path, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidDefinition(
+                f"{where} nests deeper than {MAX_DEPTH} levels (at {path[:120]}): flatten it"
+            )
+        if isinstance(item, dict):
+            pending.extend((v, f"{path}.{str(k)[:40]}", depth + 1) for k, v in item.items())
+        elif isinstance(item, list):
+            pending.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(item))
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise InvalidDefinition(
+                f"{path[:120]}: {item} is not a finite number (JSON numbers must fit a double)"
+            )
+        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > MAX_INTEGER:
+            raise InvalidDefinition(f"{path[:120]}: an integer that does not fit 64 bits")
 
 
 def _json_type(value: Any) -> str:
     if isinstance(value, UnreadableJson):
-        return f"text that is not valid JSON ({str(value)[:40]!r})"
+        return f"{value.reason} ({str(value)[:40]!r})"
     names = {str: "a string", list: "a list", dict: "an object", bool: "a boolean"}
     if value is None:
         return "null"

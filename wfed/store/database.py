@@ -21,6 +21,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from wfed.errors import ConfigError, DatabaseUnavailable
+from wfed.unreadable_json import read_json
 
 log = structlog.get_logger("wfed.store")
 
@@ -86,7 +87,9 @@ def create_engine(
     if password is not None:
         parsed = parsed.set(password=password)
     backend = parsed.get_backend_name()
-    options: dict[str, Any] = {"pool_pre_ping": not lean_pool}
+    # A row's JSON that does not decode (nested too deeply, say) is handed over as a
+    # value that sends its workflow to error, instead of failing the whole query.
+    options: dict[str, Any] = {"pool_pre_ping": not lean_pool, "json_deserializer": read_json}
     if lean_pool:
         # Every use of a connection ends its own transaction (commit or rollback), so
         # the pool's rollback on return would be one more round trip for nothing.

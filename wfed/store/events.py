@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from wfed.store.bounded import bounded
 from wfed.store.rows import EventRow
 from wfed.store.schema import workflow_events
 
@@ -45,7 +46,7 @@ async def events_insert(conn: AsyncConnection, *events: Event) -> None:
             "kind": e.kind,
             "actor": e.actor,
             "at": e.at,
-            "reason": e.reason,
+            "reason": bounded(e.reason),
             "detail": e.detail or None,
         }
         for e in events

@@ -6,7 +6,6 @@ migrated schema and this metadata agree.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -34,7 +33,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 from wfed.states import Request, StepState, WorkflowState
-from wfed.unreadable_json import UnreadableJson
+from wfed.unreadable_json import read_json
 
 metadata = MetaData(
     naming_convention={
@@ -64,10 +63,7 @@ class _SQLiteJson(TypeDecorator[Any]):
             if not isinstance(value, str | bytes):
                 # NUMERIC affinity: SQLite stored the JSON number `42` as an integer.
                 return value
-            try:
-                return json.loads(value)
-            except (TypeError, ValueError):
-                return UnreadableJson(value)
+            return read_json(value)
 
         return process
 

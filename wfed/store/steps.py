@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import BindParameter
 
 from wfed.states import StepState
+from wfed.store.bounded import bounded
 from wfed.store.rows import StepRow
 from wfed.store.schema import workflow_steps
 
@@ -107,7 +108,7 @@ async def step_finish(
             "b_position": position,
             "b_state": state.value,
             "b_now": now,
-            "b_error": error,
+            "b_error": bounded(error),
         },
     )
 
@@ -167,7 +168,7 @@ async def step_reschedule(
     await conn.execute(
         update(workflow_steps)
         .where(S.workflow_id == workflow_id, S.position == position)
-        .values(state=StepState.PENDING, error=error)
+        .values(state=StepState.PENDING, error=bounded(error))
     )
 
 

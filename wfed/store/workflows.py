@@ -21,6 +21,7 @@ from sqlalchemy.sql.elements import BindParameter
 
 from wfed.errors import WorkflowExists
 from wfed.states import Operation, Request, WorkflowState, sources, target
+from wfed.store.bounded import bounded
 from wfed.store.rows import WorkflowRow
 from wfed.store.schema import workflows
 
@@ -111,6 +112,8 @@ async def workflow_update(
     to = target(operation)
     if to is not None:
         values = {**values, "state": to}
+    if values.get("last_error") is not None:
+        values = {**values, "last_error": bounded(values["last_error"])}
     statement = _guarded_update(
         tuple(sorted(sources(operation))),
         fence is not None,
