@@ -35,6 +35,7 @@ import os
 import re
 import secrets
 import signal
+import sys
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -55,6 +56,12 @@ from wfed.store.database import Database
 from wfed.store.migrate import upgrade
 
 _T = TypeVar("_T")
+
+# The step modules are importable as `stepmods.…` (tests/stepmods/): made sure of here, so
+# that the name does not depend on pytest's import mode.
+TESTS_DIR: Final = Path(__file__).resolve().parent
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
 
 BACKENDS: Final = ("sqlite", "mariadb", "postgresql")
 TEST_DATABASE_PREFIX: Final = "wfed_test_"

@@ -10,11 +10,11 @@ import json
 import os
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from daemon_harness import HERE, STEP_MODULES, WFED, DaemonFactory, DaemonProcess
+from daemon_harness import STEP_MODULES, TESTS_DIR, WFED, DaemonFactory, DaemonProcess
 
 from wfed import Engine
 
@@ -106,7 +106,7 @@ def start_daemon(tmp_path: Path) -> Iterator[DaemonFactory]:
         log_path = tmp_path / f"wfed-{number}.log"
         process_env = {
             **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+            "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
             **(env or {}),
         }
         process_env.pop("WFED_DATABASE_URL", None)
@@ -131,7 +131,6 @@ def start_daemon(tmp_path: Path) -> Iterator[DaemonFactory]:
 
 
 @pytest.fixture
-async def engine(schema: str) -> AsyncIterator[Engine]:
+def engine(schema: str, make_engine: Callable[..., Engine]) -> Engine:
     """An Engine on the test database with the test steps, for setting up and checking."""
-    async with Engine(schema, step_modules=STEP_MODULES, actor="tester@test") as engine:
-        yield engine
+    return make_engine(schema, step_modules=STEP_MODULES)

@@ -17,9 +17,10 @@ from sqlalchemy import text
 
 from wfed import Engine
 
-HERE = Path(__file__).parent
+TESTS_DIR = Path(__file__).resolve().parents[1]
+"""Goes on the daemons' PYTHONPATH, so that they import the test steps as `stepmods.…`."""
 WFED = str(Path(sys.executable).parent / "wfed")
-STEP_MODULES = ["wfed_test_steps"]
+STEP_MODULES = ["stepmods.journal"]
 
 
 @dataclass

@@ -18,6 +18,14 @@ from sqlalchemy import text
 
 from wfed import Engine, StepState, WorkflowState
 
+# The daemons' timing in the tests below that hold a daemon to it (seconds).
+LEASE = 2.0
+POLL_INTERVAL = 0.1
+CONTROL_INTERVAL = 0.2
+# What a process-level bound adds to the contract: process start-up, the test's own
+# polling, a loaded machine. Generous, so that only a broken contract fails the test.
+PROCESS_MARGIN = 5.0
+
 
 def _state_is(engine: Engine, name: str, *states: WorkflowState) -> Any:
     async def check() -> bool:
@@ -107,21 +115,21 @@ async def test_pause_lets_the_running_step_finish_and_starts_no_other(
 async def test_stop_cancels_a_long_step(
     engine: Engine, start_daemon: DaemonFactory, queue: str, journal: Path, schema: str
 ) -> None:
-    """A stop during a 60 s step cancels it: step and workflow are `stopped` long before
-    the step could have ended, and the next step never starts."""
+    """A stop during a 60 s step cancels it within the control interval (plus a process
+    margin): step and workflow are `stopped`, and the next step never starts."""
     name = f"{queue}-stop"
     steps = [
         {"step": "slow", "args": {"tag": "long", "seconds": 60}},
         {"step": "mark", "args": {"tag": "never"}},
     ]
     await _create(engine, name, queue, journal, steps)
-    start_daemon(schema, queue=queue, control_interval=0.2)
+    start_daemon(schema, queue=queue, control_interval=CONTROL_INTERVAL)
     await wait_for_journal(journal, "start long")
     await engine.stop(name, reason="wrong servers")
     took = await wait_until(
-        _state_is(engine, name, WorkflowState.STOPPED), limit=15, what="stopped"
+        _state_is(engine, name, WorkflowState.STOPPED), limit=60, what="stopped"
     )
-    print(f"stop latency: {took:.3f} s (control_interval 0.2 s)")
+    assert took < CONTROL_INTERVAL + PROCESS_MARGIN, f"stopped after {took:.3f} s"
     workflow = await engine.get(name)
     assert [s.state for s in workflow.steps] == [StepState.STOPPED, StepState.PENDING]
     assert workflow.row.claimed_by is None
@@ -133,23 +141,32 @@ async def test_stop_cancels_a_long_step(
 async def test_kill_9_during_idempotent_step_is_recovered_by_another_daemon(
     engine: Engine, start_daemon: DaemonFactory, queue: str, journal: Path, schema: str
 ) -> None:
-    """kill -9 during an idempotent step: after the lease, a second daemon re-runs that
-    step (attempts 2) and finishes the workflow; other steps ran once."""
+    """kill -9 during an idempotent step: once the lease has run out (within lease + poll
+    + control interval, plus a process margin), a second daemon re-runs that step
+    (attempts 2) and finishes the workflow; other steps ran once."""
     name = f"{queue}-kill-idem"
     steps = [
         {"step": "mark", "args": {"tag": "a"}},
         {"step": "slow_idempotent", "args": {"tag": "b", "seconds": 1.0}},
         {"step": "mark", "args": {"tag": "c"}},
     ]
+    timing = {"lease": LEASE, "poll_interval": POLL_INTERVAL, "control_interval": CONTROL_INTERVAL}
     await _create(engine, name, queue, journal, steps)
-    victim = start_daemon(schema, queue=queue, lease=2.0)
+    victim = start_daemon(schema, queue=queue, **timing)
     await wait_for_journal(journal, "start b")
     victim.signal(signal.SIGKILL)
     killed_at = time.monotonic()
     victim.wait()
-    start_daemon(schema, queue=queue, lease=2.0)
+    start_daemon(schema, queue=queue, **timing)
+
+    async def b_started_again() -> bool:
+        return sum(line.startswith("start b") for line in journal_lines(journal)) >= 2
+
+    await wait_until(b_started_again, limit=60, what="step b started by the second daemon")
+    recovered = time.monotonic() - killed_at
+    bound = LEASE + POLL_INTERVAL + CONTROL_INTERVAL + PROCESS_MARGIN
+    assert recovered < bound, f"recovered {recovered:.3f} s after kill -9"
     await wait_until(_state_is(engine, name, WorkflowState.COMPLETED), limit=30, what="completed")
-    print(f"recovered after kill -9 in {time.monotonic() - killed_at:.3f} s (lease 2 s)")
     workflow = await engine.get(name)
     assert [s.attempts for s in workflow.steps] == [1, 2, 1]
     starts = [line for line in journal_lines(journal) if line.startswith("start b")]

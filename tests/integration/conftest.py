@@ -9,10 +9,9 @@ per test) never claim.
 from __future__ import annotations
 
 import contextlib
-import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from datetime import datetime
 from typing import Any, Final
 
 import pytest
@@ -22,12 +21,6 @@ from wfed.clock import utc_now
 from wfed.states import Operation
 from wfed.store import workflows as workflow_store
 from wfed.store.rows import WorkflowRow
-
-# Importable as `stepmods.…` (see tests/stepmods/__init__.py); made sure of here so that the
-# name does not depend on pytest's import mode.
-_TESTS_DIR = str(Path(__file__).resolve().parents[1])
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
 
 STEP_MODULES: Final = ["stepmods.basic"]
 ACTOR: Final = "tester@host"
@@ -55,10 +48,30 @@ def make_engine(make_engine: EngineFactory) -> EngineFactory:
     return make
 
 
+class RecordingClock:
+    """The real clock (`utc_now`), keeping every time it told: a test can check that what
+    an Engine wrote or waited for was reckoned from its clock, without timing anything."""
+
+    def __init__(self) -> None:
+        self.told: list[datetime] = []
+
+    def __call__(self) -> datetime:
+        now = utc_now()
+        self.told.append(now)
+        return now
+
+
 @pytest.fixture
-async def engine(database_url: str, make_engine: EngineFactory) -> Engine:
-    """An Engine on this backend's test database, with the test steps, as `tester@host`."""
-    return make_engine(database_url)
+def clock() -> RecordingClock:
+    """The `engine` fixture's clock: the real time, every reading kept."""
+    return RecordingClock()
+
+
+@pytest.fixture
+async def engine(database_url: str, make_engine: EngineFactory, clock: RecordingClock) -> Engine:
+    """An Engine on this backend's test database, with the test steps, as `tester@host`,
+    reading the time from `clock`."""
+    return make_engine(database_url, clock=clock)
 
 
 CreateFn = Callable[..., Awaitable[str]]

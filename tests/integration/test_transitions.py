@@ -46,6 +46,10 @@ OPERATIONS: dict[str, Callable[[Engine, str], Awaitable[Any]]] = {
     "set_context": lambda engine, name: engine.set_context(name, {"k": "v"}, reason="r"),
 }
 
+# The cases cover all eight operator operations and every state (checked on collection).
+assert set(REFUSED) == set(OPERATIONS)
+assert {state for _, state in CASES} == set(WorkflowState)
+
 
 async def _put_in(engine: Engine, create, state: WorkflowState) -> str:
     """A new workflow brought into `state` (not `running`) through the Engine API."""
@@ -63,12 +67,6 @@ async def _put_in(engine: Engine, create, state: WorkflowState) -> str:
             await engine.run(name)
     assert (await engine.get(name)).state is state
     return name
-
-
-def test_refusal_table_covers_every_state_but_running_for_the_requests() -> None:
-    """The cases below cover all eight operator operations and every state."""
-    assert set(REFUSED) == set(OPERATIONS)
-    assert {state for _, state in CASES} == set(WorkflowState)
 
 
 @pytest.mark.parametrize(("operation", "state"), CASES, ids=[f"{o}-{s}" for o, s in CASES])

@@ -1,7 +1,13 @@
-"""Step modules for the integration tests (listed in the `step_modules` of their Engines).
+"""The step modules of the test suite, listed by dotted name (`stepmods.basic`, …) in the
+`step_modules` of test Engines, in registries the unit tests build, and in the `[steps]
+modules` of the daemon tests' `wfed` processes.
 
-`tests/` is on `sys.path` while pytest runs (the rootdir conftest is in a directory without
-`__init__.py`, so pytest's default "prepend" import mode inserts it), which makes this
-package importable as `stepmods`; `tests/integration/conftest.py` inserts it too, so the
-name also works under `--import-mode=importlib`.
+`tests/conftest.py` puts `tests/` on `sys.path` (whatever pytest's import mode), and the
+daemon tests put it on the `PYTHONPATH` of the processes they start.
+
+* `basic`: small steps the integration tests compose into workflows;
+* `journal`: steps of the daemon tests, which append to a journal file;
+* `typed`: classes and @step functions with typed arguments (registry, definitions);
+* `reexport`, `unlisted`, `dup_a`, `dup_b`, `dup_builtin`, `broken`,
+  `missing_dependency`: what the registry accepts and refuses.
 """

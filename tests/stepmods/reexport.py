@@ -1,8 +1,8 @@
-"""Imports steps of `basic` (the same objects) and the `unlisted` module as a whole."""
+"""Imports steps of `typed` (the same objects) and the `unlisted` module as a whole."""
 
 from __future__ import annotations
 
 from . import unlisted as helpers
-from .basic import Deploy, notify
+from .typed import Deploy, notify
 
 __all__ = ["Deploy", "helpers", "notify"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import threading
 import time
 import uuid
@@ -47,6 +48,11 @@ class Procs:
         fields = stat[stat.rfind(b")") + 2 :].split()
         return fields[0].decode(), int(fields[1])
 
+    def alive(self, pid: int) -> bool:
+        """Whether a process exists and is not a zombie."""
+        state = self.state(pid)
+        return state is not None and state[0] not in {"Z", "X"}
+
     def assert_gone(self, *pids: int) -> None:
         """Each pid is dead: gone, or at most a zombie left to init (never one of ours, so
         nothing we started is left unreaped)."""
@@ -59,29 +65,63 @@ class Procs:
             assert parent != os.getpid(), f"process {pid} is a zombie of ours: never reaped"
 
     @staticmethod
-    async def pids(path: Path, within: float = 10.0) -> list[int]:
-        """The pids a test command wrote (atomically, with mv) into `path`, once it exists."""
+    async def written(path: Path, within: float = 10.0) -> str:
+        """What a test command wrote into `path`, once the file exists."""
         deadline = time.monotonic() + within
         while (text := _read(path)) is None:
             assert time.monotonic() < deadline, f"{path} never appeared"
             await asyncio.sleep(0.02)
-        return [int(pid) for pid in text.split()]
+        return text
+
+    async def pids(self, path: Path, within: float = 10.0) -> list[int]:
+        """The pids a test command wrote (atomically, with mv) into `path`, once it exists."""
+        return [int(pid) for pid in (await self.written(path, within)).split()]
 
     @staticmethod
-    def family(pidfile: Path, *, ignore_term: bool = False) -> str:
+    def family(pidfile: Path) -> str:
         """A /bin/sh script whose process group has a grandchild: it records its own pid
         and the grandchild's in `pidfile`, then sleeps for long."""
-        trap = "trap '' TERM; " if ignore_term else ""
         return (
-            f"{trap}sleep 300 & "
+            "sleep 300 & "
             f'echo "$$ $!" > "{pidfile}.tmp" && mv "{pidfile}.tmp" "{pidfile}"; '
             "sleep 300"
         )
 
+    @staticmethod
+    def stubborn(pidfile: Path, termfile: Path) -> list[str]:
+        """A command (argv) whose whole group outlives SIGTERM: a Python process that notes
+        each SIGTERM in `termfile` and goes on, and a child `sleep` that ignores it. Their
+        pids go into `pidfile`; left alone, both end by themselves after 300 s."""
+        return [sys.executable, "-c", _STUBBORN, str(pidfile), str(termfile)]
+
+
+_STUBBORN = """
+import os, signal, subprocess, sys
+
+pidfile, termfile = sys.argv[1:]
+signal.alarm(300)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # inherited by the child
+child = subprocess.Popen(["sleep", "300"])
+
+
+def noted(signum, frame):
+    with open(termfile, "a") as out:
+        print("TERM", file=out)
+
+
+signal.signal(signal.SIGTERM, noted)
+with open(pidfile + ".tmp", "w") as out:
+    out.write(f"{os.getpid()} {child.pid}")
+os.replace(pidfile + ".tmp", pidfile)
+while True:
+    signal.pause()
+"""
+
 
 @pytest.fixture
 def procs() -> Procs:
-    """Process probes: `family(pidfile)` script, `await pids(pidfile)`, `assert_gone(…)`."""
+    """Process probes: `family(pidfile)` and `stubborn(…)` commands, `await pids(pidfile)`,
+    `await written(path)`, `alive(pid)`, `assert_gone(…)`."""
     return Procs()
 
 

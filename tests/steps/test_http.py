@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -96,11 +95,9 @@ async def test_expect_accepts_other_statuses(http_base: str) -> None:
 
 
 async def test_timeout_is_an_error(http_base: str) -> None:
-    """A response slower than `timeout` fails the step, promptly."""
-    started = time.monotonic()
+    """A response slower than `timeout` fails the step, instead of arriving late."""
     with pytest.raises(RequestFailed, match=r"GET .*/slow: no complete response within 0\.3 s"):
         await http(url=f"{http_base}/slow", timeout=0.3)
-    assert time.monotonic() - started < 5
 
 
 async def test_unreachable_server_is_an_error(http_base: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from stepmods import typed
 
 from wfed.errors import InvalidDefinition
 from wfed.steps.base import step_class_of
@@ -12,14 +13,12 @@ from wfed.steps.definition import StepPlan, check_args, parse_context, parse_def
 from wfed.steps.registry import StepRegistry
 from wfed.steps.sleep import Sleep
 
-from .stepmods import basic
-
 ELEMENT_FIX = "each element is a step name or an object"
 
 
 @pytest.fixture(scope="module")
 def registry() -> StepRegistry:
-    return StepRegistry.from_modules([basic.__name__])
+    return StepRegistry.from_modules([typed.__name__])
 
 
 def invalid(steps: Any, registry: StepRegistry) -> str:
@@ -38,8 +37,8 @@ def test_string_elements(registry: StepRegistry) -> None:
         (1, "report", {}, None),
         (2, "sleep", {}, None),
     ]
-    assert plans[0].step_class is step_class_of(basic.no_args)
-    assert plans[1].step_class is basic.Report
+    assert plans[0].step_class is step_class_of(typed.no_args)
+    assert plans[1].step_class is typed.Report
     assert plans[2].step_class is Sleep
 
 
@@ -48,7 +47,7 @@ def test_object_element(registry: StepRegistry) -> None:
     args = {"app": "web", "servers": ["intweb1", "intweb2"], "force": True}
     (plan,) = parse_definition([{"step": "deploy", "args": args, "label": "deploy web"}], registry)
     assert plan.name == "deploy"
-    assert plan.step_class is basic.Deploy
+    assert plan.step_class is typed.Deploy
     assert plan.args == args
     assert plan.label == "deploy web"
     assert plan.title == "step 0 'deploy' (deploy web)"

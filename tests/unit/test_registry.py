@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import pytest
+from stepmods import dup_a, dup_b, reexport, typed, unlisted
 
 from wfed.errors import ConfigError
 from wfed.steps.base import step_class_of
@@ -12,10 +13,8 @@ from wfed.steps.pause import Pause
 from wfed.steps.registry import StepRegistry
 from wfed.steps.sleep import Sleep
 
-from .stepmods import basic, dup_a, dup_b, reexport, unlisted
-
-STEPMODS = basic.__name__.rpartition(".")[0]
-BASIC_STEPS = {"deploy", "inherit", "report", "anything", "notify", "record", "no_args", "ping"}
+STEPMODS = typed.__name__.rpartition(".")[0]
+TYPED_STEPS = {"deploy", "inherit", "report", "anything", "notify", "record", "no_args", "ping"}
 
 # The built-in steps: always registered, whatever the configuration lists.
 BUILTINS = {"http", "pause", "shell", "sleep"}
@@ -23,17 +22,17 @@ BUILTINS = {"http", "pause", "shell", "sleep"}
 
 def test_from_modules_has_builtins_and_module_steps() -> None:
     """from_modules() registers the built-ins (sleep, pause) plus every step of the module."""
-    registry = StepRegistry.from_modules([basic.__name__])
-    assert set(registry.names()) == BUILTINS | BASIC_STEPS
+    registry = StepRegistry.from_modules([typed.__name__])
+    assert set(registry.names()) == BUILTINS | TYPED_STEPS
     assert registry.names() == sorted(registry.names())
     assert registry.get("sleep") is Sleep
     assert registry.get("pause") is Pause
-    assert registry.get("deploy") is basic.Deploy
-    assert registry.get("notify") is step_class_of(basic.notify)
+    assert registry.get("deploy") is typed.Deploy
+    assert registry.get("notify") is step_class_of(typed.notify)
     assert "record" in registry
     assert "nope" not in registry
     assert registry.get("nope") is None
-    assert dict(registry.items())["report"] is basic.Report
+    assert dict(registry.items())["report"] is typed.Report
 
 
 def test_builtins_alone() -> None:
@@ -43,14 +42,14 @@ def test_builtins_alone() -> None:
 
 def test_without_builtins() -> None:
     """builtins=False registers the listed modules' steps only."""
-    assert set(StepRegistry.from_modules([basic.__name__], builtins=False).names()) == BASIC_STEPS
+    assert set(StepRegistry.from_modules([typed.__name__], builtins=False).names()) == TYPED_STEPS
 
 
 def test_unnamed_base_classes_are_not_steps() -> None:
     """Step itself and a subclass without a name (a shared base) are not registered."""
-    registry = StepRegistry.from_modules([basic.__name__])
+    registry = StepRegistry.from_modules([typed.__name__])
     assert "" not in registry
-    assert basic._Base not in dict(registry.items()).values()
+    assert typed._Base not in dict(registry.items()).values()
 
 
 @pytest.mark.parametrize("name", [f"{STEPMODS}.does_not_exist", "wfed_test_no_such_package"])
@@ -119,10 +118,10 @@ def test_add_refuses_a_second_class() -> None:
 
 def test_same_class_in_two_modules_is_fine() -> None:
     """A step imported into a second module (or a module listed twice) is one step."""
-    registry = StepRegistry.from_modules([basic.__name__, reexport.__name__, basic.__name__])
-    assert registry.get("deploy") is basic.Deploy
-    assert registry.get("notify") is step_class_of(basic.notify)
-    assert set(registry.names()) == BUILTINS | BASIC_STEPS
+    registry = StepRegistry.from_modules([typed.__name__, reexport.__name__, typed.__name__])
+    assert registry.get("deploy") is typed.Deploy
+    assert registry.get("notify") is step_class_of(typed.notify)
+    assert set(registry.names()) == BUILTINS | TYPED_STEPS
 
 
 def test_reexported_steps_alone() -> None:
@@ -134,7 +133,7 @@ def test_reexported_steps_alone() -> None:
 def test_nothing_from_unlisted_modules() -> None:
     """Steps of modules not listed are not registered, even when those modules are loaded."""
     assert unlisted.__name__ in sys.modules
-    registry = StepRegistry.from_modules([basic.__name__, reexport.__name__])
+    registry = StepRegistry.from_modules([typed.__name__, reexport.__name__])
     for name in ("hidden_class", "hidden_function"):
         assert name not in registry
     assert set(StepRegistry.from_modules([unlisted.__name__]).names()) == BUILTINS | {

@@ -10,12 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from stepmods import typed
 
 from wfed import Step as PublicStep
 from wfed import step as public_step
 from wfed.steps.base import Context, PauseWorkflow, Step, step, step_class_of
-
-from .stepmods import basic
 
 
 def class_of(obj: object) -> type[Step]:
@@ -47,30 +46,30 @@ def test_decorator_returns_the_function_unchanged() -> None:
 async def test_decorated_async_function_still_awaitable() -> None:
     """A decorated async function can still be awaited directly (e.g. in a unit test)."""
     ctx: Context = {}
-    assert await basic.notify(ctx, "hi", count=2) == "hi x2"
+    assert await typed.notify(ctx, "hi", count=2) == "hi x2"
     assert ctx["notified"] == ["hi", "hi"]
-    assert basic.record(ctx, "k", 1) == "k"
+    assert typed.record(ctx, "k", 1) == "k"
     assert ctx["k"] == 1
 
 
 def test_function_step_class() -> None:
     """The step class of a function carries its name, module and docstring's first line."""
-    notify = class_of(basic.notify)
+    notify = class_of(typed.notify)
     assert issubclass(notify, Step)
     assert notify.name == "notify"
-    assert notify.__module__ == basic.__name__
+    assert notify.__module__ == typed.__name__
     assert notify.description == "Send a message (async function step)."
-    assert class_of(basic.record).description == "Record a value in the context."
+    assert class_of(typed.record).description == "Record a value in the context."
 
 
 @pytest.mark.parametrize(
     ("obj", "expected"),
     [
-        (basic.notify, ["message", "count"]),
-        (basic.record, ["key", "value"]),
-        (basic.no_args, []),
-        (basic.Deploy, ["app", "servers", "force"]),
-        (basic.Report, ["path"]),
+        (typed.notify, ["message", "count"]),
+        (typed.record, ["key", "value"]),
+        (typed.no_args, []),
+        (typed.Deploy, ["app", "servers", "force"]),
+        (typed.Report, ["path"]),
     ],
     ids=["async-function", "sync-function", "no-args", "async-class", "sync-class"],
 )
@@ -83,13 +82,13 @@ def test_parameters_exclude_ctx(obj: object, expected: list[str]) -> None:
 
 def test_parameter_defaults_and_annotations() -> None:
     """parameters() keep defaults and annotations() resolves the declared types."""
-    notify = class_of(basic.notify)
+    notify = class_of(typed.notify)
     assert notify.parameters()["message"].default is inspect.Parameter.empty
     assert notify.parameters()["count"].default == 1
     hints = notify.annotations()
     assert hints["message"] is str
     assert hints["count"] is int
-    assert basic.Deploy.annotations()["servers"] == list[str]
+    assert typed.Deploy.annotations()["servers"] == list[str]
 
 
 def test_unresolvable_annotation_is_not_an_error() -> None:
@@ -105,7 +104,7 @@ def test_unresolvable_annotation_is_not_an_error() -> None:
 
 @pytest.mark.parametrize(
     ("obj", "args"),
-    [(basic.record, {"key": "k", "value": 1}), (basic.Report, {"path": "x"})],
+    [(typed.record, {"key": "k", "value": 1}), (typed.Report, {"path": "x"})],
     ids=["function", "class"],
 )
 async def test_sync_step_runs_in_a_worker_thread(obj: object, args: dict[str, Any]) -> None:
@@ -117,7 +116,7 @@ async def test_sync_step_runs_in_a_worker_thread(obj: object, args: dict[str, An
 
 @pytest.mark.parametrize(
     ("obj", "args"),
-    [(basic.notify, {"message": "m"}), (basic.Deploy, {"app": "a", "servers": ["s"]})],
+    [(typed.notify, {"message": "m"}), (typed.Deploy, {"app": "a", "servers": ["s"]})],
     ids=["function", "class"],
 )
 async def test_async_step_runs_on_the_loop(obj: object, args: dict[str, Any]) -> None:
@@ -151,9 +150,9 @@ async def test_sync_step_does_not_block_the_loop() -> None:
 async def test_invoke_passes_arguments_as_keywords() -> None:
     """invoke() calls the step with the context and the arguments as keyword arguments."""
     ctx: Context = {}
-    await class_of(basic.Deploy)().invoke(ctx, {"servers": ["a", "b"], "app": "web"})
+    await class_of(typed.Deploy)().invoke(ctx, {"servers": ["a", "b"], "app": "web"})
     assert ctx["deployed"] == {"app": "web", "servers": ["a", "b"], "force": False}
-    await basic.Anything().invoke(ctx, {"x": 1, "y": [2]})
+    await typed.Anything().invoke(ctx, {"x": 1, "y": [2]})
     assert ctx["args"] == {"x": 1, "y": [2]}
 
 
@@ -198,7 +197,7 @@ async def test_step_exceptions_propagate() -> None:
 
 def test_class_options_are_read() -> None:
     """A class step's options (idempotent, retries, delays, backoff, timeout) are its own."""
-    deploy = basic.Deploy
+    deploy = typed.Deploy
     assert deploy.name == "deploy"
     assert deploy.idempotent is True
     assert deploy.retries == 3
@@ -210,8 +209,8 @@ def test_class_options_are_read() -> None:
 
 def test_class_options_inherited_and_defaults() -> None:
     """Options come from a base class when not set, else Step's safe defaults."""
-    assert (basic.Inherit.retries, basic.Inherit.retry_delay) == (1, 0.25)
-    report = basic.Report
+    assert (typed.Inherit.retries, typed.Inherit.retry_delay) == (1, 0.25)
+    report = typed.Report
     assert report.idempotent is False
     assert (report.retries, report.retry_delay, report.backoff, report.timeout) == (
         0,
@@ -223,7 +222,7 @@ def test_class_options_inherited_and_defaults() -> None:
 
 def test_function_options_are_read() -> None:
     """@step options become the options of the function's step class; defaults otherwise."""
-    record = class_of(basic.record)
+    record = class_of(typed.record)
     assert record.idempotent is True
     assert (record.retries, record.retry_delay, record.backoff, record.timeout) == (
         2,
@@ -231,7 +230,7 @@ def test_function_options_are_read() -> None:
         3.0,
         9.0,
     )
-    notify = class_of(basic.notify)
+    notify = class_of(typed.notify)
     assert notify.idempotent is False
     assert (notify.retries, notify.retry_delay, notify.backoff, notify.timeout) == (
         0,
@@ -243,14 +242,14 @@ def test_function_options_are_read() -> None:
 
 def test_function_steps_do_not_share_options() -> None:
     """Each @step gets its own class: one function's options never leak to another."""
-    assert class_of(basic.record) is not class_of(basic.notify)
+    assert class_of(typed.record) is not class_of(typed.notify)
     assert Step.retries == 0
     assert Step.idempotent is False
 
 
 @pytest.mark.parametrize(
     "obj",
-    [Step, basic._Base, basic.Server, len, "notify", None, lambda ctx: None],
+    [Step, typed._Base, typed.Server, len, "notify", None, lambda ctx: None],
     ids=["Step", "unnamed-base", "plain-class", "builtin", "string", "none", "lambda"],
 )
 def test_step_class_of_non_steps(obj: object) -> None:
@@ -260,7 +259,7 @@ def test_step_class_of_non_steps(obj: object) -> None:
 
 def test_step_class_of_steps() -> None:
     """step_class_of() returns a named Step class itself, and a function's step class."""
-    assert step_class_of(basic.Deploy) is basic.Deploy
-    function_step = step_class_of(basic.notify)
+    assert step_class_of(typed.Deploy) is typed.Deploy
+    function_step = step_class_of(typed.notify)
     assert function_step is not None
     assert function_step.name == "notify"
