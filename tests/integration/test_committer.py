@@ -19,7 +19,7 @@ from wfed import Engine
 from wfed.clock import utc_now
 from wfed.daemon.committer import StepCommitter
 from wfed.engine.group_commit import BatchableAdvance
-from wfed.errors import LeaseLost
+from wfed.errors import DatabaseUnavailable, LeaseLost
 from wfed.states import Operation, StepState
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
@@ -72,9 +72,9 @@ async def test_waiting_bodies_share_one_commit_and_keep_their_own_results(
     assert (committer.batches, committer.bodies) == (1, 6)
 
 
-async def test_a_database_error_fails_the_whole_batch(engine: Engine, new_name) -> None:
-    """A body hitting a database error rolls the batch back; every caller sees the error
-    (and retries on its own), nothing of the batch is written."""
+async def test_a_database_error_fails_only_the_body_it_comes_from(engine: Engine, new_name) -> None:
+    """A body whose write the database refuses (not an outage) fails alone: the batch is
+    split until the innocent bodies commit without it."""
     prefix = new_name("grpfail")
     committer = StepCommitter(engine.db)
     finished = asyncio.Event()
@@ -82,14 +82,38 @@ async def test_a_database_error_fails_the_whole_batch(engine: Engine, new_name) 
     async def broken(conn: AsyncConnection) -> None:
         await conn.execute(text("SELECT * FROM no_such_table_here"))
 
-    calls = [committer.run(1, _insert(f"{prefix}-1")), committer.run(2, broken)]
+    calls = [committer.run(i, _insert(f"{prefix}-{i}")) for i in range(4)]
+    calls.insert(2, committer.run(99, broken))
     results = asyncio.gather(*calls, return_exceptions=True)
     loop = asyncio.create_task(committer.loop(finished))
     outcome = await results
     finished.set()
     await loop
-    assert all(isinstance(result, DBAPIError) for result in outcome)
+    assert isinstance(outcome[2], DBAPIError)
+    assert [outcome[i] for i in (0, 1, 3, 4)] == [f"{prefix}-{i}" for i in range(4)]
+    assert await _names(engine, prefix) == {f"{prefix}-{i}" for i in range(4)}
+    assert committer.split >= 1
+
+
+async def test_an_outage_fails_the_whole_batch(engine: Engine, new_name) -> None:
+    """An outage rolls the batch back: every caller sees it (and rides it out on its own
+    terms), nothing of the batch is written, and the batch is not split."""
+    prefix = new_name("grpout")
+    committer = StepCommitter(engine.db)
+    finished = asyncio.Event()
+
+    async def unreachable(conn: AsyncConnection) -> None:
+        raise ConnectionResetError("connection reset by peer")
+
+    calls = [committer.run(1, _insert(f"{prefix}-1")), committer.run(2, unreachable)]
+    results = asyncio.gather(*calls, return_exceptions=True)
+    loop = asyncio.create_task(committer.loop(finished))
+    outcome = await results
+    finished.set()
+    await loop
+    assert all(isinstance(result, DatabaseUnavailable) for result in outcome)
     assert await _names(engine, prefix) == set()
+    assert committer.split == 0
 
 
 @pytest.mark.parametrize("max_batch", [1, 3])

@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from wfed import Engine, WorkflowState
 from wfed.clock import utc_now
+from wfed.daemon.committer import StepCommitter
 from wfed.engine.runner import Outcome, WorkflowRunner
 from wfed.store import workflows as workflow_store
 from wfed.store.bounded import TEXT_MAX
@@ -109,3 +110,41 @@ async def _insert(conn, name: str, steps: str, context: str, queue: str) -> None
         text("INSERT INTO workflows (name, steps, context, queue) VALUES (:n, :s, :c, :q)"),
         {"n": name, "s": steps, "c": context, "q": queue},
     )
+
+
+async def test_a_step_leaving_nan_fails_alone_in_a_group_commit(engine: Engine) -> None:
+    """A step that leaves NaN in the context fails its own workflow; the workflows whose
+    step commits share its group commit complete."""
+    queue = unique_name("nan")
+    names = [unique_name("nan-good") for _ in range(4)]
+    bad = unique_name("nan-bad")
+    for name in names:
+        await engine.create_workflow(name, {}, ["noop", "noop", "noop"], queue=queue)
+    await engine.create_workflow(bad, {}, ["noop", "write_nan", "noop"], queue=queue)
+    async with engine.db.transaction() as conn:
+        claimed = await workflow_store.workflow_claim_pending(
+            conn, owner="nan-test", queues=[queue], limit=10, now=utc_now(), lease=600
+        )
+    committer = StepCommitter(engine.db)
+    finished = asyncio.Event()
+    loop = asyncio.create_task(committer.loop(finished))
+    runners = [
+        WorkflowRunner(
+            engine.db,
+            engine.registry,
+            row,
+            actor="nan-test",
+            lease_seconds=600,
+            committer=committer.run,
+        )
+        for row in claimed
+    ]
+    await asyncio.gather(*(runner.run() for runner in runners))
+    finished.set()
+    await loop
+    for name in names:
+        assert (await engine.get(name)).state is WorkflowState.COMPLETED
+    failed = await engine.get(bad)
+    assert failed.state is WorkflowState.ERROR
+    assert failed.last_error is not None
+    assert "not JSON" in failed.last_error

@@ -68,3 +68,9 @@ class BadContext(Step):
 
     async def run(self, ctx: Context) -> None:  # type: ignore[override]
         ctx["not_json"] = {1, 2, 3}
+
+
+@step("write_nan")
+async def write_nan(ctx: Context) -> None:
+    """Leave a number in the context that JSON cannot hold."""
+    ctx["x"] = float("nan")

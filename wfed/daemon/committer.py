@@ -17,8 +17,9 @@ A batch locks its advances' rows first, then runs the other bodies in workflow i
 The heartbeat and the claims skip locked rows, so they never wait on a batch; two batches
 never share a workflow. A body may raise a wfed error (a lost lease) only before it has
 written anything; that error goes to its runner alone. A runner gone by the time its
-turn comes (cancelled at shutdown) gets nothing written. A database error aborts the
-batch, and every runner in it retries on its own terms (outage backoff, lease expiry).
+turn comes (cancelled at shutdown) gets nothing written. An outage aborts the batch, and
+every runner in it retries on its own terms (outage backoff, lease expiry); any other
+database error splits the batch in halves until the body it comes from fails alone.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from wfed.engine.group_commit import BatchableAdvance, TransactionBody
 from wfed.errors import WfedError
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
-from wfed.store.database import Database
+from wfed.store.database import Database, is_outage
 
 log = structlog.get_logger("wfed.daemon")
 
@@ -62,6 +63,7 @@ class StepCommitter:
         self.batches = 0
         self.bodies = 0
         self.diverged = 0
+        self.split = 0
 
     async def run(
         self, workflow_id: int, body: TransactionBody, advance: BatchableAdvance | None = None
@@ -104,10 +106,19 @@ class StepCommitter:
                 self.diverged += 1
                 async with self.db.transaction() as conn:
                     outcomes = await self._run_bodies(conn, batch)
-        except Exception as exc:  # the transaction failed: every body in it failed
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(exc)
+        except Exception as exc:
+            live = [item for item in batch if not item.future.done()]
+            if len(live) > 1 and not is_outage(exc):
+                # One body's write was refused (bad data, say): commit the batch in
+                # halves, so the innocent commit and the guilty one fails alone.
+                self.split += 1
+                half = len(live) // 2
+                await self._commit(live[:half])
+                await self._commit(live[half:])
+                return
+            # An outage, or a body alone: its runners ride it out on their own terms.
+            for item in live:
+                item.future.set_exception(exc)
             return
         self.batches += 1
         self.bodies += len(outcomes)

@@ -57,9 +57,13 @@ class StepAttempt:
             if not self._task.done():
                 self._task.cancel()
         try:
-            json.dumps(self.context)
+            # NaN and infinities are not JSON: PostgreSQL and MariaDB would refuse the
+            # write, and with it every step commit it shares a transaction with.
+            json.dumps(self.context, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"the step left a context that is not JSON: {exc}") from None
+        except RecursionError:
+            raise TypeError("the step left a context nested too deeply to store") from None
         return None
 
     async def _invoke(self) -> None:

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import structlog
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.clock import Clock
@@ -39,7 +40,13 @@ log = structlog.get_logger("wfed.runner")
 
 
 def error_text(exc: BaseException) -> str:
-    """An error as one bounded text: its type, and its message if it has one."""
+    """An error as one bounded text: its type, and its message if it has one. A database
+    error gives its driver's first line, not the statement and the parameters."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        lines = str(exc.orig).strip().splitlines()
+        return f"database error: {type(exc.orig).__name__}: {lines[0] if lines else ''}"[
+            :ERROR_TEXT_MAX
+        ]
     text = str(exc).strip()
     described = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return described[:ERROR_TEXT_MAX]
