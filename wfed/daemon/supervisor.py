@@ -67,6 +67,8 @@ class Daemon:
             config.database_password(),
             pool_size=min(settings.max_workflows, 20) + 2,
             lean_pool=True,
+            # No transaction of a frozen daemon may hold its rows past their leases.
+            idle_transaction_timeout=settings.lease / 2,
         )
         self.committer = StepCommitter(db)
         self.metrics = metrics = Metrics()

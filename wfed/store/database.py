@@ -64,6 +64,17 @@ def _sqlite_immediate_transactions(engine: AsyncEngine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _idle_timeout(backend: str, seconds: float) -> dict[str, Any]:
+    """Driver connect arguments that make the server end a session idle in a
+    transaction for `seconds`."""
+    if backend == "postgresql":
+        milliseconds = max(1000, int(seconds * 1000))
+        return {"server_settings": {"idle_in_transaction_session_timeout": str(milliseconds)}}
+    # MariaDB (10.3+) runs the executable comment; MySQL skips it, and sets only @wfed.
+    whole = max(1, int(seconds))
+    return {"init_command": f"SET @wfed = 1 /*M!100300 , idle_transaction_timeout = {whole} */"}
+
+
 def create_engine(
     url: str,
     password: str | None = None,
@@ -71,6 +82,7 @@ def create_engine(
     *,
     lean_pool: bool = False,
     autocommit: bool = False,
+    idle_transaction_timeout: float | None = None,
 ) -> AsyncEngine:
     """An async engine for `url` configured for wfed's use of that backend.
 
@@ -79,6 +91,11 @@ def create_engine(
     makes is retried on a broken connection anyway (and a disconnect invalidates the
     whole pool), and without the rollback on return. An `autocommit` engine (MySQL and
     PostgreSQL) runs each statement on its own: no BEGIN, COMMIT or ROLLBACK on the wire.
+
+    With `idle_transaction_timeout`, the server ends a session that sits idle inside a
+    transaction for that long (MariaDB and PostgreSQL): a daemon frozen while it holds
+    row locks — stopped, swapped out, its host hung — cannot keep its workflows from
+    being rescued once their leases end.
     """
     try:
         parsed = make_url(url)
@@ -121,6 +138,8 @@ def create_engine(
             f"[database] url: unsupported backend {backend!r} "
             "(use mysql+asyncmy, mariadb+asyncmy, postgresql+asyncpg or sqlite+aiosqlite)"
         )
+    if idle_transaction_timeout is not None:
+        options["connect_args"].update(_idle_timeout(backend, idle_transaction_timeout))
     try:
         engine = create_async_engine(parsed, **options)
     except (ArgumentError, ImportError) as exc:
@@ -189,9 +208,16 @@ class Database:
         pool_size: int = 5,
         *,
         lean_pool: bool = False,
+        idle_transaction_timeout: float | None = None,
     ) -> None:
         self.url = url
-        self.engine = create_engine(url, password, pool_size, lean_pool=lean_pool)
+        self.engine = create_engine(
+            url,
+            password,
+            pool_size,
+            lean_pool=lean_pool,
+            idle_transaction_timeout=idle_transaction_timeout,
+        )
         self.backend = self.engine.dialect.name
         self.display_url = redacted(self.engine.url)
         self._password = password
