@@ -138,7 +138,9 @@ def create_engine(
             f"[database] url: unsupported backend {backend!r} "
             "(use mysql+asyncmy, mariadb+asyncmy, postgresql+asyncpg or sqlite+aiosqlite)"
         )
-    if idle_transaction_timeout is not None:
+    if idle_transaction_timeout is not None and backend != "sqlite":
+        # SQLite has no server session: a frozen writer there holds the file lock, and
+        # the others wait for it (busy_timeout); leases still fence its writes.
         options["connect_args"].update(_idle_timeout(backend, idle_transaction_timeout))
     try:
         engine = create_async_engine(parsed, **options)
