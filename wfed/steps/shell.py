@@ -3,7 +3,9 @@
 The command is an argument list run directly (no shell), so context values that end up in
 it are single arguments, never shell syntax. `/bin/sh -c` is used only with `shell: true`.
 
-Every command runs in a process group of its own (`start_new_session=True`). When the step
+Every command runs in a process group of its own (`start_new_session=True`), led by a
+small script (`wfed.steps.group_leader`) that ends the group if the daemon itself dies
+(kill -9 outside systemd), so a command never outlives the daemon that runs it. When the step
 is cancelled (a stop request, the step's policy timeout, the daemon shutting down) or its
 own `timeout` expires, the whole group gets SIGTERM, then SIGKILL after `kill_grace`
 seconds, so grandchildren die with the command. Members still in the group after the
@@ -22,12 +24,14 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import structlog
 
+from wfed.steps import group_leader
 from wfed.steps.base import Context, Step
 from wfed.steps.template import is_reference
 
@@ -47,6 +51,7 @@ POLL_SECONDS = 0.05
 ERROR_LINES = 10
 ERROR_CHARS = 1500
 SHELL = "/bin/sh"
+_GROUP_LEADER = group_leader.__file__
 
 
 class CommandFailed(Exception):
@@ -199,6 +204,11 @@ async def _terminate(pgid: int, capture: _Capture, grace: float) -> None:
             log.error("shell_command_not_reaped", pid=pgid)
 
 
+def _led(argv: list[str], grace: float) -> list[str]:
+    """`argv` run under the group leader, which knows this process as its daemon."""
+    return [sys.executable, "-I", "-S", _GROUP_LEADER, str(os.getpid()), f"{grace!r}", "--", *argv]
+
+
 async def _spawn(
     argv: list[str],
     capture: _Capture,
@@ -206,12 +216,13 @@ async def _spawn(
     env: dict[str, str] | None,
     cwd: str | None,
     stdin: bytes | None,
+    grace: float,
 ) -> asyncio.SubprocessTransport:
     loop = asyncio.get_running_loop()
     spawning = asyncio.ensure_future(
         loop.subprocess_exec(
             lambda: capture,
-            *argv,
+            *_led(argv, grace),
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -264,7 +275,7 @@ async def run_command(
     argv = list(argv)
     capture = _Capture(max_output)
     data = None if stdin is None else stdin.encode()
-    transport = await _spawn(argv, capture, env=env, cwd=cwd, stdin=data)
+    transport = await _spawn(argv, capture, env=env, cwd=cwd, stdin=data, grace=kill_grace)
     pgid = transport.get_pid()  # == the pid: it leads its own new session and group
     timed_out = False
     try:
@@ -296,6 +307,11 @@ async def run_command(
         stdout=capture.output[1].text(),
         stderr=capture.output[2].text(),
     )
+    if result.rc == group_leader.CANNOT_RUN_CODE and result.stderr.startswith(
+        group_leader.CANNOT_RUN
+    ):
+        first = result.stderr.splitlines()[0]
+        raise CommandFailed(f"cannot run {first.removeprefix(group_leader.CANNOT_RUN)}")
     if timed_out:
         tail = result.tail()
         raise CommandTimedOut(
