@@ -16,20 +16,17 @@ from typing import Any
 import structlog
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from wfed.errors import ConfigError, DatabaseUnavailable
+from wfed.store.faults import TRANSIENT, Fault, classify
+from wfed.store.faults import mysql_error_code as mysql_error_code  # noqa: PLC0414 - re-exported
 from wfed.unreadable_json import read_json
 
 log = structlog.get_logger("wfed.store")
 
-# MySQL/MariaDB: 1213 deadlock, 1205 lock wait timeout. Both roll the statement (1205) or the
-# transaction (1213) back; the whole transaction is retried from the start.
-_MYSQL_RETRYABLE = {1205, 1213}
-# PostgreSQL: serialization_failure, deadlock_detected.
-_POSTGRES_RETRYABLE = {"40001", "40P01"}
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT = 10
 # Refused logins: MySQL access denied (1044, 1045), unknown database (1049); PostgreSQL
@@ -151,23 +148,9 @@ def create_engine(
     return engine
 
 
-def mysql_error_code(exc: BaseException) -> int | None:
-    """The MySQL error number inside a wrapped DBAPI error, if there is one."""
-    orig = getattr(exc, "orig", None)
-    args = getattr(orig, "args", ())
-    if args and isinstance(args[0], int):
-        return args[0]
-    return None
-
-
 def is_retryable(exc: BaseException) -> bool:
     """Whether the transaction failed only because of a deadlock or a lock wait."""
-    if not isinstance(exc, DBAPIError):
-        return False
-    if mysql_error_code(exc) in _MYSQL_RETRYABLE:
-        return True
-    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
-    return sqlstate in _POSTGRES_RETRYABLE
+    return classify(exc) in {Fault.LOCK_WAIT, Fault.DEADLOCK}
 
 
 def is_login_refused(exc: BaseException) -> bool:
@@ -180,11 +163,7 @@ def is_login_refused(exc: BaseException) -> bool:
 
 def is_connection_error(exc: BaseException) -> bool:
     """Whether `exc` means the database could not be reached or the connection broke."""
-    if "no such table" in str(exc):  # SQLite reports a missing schema as OperationalError
-        return False
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, OperationalError | InterfaceError | OSError | ConnectionError)
+    return classify(exc) in {Fault.OUTAGE, Fault.LOST_REPLY}
 
 
 # What a database outage can look like from inside a transaction.
@@ -192,12 +171,9 @@ OUTAGE_ERRORS = (DatabaseUnavailable, DBAPIError, OSError, PoolTimeout)
 
 
 def is_outage(exc: BaseException) -> bool:
-    """Whether `exc` is the database being away or busy (retry later), not a bug."""
-    return (
-        isinstance(exc, DatabaseUnavailable | PoolTimeout)
-        or is_retryable(exc)
-        or is_connection_error(exc)
-    )
+    """Whether `exc` passes (the database away or busy, a lost race for a lock): the same
+    work is tried again later. Refused data and unknown errors are not waited out."""
+    return classify(exc) in TRANSIENT
 
 
 class Database:
