@@ -70,6 +70,9 @@ class DaemonConfig(_Section):
 
 class StepsConfig(_Section):
     modules: list[str] = Field(default_factory=lambda: ["wfed.examples"])
+    paths: list[str] = Field(default_factory=list)
+    """Directories put first on the import path before `modules` are imported; relative
+    ones are taken from the config file's directory."""
 
 
 class LogConfig(_Section):
@@ -189,6 +192,12 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
                 f"{source}: not valid TOML: not UTF-8 text (byte {exc.start})"
             ) from None
     config = parse_config(data, source)
+    if chosen is not None and config.steps.paths:
+        base = os.path.dirname(os.path.abspath(chosen))
+        paths = [os.path.join(base, os.path.expanduser(p)) for p in config.steps.paths]
+        config = config.model_copy(
+            update={"steps": config.steps.model_copy(update={"paths": paths})}
+        )
     override = os.environ.get(DATABASE_URL_ENV)
     if override:
         config = config.model_copy(

@@ -59,7 +59,9 @@ class Daemon:
     ) -> None:
         self.config = config
         self.settings = settings = config.daemon
-        self.registry = registry or StepRegistry.from_modules(config.steps.modules)
+        self.registry = registry or StepRegistry.from_modules(
+            config.steps.modules, paths=config.steps.paths
+        )
         self.clock = clock
         self.id = settings.id or f"{socket.gethostname()}:{os.getpid()}"
         self.db = db = Database(

@@ -70,6 +70,7 @@ class Engine:
         url: str,
         *,
         step_modules: Sequence[str] = (),
+        step_paths: Sequence[str] = (),
         registry: StepRegistry | None = None,
         actor: str | None = None,
         password: str | None = None,
@@ -78,11 +79,22 @@ class Engine:
         clock: Clock = utc_now,
     ) -> None:
         self.db = Database(url, password)
-        self.registry = registry or StepRegistry.from_modules(step_modules)
+        self._registry = registry
+        self._step_modules = list(step_modules)
+        self._step_paths = list(step_paths)
         self.actor = actor or default_actor()
         self.lease = lease
         self.control_interval = control_interval
         self.clock = clock
+
+    @property
+    def registry(self) -> StepRegistry:
+        """The steps this engine can run: the built-ins and the configured modules,
+        imported the first time a step is validated or run. Reading and controlling
+        workflows never imports them, so a host without the runbook code can do both."""
+        if self._registry is None:
+            self._registry = StepRegistry.from_modules(self._step_modules, paths=self._step_paths)
+        return self._registry
 
     @classmethod
     def from_config(
@@ -93,6 +105,7 @@ class Engine:
         return cls(
             config.database.url,
             step_modules=config.steps.modules,
+            step_paths=config.steps.paths,
             password=config.database_password(),
             lease=config.daemon.lease,
             control_interval=config.daemon.control_interval,

@@ -1,6 +1,7 @@
 """The registry of steps a daemon or engine can run.
 
-It is filled only from the built-in steps and the modules named in `[steps] modules`:
+It is filled only from the built-in steps and the modules named in `[steps] modules`
+(looked up with the directories of `[steps] paths` first on the import path):
 nothing is ever imported by a name read from the database, so a row can only name a step
 that an operator's configuration made available.
 """
@@ -8,6 +9,8 @@ that an operator's configuration made available.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Iterable, Mapping
 from types import ModuleType
 
@@ -56,13 +59,27 @@ class StepRegistry:
         return name in self._steps
 
     @classmethod
-    def from_modules(cls, modules: Iterable[str], *, builtins: bool = True) -> StepRegistry:
-        """The built-in steps plus those of the configured modules."""
+    def from_modules(
+        cls, modules: Iterable[str], *, paths: Iterable[str] = (), builtins: bool = True
+    ) -> StepRegistry:
+        """The built-in steps plus those of the configured modules, found on the import
+        path with the configured `paths` (directories) in front of it."""
+        _extend_import_path(paths)
         registry = cls()
         names = [*BUILTIN_MODULES, *modules] if builtins else list(modules)
         for name in names:
             registry.add_module(_import(name))
         return registry
+
+
+def _extend_import_path(paths: Iterable[str]) -> None:
+    """Put the configured step directories first on the import path (from the config
+    only: never from a row)."""
+    for path in reversed(list(paths)):
+        if not os.path.isdir(path):
+            raise ConfigError(f"[steps] paths: {path!r} is not a directory")
+        if path not in sys.path:
+            sys.path.insert(0, path)
 
 
 def _import(name: str) -> ModuleType:
