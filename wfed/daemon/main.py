@@ -6,8 +6,6 @@ import argparse
 import asyncio
 import sys
 
-import structlog
-
 from wfed import __version__
 from wfed.config import load_config
 from wfed.daemon.supervisor import Daemon
@@ -22,7 +20,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Config also from WFED_CONFIG, the database URL from WFED_DATABASE_URL; "
         "without either, SQLite wfed.db in the working directory.",
     )
-    parser.add_argument("--config", metavar="PATH", help="config file (TOML)")
+    parser.add_argument("-c", "--config", metavar="PATH", help="config file (TOML)")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     return parser
 
@@ -38,12 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wfed: {exc}", file=sys.stderr)
         return 1
     configure_logging(config.log.level, config.log.format)
-    log = structlog.get_logger("wfed.daemon")
 
     try:
         asyncio.run(Daemon(config).run())
-    except WfedError as exc:
-        log.error("daemon_failed", error=str(exc))
+    except WfedError as exc:  # logged as daemon_failed by the daemon itself
         print(f"wfed: {exc}", file=sys.stderr)
         return 1
     except ExceptionGroup as group:  # a side loop crashed: logged with its traceback

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import socket
 from collections.abc import Awaitable
 
@@ -26,13 +25,14 @@ import structlog
 from wfed import __version__
 from wfed.clock import Clock, utc_now
 from wfed.config import Config
-from wfed.daemon import sdnotify
+from wfed.daemon import sdnotify, signals
 from wfed.daemon.chores import DaemonPruner, Retention, StateCounter
 from wfed.daemon.claimer import Claimer
 from wfed.daemon.committer import StepCommitter
 from wfed.daemon.heartbeat import Heartbeat
 from wfed.daemon.runners import Runners
 from wfed.engine.runner import WorkflowRunner
+from wfed.errors import WfedError
 from wfed.metrics import Metrics
 from wfed.steps.registry import StepRegistry
 from wfed.store import daemons as daemon_store
@@ -120,7 +120,7 @@ class Daemon:
                 self.log.info("metrics_listening", address=f"{host}:{port}")
             await self.heartbeat.register()
             await self.pruner.run_once()
-            self._install_signal_handlers()
+            signals.install(self.request_shutdown)
             self.log.info(
                 "daemon_started",
                 queues=self.settings.queues,
@@ -149,8 +149,12 @@ class Daemon:
                 await self._stopping.wait()
                 await self._drain()
                 self._finished.set()
+        except WfedError as exc:
+            # Logged here, so that it comes before `daemon_stopped`.
+            self.log.error("daemon_failed", error=str(exc))
+            raise
         finally:
-            self._remove_signal_handlers()
+            signals.remove()
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._deregister())
             await self.db.dispose()
@@ -174,17 +178,6 @@ class Daemon:
             self.log.warning("shutdown_forced", running=len(self.runners.tasks))
             for task in self.runners.tasks.values():
                 task.cancel()
-
-    def _install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self.request_shutdown)
-
-    def _remove_signal_handlers(self) -> None:
-        with contextlib.suppress(RuntimeError):
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(signum)
 
     async def _deregister(self) -> None:
         async with self.db.transaction() as conn:
