@@ -3,13 +3,18 @@
 Every line carries the workflow, step and attempt it concerns (bound through contextvars
 by the runner). Standard-library loggers (SQLAlchemy, asyncmy, Alembic) go through the
 same renderer, so journald sees one format.
+
+wfed's own loggers come from `get_logger`: used as a library (`wfed.Engine` in a script)
+by a process that never configured structlog, wfed says only warnings and errors, on
+stderr; once anyone configures structlog — `configure_logging` in `wfed` and `wfectl`, or
+the library's user — its lines follow that configuration.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 
 import structlog
 
@@ -64,3 +69,29 @@ def configure_logging(
     # The MySQL driver logs every server warning (e.g. notes about DDL) at WARNING.
     logging.getLogger("asyncmy").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+_QUIET = structlog.wrap_logger(
+    structlog.PrintLogger(sys.stderr),
+    wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+    processors=[
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"]),
+    ],
+)
+
+
+class _QuietUnlessConfigured(structlog._config.BoundLoggerLazyProxy):
+    """A lazy logger that follows structlog's configuration once there is one, and is
+    quiet (warnings and up, on stderr) before that."""
+
+    def bind(self, **new_values: Any) -> Any:
+        if structlog.is_configured():
+            return super().bind(**new_values)
+        return _QUIET.bind(**self._initial_values, **new_values)
+
+
+def get_logger(name: str) -> Any:
+    """The logger of a wfed module (see the module docstring)."""
+    return _QuietUnlessConfigured(None, logger_factory_args=(name,))

@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.clock import Clock
 from wfed.errors import InvalidDefinition, InvalidTransition, WorkflowNotFound
+from wfed.logging import get_logger
 from wfed.states import (
     Decision,
     Operation,
@@ -34,7 +34,7 @@ from wfed.store.database import Database
 from wfed.store.events import Event
 from wfed.store.rows import WorkflowRow
 
-log = structlog.get_logger("wfed.engine")
+log = get_logger("wfed.engine")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
-import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.clock import Clock, utc_now
@@ -33,6 +32,7 @@ from wfed.errors import (
     InvalidDefinition,
     WorkflowNotFound,
 )
+from wfed.logging import get_logger
 from wfed.states import WorkflowState
 from wfed.steps.definition import StepPlan, parse_context, parse_definition
 from wfed.steps.registry import StepRegistry
@@ -44,7 +44,7 @@ from wfed.store.database import Database
 from wfed.store.events import Event
 from wfed.store.rows import EventRow, WorkflowRow
 
-log = structlog.get_logger("wfed.engine")
+log = get_logger("wfed.engine")
 
 # Which events explain a halt, per halted state (for `show`).
 _HALT_EVENTS = {

@@ -12,8 +12,6 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-import structlog
-
 from wfed.clock import Clock
 from wfed.engine.lease import error_text
 from wfed.engine.runner import WorkflowRunner
@@ -28,13 +26,14 @@ from wfed.errors import (
     WorkflowLocked,
     WorkflowNotFound,
 )
+from wfed.logging import get_logger
 from wfed.states import Request, WorkflowState
 from wfed.steps.registry import StepRegistry
 from wfed.store import workflows as workflow_store
 from wfed.store.database import OUTAGE_ERRORS, Database, is_outage
 from wfed.store.rows import WorkflowRow
 
-log = structlog.get_logger("wfed.engine")
+log = get_logger("wfed.engine")
 
 Sleep = Callable[[float], Awaitable[None]]
 

@@ -20,12 +20,12 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.clock import Clock
 from wfed.errors import LeaseLost
+from wfed.logging import get_logger
 from wfed.states import Operation, Request
 from wfed.store import workflows as workflow_store
 from wfed.store.database import OUTAGE_ERRORS, Database, is_outage
@@ -36,7 +36,7 @@ OUTAGE_BACKOFF_FIRST = 0.05
 OUTAGE_BACKOFF_MAX = 5.0
 ERROR_TEXT_MAX = 4000
 
-log = structlog.get_logger("wfed.runner")
+log = get_logger("wfed.runner")
 
 
 def error_text(exc: BaseException) -> str:

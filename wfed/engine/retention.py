@@ -9,17 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import timedelta
 
-import structlog
-
 from wfed.clock import Clock, utc_now
 from wfed.errors import InvalidTransition
+from wfed.logging import get_logger
 from wfed.states import TERMINAL, WorkflowState
 from wfed.store import events as event_store
 from wfed.store import workflows as workflow_store
 from wfed.store.database import Database
 from wfed.store.events import Event
 
-log = structlog.get_logger("wfed.retention")
+log = get_logger("wfed.retention")
 
 # Only finished workflows are purged by age.
 PURGEABLE = TERMINAL

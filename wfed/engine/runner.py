@@ -33,6 +33,7 @@ from wfed.engine.lease import Lease, error_text
 from wfed.engine.start import Halted, TurnStart, start_again
 from wfed.engine.turn import Next, NextStep, Outcome, RunResult, TurnEnd, TurnWriter
 from wfed.errors import LeaseLost
+from wfed.logging import get_logger
 from wfed.metrics import Metrics, count_step
 from wfed.states import HONOURED, EventKind, Operation, Request, event_kind
 from wfed.steps.definition import StepPlan
@@ -40,7 +41,7 @@ from wfed.steps.registry import StepRegistry
 from wfed.store.database import Database
 from wfed.store.rows import WorkflowRow
 
-log = structlog.get_logger("wfed.runner")
+log = get_logger("wfed.runner")
 
 
 class WorkflowRunner:

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.engine.turn import Next, NextStep, RunResult, StepEnd, TurnEnd, TurnWriter
 from wfed.errors import InvalidDefinition
+from wfed.logging import get_logger
 from wfed.states import HONOURED, EventKind, Operation, Request, StepState
 from wfed.steps.definition import StepPlan, parse_context, parse_definition
 from wfed.steps.registry import StepRegistry
@@ -26,7 +26,7 @@ from wfed.store import workflows as workflow_store
 from wfed.store.events import Event
 from wfed.store.rows import StepRow
 
-log = structlog.get_logger("wfed.runner")
+log = get_logger("wfed.runner")
 
 Write = Callable[..., Awaitable[Any]]
 Count = Callable[[str, str], None]

@@ -14,12 +14,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.clock import Clock
 from wfed.engine.lease import Lease, error_text
 from wfed.errors import LeaseLost
+from wfed.logging import get_logger
 from wfed.states import (
     HONOURED,
     REQUEST_OF,
@@ -37,7 +37,7 @@ from wfed.store.database import Database
 from wfed.store.events import Event
 from wfed.store.rows import WorkflowRow
 
-log = structlog.get_logger("wfed.runner")
+log = get_logger("wfed.runner")
 
 
 class Outcome(StrEnum):

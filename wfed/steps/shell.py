@@ -29,13 +29,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import structlog
-
+from wfed.logging import get_logger
 from wfed.steps import group_leader
 from wfed.steps.base import Context, Step
 from wfed.steps.template import is_reference
 
-log = structlog.get_logger("wfed.steps.shell")
+log = get_logger("wfed.steps.shell")
 
 Scalar = str | int | float
 """An argv or env value: numbers from the context are passed as their decimal text."""

@@ -13,7 +13,6 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import structlog
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
@@ -21,11 +20,12 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from wfed.errors import ConfigError, DatabaseUnavailable
+from wfed.logging import get_logger
 from wfed.store.faults import TRANSIENT, Fault, classify
 from wfed.store.faults import mysql_error_code as mysql_error_code  # noqa: PLC0414 - re-exported
 from wfed.unreadable_json import read_json
 
-log = structlog.get_logger("wfed.store")
+log = get_logger("wfed.store")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT = 10
