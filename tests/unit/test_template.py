@@ -50,12 +50,13 @@ def test_whole_reference_keeps_type(template: str, expected: Any) -> None:
         ("port {port} ratio {ratio}", "port 8080 ratio 0.5"),
         ("{db.host}:{db.port}", "db1:3306"),
         (" {app}", " billing"),
-        ("servers={servers}", "servers=['intweb1', 'intweb2']"),
-        ("on={enabled}", "on=True"),
+        ("servers={servers}", 'servers=["intweb1", "intweb2"]'),
+        ("on={enabled}", "on=true"),
     ],
 )
-def test_partial_reference_formats_with_str(template: str, expected: str) -> None:
-    """A reference inside a longer string is replaced by str() of the value."""
+def test_partial_reference_formats_as_text(template: str, expected: str) -> None:
+    """A reference inside a longer string is replaced by the value's text: a string as
+    it is, anything else as its JSON."""
     assert render(template, CTX) == expected
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shlex
 import signal
@@ -36,8 +37,9 @@ from wfed.steps.template import is_reference
 
 log = get_logger("wfed.steps.shell")
 
-Scalar = str | int | float
-"""An argv or env value: numbers from the context are passed as their decimal text."""
+Scalar = str | bool | int | float | None
+"""An argv or env value: strings as they are, other JSON scalars as their JSON text
+(`true`, `false`, `null`, `42`, `2.5`)."""
 
 MAX_OUTPUT = 64 * 1024
 """Default bytes kept of each of stdout and stderr (the tail)."""
@@ -336,14 +338,20 @@ def exit_text(rc: int) -> str:
     return f"exited with code {rc}"
 
 
+def scalar_text(value: Any) -> str:
+    """An argument's text: a string as it is, anything else as its JSON (`true`, not
+    Python's `True` or a `1`)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def _argv(cmd: Sequence[Any]) -> list[str]:
     """The argument list: an element that is a list (e.g. `"{servers}"`) is spliced in."""
     argv: list[str] = []
     for item in cmd:
         if isinstance(item, list):
-            argv.extend(str(part) for part in item)
+            argv.extend(scalar_text(part) for part in item)
         else:
-            argv.append(str(item))
+            argv.append(scalar_text(item))
     return argv
 
 
@@ -400,7 +408,7 @@ class Shell(Step):
         argv = [SHELL, "-c", cmd] if isinstance(cmd, str) else _argv(cmd)
         environment = None
         if env is not None:
-            environment = {**os.environ, **{key: str(value) for key, value in env.items()}}
+            environment = {**os.environ, **{k: scalar_text(v) for k, v in env.items()}}
         result = await run_command(
             argv,
             env=environment,

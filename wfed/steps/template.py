@@ -1,14 +1,16 @@
 """Context references in step arguments: `"{app}"`, `"{servers[0]}"`, `"{db.host}"`.
 
 An argument that is exactly one reference takes the referenced value with its JSON type (a
-list stays a list); a reference inside a longer string is formatted with `str`. `{{` and
-`}}` are literal braces. Only keys and list indexes are followed: no attributes, calls or
+list stays a list); a reference inside a longer string is replaced by the value's text: a
+string as it is, anything else as its JSON (`true`, `null`, `[1, 2]`). `{{` and `}}` are
+literal braces. Only keys and list indexes are followed: no attributes, calls or
 expressions, so a context can never make a step run code.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import re
 from typing import Any
 
@@ -74,7 +76,8 @@ def render(value: Any, context: dict[str, Any]) -> Any:
                 return "{"
             if match.group(0) == "}}":
                 return "}"
-            return str(lookup(context, match.group(1)))
+            found = lookup(context, match.group(1))
+            return found if isinstance(found, str) else json.dumps(found)
 
         return _REFERENCE.sub(substitute, value)
     if isinstance(value, list):
