@@ -33,7 +33,7 @@ from wfed.errors import (
     WorkflowNotFound,
 )
 from wfed.logging import get_logger
-from wfed.states import WorkflowState
+from wfed.states import EventKind, Request, WorkflowState
 from wfed.steps.definition import StepPlan, parse_context, parse_definition
 from wfed.steps.registry import StepRegistry
 from wfed.store import events as event_store
@@ -48,8 +48,13 @@ log = get_logger("wfed.engine")
 
 # Which events explain a halt, per halted state (for `show`).
 _HALT_EVENTS = {
-    WorkflowState.PAUSED: ["paused", "pause_requested"],
-    WorkflowState.STOPPED: ["stopped", "stop_requested"],
+    WorkflowState.PAUSED: [EventKind.PAUSED.value, EventKind.PAUSE_REQUESTED.value],
+    WorkflowState.STOPPED: [EventKind.STOPPED.value, EventKind.STOP_REQUESTED.value],
+}
+# The event of the request waiting on a running workflow.
+_REQUEST_EVENTS = {
+    Request.PAUSE: [EventKind.PAUSE_REQUESTED.value],
+    Request.STOP: [EventKind.STOP_REQUESTED.value],
 }
 
 
@@ -178,7 +183,14 @@ class Engine:
             )
             await event_store.events_insert(
                 conn,
-                Event(workflow_id, name, "created", self.actor, now, detail={"steps": len(plans)}),
+                Event(
+                    workflow_id,
+                    name,
+                    EventKind.CREATED,
+                    self.actor,
+                    now,
+                    detail={"steps": len(plans)},
+                ),
             )
         log.info("workflow_created", workflow=name, steps=len(plans))
         return await self.get(name)
@@ -242,7 +254,7 @@ class Engine:
             return row.last_error
         kinds = _HALT_EVENTS.get(row.state)
         if row.state is WorkflowState.RUNNING and row.requested is not None:
-            kinds = [f"{row.requested.value}_requested"]
+            kinds = _REQUEST_EVENTS[row.requested]
         if kinds is None:
             return None
         event = await event_store.event_latest(conn, row.id, kinds)

@@ -12,7 +12,7 @@ from datetime import timedelta
 from wfed.clock import Clock, utc_now
 from wfed.errors import InvalidTransition
 from wfed.logging import get_logger
-from wfed.states import TERMINAL, WorkflowState
+from wfed.states import TERMINAL, EventKind, WorkflowState
 from wfed.store import events as event_store
 from wfed.store import workflows as workflow_store
 from wfed.store.database import Database
@@ -67,7 +67,7 @@ async def purge_finished(
             else:
                 now = clock()
                 await event_store.events_insert(
-                    conn, *(Event(i, name, "purged", actor, now) for i, name in batch)
+                    conn, *(Event(i, name, EventKind.PURGED, actor, now) for i, name in batch)
                 )
         if len(batch) < batch_size:
             break
