@@ -112,16 +112,16 @@ async def _record(
 
 async def pause(operator: Operator, name: str, reason: str | None) -> None:
     """Pause: at once if pending, after the current step if running (a request)."""
-    async with _operate(operator, name, Operation.PAUSE) as (conn, row, decision):
-        values = {} if decision.request else {"requested": None}
-        await _apply(
-            operator, conn, row, decision, values, reason=reason, position=row.current_step
-        )
+    await _halt(operator, name, Operation.PAUSE, reason)
 
 
 async def stop(operator: Operator, name: str, reason: str | None) -> None:
     """Stop for good: at once if not running, else the owner cancels the step."""
-    async with _operate(operator, name, Operation.STOP) as (conn, row, decision):
+    await _halt(operator, name, Operation.STOP, reason)
+
+
+async def _halt(operator: Operator, name: str, operation: Operation, reason: str | None) -> None:
+    async with _operate(operator, name, operation) as (conn, row, decision):
         values = {} if decision.request else {"requested": None}
         await _apply(
             operator, conn, row, decision, values, reason=reason, position=row.current_step
