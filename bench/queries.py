@@ -1,9 +1,9 @@
 """The benchmark's own SQL: bulk enqueue in one statement, and what the workloads read back.
 
-Enqueue is plain SQL, as an operator would write it (DESIGN.md §3): only `name`, `steps`,
-`context` and `queue` are given. N workflows go in with ONE `INSERT … SELECT` over a
-number series: MariaDB's `seq_1_to_N` table, PostgreSQL's `generate_series`, a recursive
-CTE on SQLite.
+Enqueue is plain SQL, as an operator would write it (README, "Enqueue with SQL"): only
+`name`, `steps`, `context` and `queue` are given. N workflows go in with ONE
+`INSERT … SELECT` over a number series: MariaDB's `seq_1_to_N` table, PostgreSQL's
+`generate_series`, a recursive CTE on SQLite.
 """
 
 from __future__ import annotations

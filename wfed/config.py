@@ -119,7 +119,7 @@ class RetentionConfig(_Section):
 
 
 class Config(_Section):
-    """The whole configuration; sections and keys as in DESIGN.md §7."""
+    """The whole configuration; sections and keys as in config.toml."""
 
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)

@@ -1,6 +1,6 @@
-"""Workflows enqueued with plain SQL (DESIGN.md §3) that cannot run go to `error` with a
-`last_error` naming the problem, without running a step; `Engine.create_workflow` refuses
-the same definitions before writing anything."""
+"""Workflows enqueued with plain SQL (README, "Enqueue with SQL") that cannot run go to
+`error` with a `last_error` naming the problem, without running a step;
+`Engine.create_workflow` refuses the same definitions before writing anything."""
 
 from __future__ import annotations
 
@@ -124,8 +124,8 @@ async def test_create_workflow_refuses_bad_definition_before_writing(
 
 
 async def test_design_plain_sql_insert_runs_to_completion(engine: Engine, new_name) -> None:
-    """The DESIGN.md §3 INSERT, literally (three columns, JSON as SQL string literals),
-    adapted to the test steps, runs to completion with the defaults filled in."""
+    """The README's INSERT ("Enqueue with SQL"), literally (three columns, JSON as SQL
+    string literals), adapted to the test steps, runs to completion with the defaults filled in."""
     name = new_name("maint")
     async with engine.db.engine.begin() as conn:
         await conn.execute(

@@ -1,7 +1,7 @@
 """Every guarded transition refuses a wrong source state, through the Engine and in SQL.
 
-The refusal table is written out from DESIGN.md §2 (which operation leaves which state),
-not derived from `wfed.states`, so that the code is checked against the contract.
+The refusal table is written out from the README's state table (which operation leaves
+which state), not derived from `wfed.states`, so that the code is checked against the contract.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from wfed.store import workflows as workflow_store
 
 S = WorkflowState
 
-# operation -> the states DESIGN.md §2/§6 do not allow it from. `pause` and `stop` of a
-# running workflow are requests to its owner, not refusals, so they are not listed there.
+# operation -> the states the README ("States", "Operating wfed") does not allow it from.
+# `pause` and `stop` of a running workflow are requests to its owner, not refusals, so
+# they are not listed there.
 REFUSED: dict[str, list[WorkflowState]] = {
     "pause": [S.PAUSED, S.ERROR, S.STOPPED, S.COMPLETED],
     "stop": [S.STOPPED, S.COMPLETED],

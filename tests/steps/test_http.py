@@ -1,4 +1,4 @@
-"""The `http` step (DESIGN.md §4) against a real HTTP server on 127.0.0.1."""
+"""The `http` step (docs/steps.md) against a real HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `shell` step (DESIGN.md §4): real subprocesses, their process groups, and the Engine."""
+"""The `shell` step (docs/steps.md): real subprocesses, their process groups, and the Engine."""
 
 from __future__ import annotations
 

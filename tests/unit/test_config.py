@@ -1,4 +1,4 @@
-"""Configuration: DESIGN.md §7 keys and defaults, env overrides, and errors naming the key."""
+"""Configuration: the keys and defaults of config.toml, env overrides, and errors naming the key."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def assert_defaults(config: Config) -> None:
 
 
 def test_defaults_without_a_file() -> None:
-    """With no path and no WFED_CONFIG, every key has DESIGN.md §7's default."""
+    """With no path and no WFED_CONFIG, every key has its default (as in config.toml)."""
     assert_defaults(load_config())
 
 
@@ -104,7 +104,7 @@ def test_no_implicit_config_file_in_cwd(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_design_example_equals_defaults(tmp_path: Path) -> None:
-    """DESIGN.md §7's example file is valid and spells out the defaults."""
+    """The example file above is valid and spells out the defaults."""
     assert_defaults(load_config(write(tmp_path, DESIGN_EXAMPLE)))
 
 

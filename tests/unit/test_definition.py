@@ -1,4 +1,5 @@
-"""Validation of a workflow definition and context (DESIGN.md §3): plans and error messages."""
+"""Validation of a workflow definition and context (README, "Enqueue with SQL"): plans and
+error messages."""
 
 from __future__ import annotations
 
@@ -110,7 +111,7 @@ def test_policy_override_on_defaults(registry: StepRegistry) -> None:
 
 
 def test_design_example_element(registry: StepRegistry) -> None:
-    """DESIGN.md §3's object form (integer seconds, label) is accepted."""
+    """The object form of a steps element (integer seconds, label) is accepted."""
     element = {
         "step": "anything",
         "args": {"argv": ["logrotate", "-f"]},

@@ -1,4 +1,5 @@
-"""The step registry: built-ins plus the listed modules, and nothing else (DESIGN.md §4)."""
+"""The step registry: built-ins plus the listed modules, and nothing else (README, "Writing
+steps")."""
 
 from __future__ import annotations
 

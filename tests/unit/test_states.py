@@ -1,5 +1,6 @@
-"""Workflow states and transitions, checked against a table written by hand from DESIGN.md §2
-(and §6 for delete, restart and ctx edits), not derived from wfed.states."""
+"""Workflow states and transitions, checked against a table written by hand from the README's
+state table (and "Operating wfed" for delete, restart and ctx edits), not derived from
+wfed.states."""
 
 from __future__ import annotations
 
@@ -104,7 +105,7 @@ RUNNER_OPS = (
 )
 REQUEST_OPS = {Op.PAUSE: Op.REQUEST_PAUSE, Op.STOP: Op.REQUEST_STOP}
 
-# DESIGN.md §2, column "left by": the states each state can be left for.
+# The README's state table, column "left by": the states each state can be left for.
 LEFT_FOR: dict[WorkflowState, frozenset[WorkflowState]] = {
     S.PENDING: frozenset({S.RUNNING, S.PAUSED, S.STOPPED}),
     S.RUNNING: frozenset({S.COMPLETED, S.ERROR, S.PAUSED, S.STOPPED, S.PENDING}),
@@ -127,7 +128,7 @@ def test_expected_table_covers_every_operation() -> None:
 @pytest.mark.parametrize("state", list(S), ids=str)
 @pytest.mark.parametrize("operation", list(Op), ids=str)
 def test_decide(operation: Op, state: WorkflowState) -> None:
-    """decide() gives DESIGN.md's target, request or refusal for this operation and state."""
+    """decide() gives the documented target, request or refusal for this operation and state."""
     expected = EXPECTED[operation].get(state)
     if expected is None:
         with pytest.raises(InvalidTransition) as excinfo:
@@ -193,7 +194,7 @@ def test_runner_ops_sources(operation: Op) -> None:
 
 
 def test_allowed_transitions_match_left_by_column() -> None:
-    """allowed_transitions() equals DESIGN.md §2's "left by" column, state by state."""
+    """allowed_transitions() equals the "left by" column of the README's state table."""
     assert allowed_transitions() == LEFT_FOR
 
 
@@ -207,7 +208,7 @@ def test_terminal_states() -> None:
 
 
 def test_state_spellings_are_the_contract() -> None:
-    """State and request names are the strings DESIGN.md stores in the database."""
+    """State and request names are the strings stored in the database."""
     assert [s.value for s in WorkflowState] == [
         "pending",
         "running",

@@ -1,4 +1,5 @@
-"""The Step API (DESIGN.md §4): @step functions, Step classes, options and where steps run."""
+"""The Step API (README, "Writing steps"): @step functions, Step classes, options and where
+steps run."""
 
 from __future__ import annotations
 

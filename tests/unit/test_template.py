@@ -1,4 +1,4 @@
-"""Context references in step arguments (DESIGN.md §4): rendering, lookups and their limits."""
+"""Context references in step arguments (docs/steps.md): rendering, lookups and their limits."""
 
 from __future__ import annotations
 

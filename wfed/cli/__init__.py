@@ -1,4 +1,4 @@
-"""wfectl, the control tool (DESIGN.md §6): `wfed.cli:main` is its entry point."""
+"""wfectl, the control tool (README, "Operating wfed"): `wfed.cli:main` is its entry point."""
 
 from wfed.cli import ops  # noqa: F401 - registers the operations commands on `app`
 from wfed.cli.app import app, main

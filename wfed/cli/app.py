@@ -1,4 +1,4 @@
-"""wfectl: the control tool of wfed (DESIGN.md §6).
+"""wfectl: the control tool of wfed (README, "Operating wfed").
 
 Every command parses its arguments, calls the Engine and renders the result: a rich table
 for people, `--json` (stable keys) for scripts. Exit codes: 0 done; 1 refused or failed,

@@ -46,7 +46,7 @@ class Workflow:
         return self.row.last_error
 
     def to_json(self) -> dict[str, Any]:
-        """The stable `show --json` document of DESIGN.md §6."""
+        """The stable `show --json` document."""
         row = self.row
         return {
             "name": row.name,

@@ -1,4 +1,4 @@
-"""The tables of DESIGN.md §3, as SQLAlchemy Core metadata.
+"""The tables (README, "Enqueue with SQL"), as SQLAlchemy Core metadata.
 
 Alembic migrations in `migrations/versions/` create exactly this; a test checks that the
 migrated schema and this metadata agree.
