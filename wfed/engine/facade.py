@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import builtins
 import getpass
-import json
 import socket
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
@@ -24,12 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.clock import Clock, utc_now
 from wfed.config import Config, load_config
-from wfed.engine import control
+from wfed.engine import control, creation, runbooks
 from wfed.engine.inline import InlineRun
 from wfed.engine.retention import PURGEABLE, purge_finished
 from wfed.engine.views import Workflow, event_json
 from wfed.errors import (
-    InvalidDefinition,
     WorkflowNotFound,
 )
 from wfed.logging import get_logger
@@ -41,7 +39,6 @@ from wfed.store import migrate
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
 from wfed.store.database import Database
-from wfed.store.events import Event
 from wfed.store.rows import EventRow, WorkflowRow
 
 log = get_logger("wfed.engine")
@@ -142,7 +139,7 @@ class Engine:
     def plan(self, steps: Any, context: Any = None, name: str | None = None) -> list[StepPlan]:
         """Validate a definition, context and name without writing anything (`--dry-run`)."""
         if name is not None:
-            _check_name(name)
+            creation.check_name(name)
         parse_context(context)
         return parse_definition(steps, self.registry)
 
@@ -155,45 +152,65 @@ class Engine:
         queue: str = "default",
         priority: int = 0,
         run_after: datetime | None = None,
+        provenance: dict[str, Any] | None = None,
     ) -> Workflow:
         """Create a pending workflow. InvalidDefinition before anything is written if the
-        steps or context are wrong; WorkflowExists on a duplicate name."""
-        _check_name(name)
-        definition = list(steps) if isinstance(steps, list | tuple) else steps
-        context = parse_context(context)
-        plans = parse_definition(definition, self.registry)
-        try:
-            json.dumps(context)
-        except (TypeError, ValueError) as exc:
-            raise InvalidDefinition(f"context is not JSON: {exc}") from None
-        now = self.clock()
-        async with self.db.transaction() as conn:
-            workflow_id = await workflow_store.workflow_insert(
-                conn,
-                name=name,
-                steps=definition,
-                context=context,
-                queue=queue,
-                priority=priority,
-                run_after=run_after,
-                now=now,
-            )
-            await step_store.steps_insert(
-                conn, workflow_id, [(p.name, p.label, p.args) for p in plans]
-            )
-            await event_store.events_insert(
-                conn,
-                Event(
-                    workflow_id,
-                    name,
-                    EventKind.CREATED,
-                    self.actor,
-                    now,
-                    detail={"steps": len(plans)},
-                ),
-            )
-        log.info("workflow_created", workflow=name, steps=len(plans))
+        steps or context are wrong; WorkflowExists on a duplicate name. `provenance`
+        (where the definition came from) is recorded in the `created` event."""
+        await creation.create(
+            control.Operator(self.db, self.actor, self.clock),
+            self.registry,
+            name,
+            context,
+            steps,
+            queue=queue,
+            priority=priority,
+            run_after=run_after,
+            provenance=provenance,
+        )
         return await self.get(name)
+
+    # -- runbook files ----------------------------------------------------------------
+
+    def plan_runbook(
+        self,
+        path: str,
+        params: dict[str, str] | None = None,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+    ) -> tuple[runbooks.Enqueue, list[StepPlan]]:
+        """What `run_runbook` would enqueue, validated, writing nothing (`--dry-run`)."""
+        row = runbooks.enqueue(
+            runbooks.load_runbook(path), params or {}, now=self.clock(), name=name, queue=queue
+        )
+        return row, runbooks.checked(path, lambda: self.plan(row.steps, row.context, row.name))
+
+    async def run_runbook(
+        self,
+        path: str,
+        params: dict[str, str] | None = None,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        run_after: datetime | None = None,
+    ) -> Workflow:
+        """Enqueue a runbook file with its parameters given as text; its path, sha256 and
+        the parameters go into the workflow's first event."""
+        row, _ = self.plan_runbook(path, params, name=name, queue=queue)
+        return await self.create_workflow(
+            row.name,
+            row.context,
+            row.steps,
+            queue=row.queue,
+            priority=row.priority,
+            run_after=run_after,
+            provenance=row.provenance,
+        )
+
+    def lint_runbooks(self, directory: str) -> list[str]:
+        """Every problem of the runbook files under `directory`, one line each."""
+        return runbooks.lint(directory, self.plan)
 
     # -- reading ----------------------------------------------------------------------
 
@@ -368,10 +385,3 @@ class Engine:
         )
         await inline.run(name)
         return await self.get(name)
-
-
-def _check_name(name: str) -> None:
-    if not name or len(name) > 255 or name != name.strip():
-        raise InvalidDefinition(
-            f"workflow name {name!r} must be 1 to 255 characters without surrounding spaces"
-        )

@@ -1,0 +1,76 @@
+"""Creating a workflow: validated before anything is written, then one transaction that
+inserts its row, its step rows and its `created` event."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from wfed.engine.control import Operator
+from wfed.errors import InvalidDefinition
+from wfed.logging import get_logger
+from wfed.states import EventKind
+from wfed.steps.definition import parse_context, parse_definition
+from wfed.steps.registry import StepRegistry
+from wfed.store import events as event_store
+from wfed.store import steps as step_store
+from wfed.store import workflows as workflow_store
+from wfed.store.events import Event
+
+log = get_logger("wfed.engine")
+
+
+def check_name(name: str) -> None:
+    """A workflow name is 1 to 255 characters without surrounding spaces."""
+    if not name or len(name) > 255 or name != name.strip():
+        raise InvalidDefinition(
+            f"workflow name {name!r} must be 1 to 255 characters without surrounding spaces"
+        )
+
+
+async def create(
+    operator: Operator,
+    registry: StepRegistry,
+    name: str,
+    context: dict[str, Any] | None,
+    steps: Sequence[Any],
+    *,
+    queue: str,
+    priority: int,
+    run_after: datetime | None,
+    provenance: dict[str, Any] | None,
+) -> None:
+    """Create a pending workflow (see `Engine.create_workflow`)."""
+    check_name(name)
+    definition = list(steps) if isinstance(steps, list | tuple) else steps
+    context = parse_context(context)
+    plans = parse_definition(definition, registry)
+    try:
+        json.dumps(context, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidDefinition(f"context is not JSON: {exc}") from None
+    now = operator.clock()
+    async with operator.db.transaction() as conn:
+        workflow_id = await workflow_store.workflow_insert(
+            conn,
+            name=name,
+            steps=definition,
+            context=context,
+            queue=queue,
+            priority=priority,
+            run_after=run_after,
+            now=now,
+        )
+        await step_store.steps_insert(conn, workflow_id, [(p.name, p.label, p.args) for p in plans])
+        created = Event(
+            workflow_id,
+            name,
+            EventKind.CREATED,
+            operator.actor,
+            now,
+            detail={"steps": len(plans), **(provenance or {})},
+        )
+        await event_store.events_insert(conn, created)
+    log.info("workflow_created", workflow=name, steps=len(plans))
