@@ -108,7 +108,7 @@ def create_engine(
         # Every use of a connection ends its own transaction (commit or rollback), so
         # the pool's rollback on return would be one more round trip for nothing.
         options["pool_reset_on_return"] = None
-    # An autocommit pool serves three loops (poller, rescuer, heartbeat) and keeps its
+    # An autocommit pool serves the claimer and the heartbeat of an idle daemon and keeps its
     # connections: an overflow connection would be opened (and set up) anew each time.
     overflow = 0 if autocommit else 4
     if autocommit and backend != "sqlite":
