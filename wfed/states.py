@@ -234,8 +234,20 @@ def refusal(operation: Operation, state: WorkflowState, name: str = "") -> str:
     if operation in _REQUESTED_WHEN_RUNNING:
         asked, _ = _REQUESTED_WHEN_RUNNING[operation]
         allowed = sorted({*allowed, *sources(asked)})
-    verb = operation.value.replace("_", " ")
-    return f"cannot {verb} {who}: it is {state.value} (allowed from: {', '.join(allowed)})"
+    action = _PHRASES.get(operation, "{verb} {who}").format(
+        verb=operation.value.replace("_", " "), who=who
+    )
+    return f"cannot {action}: it is {state.value} (allowed from: {', '.join(allowed)})"
+
+
+# How a refusal names an operation whose name is not a verb taking the workflow.
+_PHRASES: dict[Operation, str] = {
+    Operation.SET_CONTEXT: "edit the context of {who}",
+    Operation.REQUEST_PAUSE: "ask {who} to pause",
+    Operation.REQUEST_STOP: "ask {who} to stop",
+    Operation.HONOUR_PAUSE: "pause {who}",
+    Operation.HONOUR_STOP: "stop {who}",
+}
 
 
 def allowed_transitions() -> dict[WorkflowState, frozenset[WorkflowState]]:

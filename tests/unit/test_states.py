@@ -226,3 +226,10 @@ def test_state_spellings_are_the_contract() -> None:
         "stopped",
     }
     assert {r.value for r in Request} == {"pause", "stop"}
+
+
+def test_a_refused_context_edit_reads_as_english() -> None:
+    """The refusal of a context edit says what was refused in plain words."""
+    with pytest.raises(InvalidTransition) as caught:
+        decide(Op.SET_CONTEXT, S.RUNNING, "maint-42")
+    assert str(caught.value).startswith("cannot edit the context of workflow 'maint-42':")
