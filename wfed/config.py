@@ -118,6 +118,15 @@ class RetentionConfig(_Section):
         return parse_duration(self.purge_after) if self.purge_after else None
 
 
+DEFAULT_OUTPUT_MAX_BYTES = 1024 * 1024
+
+
+class OutputConfig(_Section):
+    max_bytes: int = Field(default=DEFAULT_OUTPUT_MAX_BYTES, ge=0, le=1024**3)
+    """Live output (stdout and stderr, line by line) kept per step attempt, in bytes; the
+    output is cut there with a marker line. 0 records none."""
+
+
 class Config(_Section):
     """The whole configuration; sections and keys as in config.toml."""
 
@@ -127,6 +136,7 @@ class Config(_Section):
     log: LogConfig = Field(default_factory=LogConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
 
     def database_password(self) -> str | None:
         """The password from `password_file` (trailing newline stripped), if one is set."""

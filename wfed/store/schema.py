@@ -205,3 +205,32 @@ daemons = Table(
     Column("started_at", Timestamp, nullable=False),
     Column("heartbeat_at", Timestamp, nullable=False),
 )
+
+OUTPUT_STREAMS = ["stdout", "stderr"]
+
+# A step attempt's live output (the `shell` step's stdout and stderr, line by line), in
+# chunks of lines written while the step runs. Purged with its workflow.
+workflow_step_output = Table(
+    "workflow_step_output",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column(
+        "workflow_id",
+        Id,
+        ForeignKey("workflows.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("position", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("stream", String(8), nullable=False),
+    # The chunk's order within its attempt, from 1; readers follow it as a cursor.
+    Column("seq", Integer, nullable=False),
+    # One or more lines joined by "\n" (without a final one), at most 16,000 characters:
+    # that fits MySQL's TEXT (65,535 bytes) in utf8mb4.
+    Column("text", Text, nullable=False),
+    # When the chunk's first line was read.
+    Column("at", Timestamp, nullable=False),
+    # Reading one attempt in order (and the foreign key's index).
+    UniqueConstraint("workflow_id", "position", "attempt", "seq"),
+    CheckConstraint(_in("stream", OUTPUT_STREAMS), name="stream"),
+)
