@@ -2,7 +2,8 @@
 step under its timeout, and check that what it left in the context can be stored.
 
 The attempt runs as a task of its own so that control can cancel it (a stop request, a
-lost lease) without cancelling the runner that waits for it.
+lost lease) without cancelling the runner that waits for it. Its live output goes to a
+recorder of its own when the run records output (`wfed.engine.output`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import asyncio
 import json
 from typing import Any
 
-from wfed.steps.base import PauseWorkflow
+from wfed.engine import output
+from wfed.steps.base import PauseWorkflow, output_to
 from wfed.steps.definition import StepPlan, check_args
 from wfed.steps.template import render
 
@@ -40,7 +42,9 @@ class StepAttempt:
 
         Raises what the step raised (a step failure), AttemptCancelled if `cancel()`
         cut it off, and CancelledError if the caller itself was cancelled."""
-        self._task = asyncio.create_task(self._invoke())
+        recorder = output.attempt_recorder(self.plan.position)
+        with output_to(recorder):  # the task copies the context as it starts
+            self._task = asyncio.create_task(self._invoke())
         if self._cancelled:
             # Control arrived before the step started: it must not run at all.
             self._task.cancel()
@@ -56,6 +60,8 @@ class StepAttempt:
         finally:
             if not self._task.done():
                 self._task.cancel()
+            if recorder is not None:
+                await recorder.close()
         try:
             # NaN and infinities are not JSON: PostgreSQL and MariaDB would refuse the
             # write, and with it every step commit it shares a transaction with.

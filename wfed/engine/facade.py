@@ -22,8 +22,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.clock import Clock, utc_now
-from wfed.config import Config, load_config
-from wfed.engine import control, creation, runbooks
+from wfed.config import DEFAULT_OUTPUT_MAX_BYTES, Config, load_config
+from wfed.engine import control, creation, output, output_view, runbooks
 from wfed.engine.inline import InlineRun
 from wfed.engine.retention import PURGEABLE, purge_finished
 from wfed.engine.views import Workflow, event_json
@@ -79,8 +79,11 @@ class Engine:
         lease: float = 30.0,
         control_interval: float = 1.0,
         clock: Clock = utc_now,
+        output_max_bytes: int = DEFAULT_OUTPUT_MAX_BYTES,
     ) -> None:
         self.db = Database(url, password)
+        self.output_max_bytes = output_max_bytes
+        """Live output recorded per step attempt by `run` ([output] max_bytes; 0: none)."""
         self._registry = registry
         self._step_modules = list(step_modules)
         self._step_paths = list(step_paths)
@@ -104,6 +107,7 @@ class Engine:
     ) -> Engine:
         """An engine for the database and step modules of a config file (or WFED_CONFIG)."""
         config = config or load_config(path)
+        options.setdefault("output_max_bytes", config.output.max_bytes)
         return cls(
             config.database.url,
             step_modules=config.steps.modules,
@@ -383,5 +387,39 @@ class Engine:
             clock=self.clock,
             get=self.get,
         )
-        await inline.run(name)
+        with output.recording(self.db, name, self.output_max_bytes):
+            await inline.run(name)
         return await self.get(name)
+
+    # -- live step output -------------------------------------------------------------
+
+    async def output(
+        self,
+        name: str,
+        *,
+        position: int | None = None,
+        attempt: int | None = None,
+        after: int | None = None,
+    ) -> builtins.list[output_view.OutputLine]:
+        """The lines a step attempt printed, in order (see `wfed.engine.output_view`).
+
+        By default the running step, else the step the workflow stopped at if it printed,
+        else the last step before it that printed; and that step's current attempt if it
+        runs, else its last attempt that printed. `after` is a cursor: only the lines of
+        chunks after that `seq` (the `seq` of the last line read). WorkflowNotFound;
+        StepNotFound for a position the workflow has no step at."""
+        async with self.db.transaction() as conn:
+            row = await self._require(conn, name)
+            steps = await step_store.steps_get(conn, row.id)
+            return await output_view.read_output(
+                conn, row, steps, position=position, attempt=attempt, after=after
+            )
+
+    async def step_running(self, name: str, position: int, attempt: int | None = None) -> bool:
+        """Whether step `position` of the workflow is running (in its attempt `attempt`,
+        if given): a follower of its output reads once more after this turns False, then
+        stops. WorkflowNotFound; StepNotFound."""
+        async with self.db.transaction() as conn:
+            row = await self._require(conn, name)
+            steps = await step_store.steps_get(conn, row.id)
+        return output_view.step_running(row, steps, position, attempt)

@@ -4,16 +4,68 @@ A step receives the workflow's context (a dict, persisted as JSON when the step 
 and its arguments as keyword arguments. Raising any exception fails the step; its policy
 (`retries`, `retry_delay`, `backoff`, `timeout`, `idempotent`) decides what happens next.
 Plain `def` steps run in a worker thread so they never block the event loop.
+
+A step may also pass on live output while it runs (the `shell` step does, line by line):
+`step_output()` is the sink of the running attempt, `emit()` writes lines to it. When
+the engine records a run's output (`wfed.engine.output`) it attaches a sink to each
+attempt and writes what it gets to the database; a step called directly (a test, a
+script) has none, and its output goes nowhere.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import inspect
-from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar, cast, get_type_hints
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar, Literal, Protocol, TypeVar, cast, get_type_hints
 
 Context = dict[str, Any]
+
+Stream = Literal["stdout", "stderr"]
+
+
+class OutputSink(Protocol):
+    """Where a running step's live output goes (`step_output()`)."""
+
+    def lines(self, stream: Stream, lines: Sequence[str]) -> None:
+        """Take complete lines of `stream`, without their line ends.
+
+        It returns at once and never raises: the sink buffers, and writes elsewhere, on
+        its own time; output it cannot keep is dropped, never the step held up. It may be
+        called from a worker thread (a plain `def` step)."""
+
+
+_output: contextvars.ContextVar[OutputSink | None] = contextvars.ContextVar(
+    "wfed_step_output", default=None
+)
+
+
+def step_output() -> OutputSink | None:
+    """The live-output sink of the step attempt running in this task (or thread), or None
+    when nothing records output: then a step need not even split its output into lines."""
+    return _output.get()
+
+
+def emit(*lines: str, stream: Stream = "stdout") -> None:
+    """Pass lines to the running step's live output; nothing happens if none is attached.
+    A text with line ends in it counts as several lines (a final line end ends the last)."""
+    sink = _output.get()
+    if sink is not None and lines:
+        sink.lines(stream, [part for line in lines for part in line.removesuffix("\n").split("\n")])
+
+
+@contextlib.contextmanager
+def output_to(sink: OutputSink | None) -> Iterator[None]:
+    """Attach `sink` as the live output of the steps run in this block, and of the tasks
+    and threads started in it (they copy the context when they start). The engine does
+    this for each attempt; a test may too."""
+    token = _output.set(sink)
+    try:
+        yield
+    finally:
+        _output.reset(token)
 
 
 class PauseWorkflow(Exception):

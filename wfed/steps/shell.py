@@ -14,6 +14,11 @@ command exits are ended the same way. The command itself is always reaped.
 Output is read incrementally as it arrives and only the last `max_output` bytes of each
 stream are kept. A pipe still held open by a process that left the group (`setsid`) does
 not hold the step up: reading stops shortly after the group is gone.
+
+While the command runs, its stdout and stderr are also passed on line by line to the
+attempt's live-output sink (`wfed.steps.base.step_output()`), when it has one: lines as
+they are read (a last line without a line end when its pipe closes; a line end of
+"\r\n" counts as "\n"; an unfinished line longer than `LINE_MAX` bytes in pieces).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import Any, ClassVar
 
 from wfed.logging import get_logger
 from wfed.steps import group_leader
-from wfed.steps.base import Context, Step
+from wfed.steps.base import Context, OutputSink, Step, Stream, step_output
 from wfed.steps.template import is_reference
 
 log = get_logger("wfed.steps.shell")
@@ -49,6 +54,8 @@ REAP_SECONDS = 10.0
 """How long to wait for a SIGKILLed command to be reaped before giving up on it."""
 POLL_SECONDS = 0.05
 """How often a terminated group is checked for survivors."""
+LINE_MAX = 16 * 1024
+"""Bytes of an unfinished line held back for the live output before they go as a piece."""
 ERROR_LINES = 10
 ERROR_CHARS = 1500
 SHELL = "/bin/sh"
@@ -109,6 +116,62 @@ class _Tail:
         return marker + data[skip:].decode("utf-8", errors="replace")
 
 
+class _Lines:
+    """Splits one stream's bytes into lines for a live-output sink."""
+
+    def __init__(self, stream: Stream, sink: OutputSink) -> None:
+        self.stream: Stream = stream
+        self.sink: OutputSink | None = sink
+        self.partial = bytearray()
+
+    def add(self, data: bytes) -> None:
+        end = data.rfind(b"\n")
+        if end < 0:
+            self.partial += data
+            while len(self.partial) > LINE_MAX:
+                self._piece()
+            return
+        if self.partial:
+            block = bytes(self.partial + data[:end])
+            self.partial.clear()
+        else:
+            block = data[:end]
+        self.partial += data[end + 1 :]
+        # One decode and one split for the whole block: a line end is never inside a
+        # multi-byte character, so splitting the text splits the bytes.
+        text = block.decode("utf-8", errors="replace")
+        if "\r" in text:
+            text = text.replace("\r\n", "\n")
+        self._pass(text.split("\n"))
+        while len(self.partial) > LINE_MAX:
+            self._piece()
+
+    def close(self) -> None:
+        """The pipe closed: its last line has no line end."""
+        if self.partial:
+            text = bytes(self.partial).decode("utf-8", errors="replace")
+            self.partial.clear()
+            self._pass([text.removesuffix("\r")])
+
+    def _piece(self) -> None:
+        # Cut before a multi-byte character rather than through it.
+        cut = LINE_MAX
+        while cut > LINE_MAX - 3 and self.partial[cut] & 0xC0 == 0x80:
+            cut -= 1
+        piece = bytes(self.partial[:cut])
+        del self.partial[:cut]
+        self._pass([piece.decode("utf-8", errors="replace")])
+
+    def _pass(self, lines: list[str]) -> None:
+        if self.sink is None:
+            return
+        try:
+            self.sink.lines(self.stream, lines)
+        except Exception as exc:  # a sink must not raise; if it does, the step goes on
+            log.warning("shell_output_sink_failed", error=f"{type(exc).__name__}: {exc}")
+            self.sink = None
+
+
 class _Capture(asyncio.SubprocessProtocol):
     """Collects output as it arrives; tells when the process exited and the pipes closed.
 
@@ -116,9 +179,12 @@ class _Capture(asyncio.SubprocessProtocol):
     waits for the pipes too and so hangs while a grandchild holds one open).
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, output: OutputSink | None = None) -> None:
         loop = asyncio.get_running_loop()
         self.output = {1: _Tail(limit), 2: _Tail(limit)}
+        self.lines: dict[int, _Lines] = {}
+        if output is not None:
+            self.lines = {1: _Lines("stdout", output), 2: _Lines("stderr", output)}
         self.exited: asyncio.Future[None] = loop.create_future()
         self.drained: asyncio.Future[None] = loop.create_future()
         self._open = {1, 2}
@@ -126,8 +192,12 @@ class _Capture(asyncio.SubprocessProtocol):
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         if fd in self.output:
             self.output[fd].add(data)
+            if self.lines:
+                self.lines[fd].add(data)
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd in self.lines:
+            self.lines[fd].close()
         self._open.discard(fd)
         if not self._open and not self.drained.done():
             self.drained.set_result(None)
@@ -266,15 +336,17 @@ async def run_command(
     timeout: float | None = None,  # noqa: ASYNC109 - the shell step's argument, passed on
     kill_grace: float = 5.0,
     max_output: int = MAX_OUTPUT,
+    output: OutputSink | None = None,
 ) -> CommandResult:
     """Run `argv` in its own process group and return its exit code and output.
 
     On cancellation the group is terminated (see the module docstring) and the
     cancellation propagates. CommandTimedOut after `timeout`; CommandFailed if it cannot
-    start. The exit code is not judged here.
+    start. The exit code is not judged here. With `output`, stdout and stderr are also
+    passed to it line by line as they are read.
     """
     argv = list(argv)
-    capture = _Capture(max_output)
+    capture = _Capture(max_output, output)
     data = None if stdin is None else stdin.encode()
     transport = await _spawn(argv, capture, env=env, cwd=cwd, stdin=data, grace=kill_grace)
     pgid = transport.get_pid()  # == the pid: it leads its own new session and group
@@ -417,6 +489,7 @@ class Shell(Step):
             timeout=timeout,
             kill_grace=kill_grace,
             max_output=max_output,
+            output=step_output(),
         )
         if result.rc not in ok_codes:
             tail = result.tail()
