@@ -126,8 +126,7 @@ async def test_kill_9_storm_loses_nothing_and_reruns_nothing_committed(
     finally:
         done.set()
         await storming
-        for tracker in trackers:
-            tracker.cancel()
+        await asyncio.gather(*trackers)  # each ends once `done` is set
     result = await audit_run(engine, specs, journal, errors_allowed=True)
     internal = fleet.log_events(*INTERNAL_ERRORS)
     figures(
