@@ -19,6 +19,7 @@ import pytest
 from wfed import Engine
 from wfed.clock import utc_now
 from wfed.states import Operation
+from wfed.store import claims
 from wfed.store import workflows as workflow_store
 from wfed.store.rows import WorkflowRow
 
@@ -122,7 +123,7 @@ class Probe:
         test or daemon ever finds it running."""
         row = await self.row(name)
         async with self.engine.db.transaction() as conn:
-            claimed = await workflow_store.workflow_claim_by_id(
+            claimed = await claims.workflow_claim_by_id(
                 conn, row.id, owner=owner, now=utc_now(), lease=600
             )
         assert claimed, f"could not claim {name!r} from state {row.state}"

@@ -22,6 +22,7 @@ from wfed.clock import utc_now
 from wfed.config import DaemonConfig
 from wfed.daemon.claimer import Claimer
 from wfed.metrics import Metrics
+from wfed.store import claims
 from wfed.store import workflows as workflow_store
 from wfed.store.rows import WorkflowRow
 from wfed.store.schema import workflows
@@ -99,7 +100,7 @@ async def orphan(engine: Engine, create: CreateFn, queue: str, owner: str = DEAD
     name = await create(["noop"], queue=queue)
     workflow_id = (await engine.get(name)).row.id
     async with engine.db.transaction() as conn:
-        assert await workflow_store.workflow_claim_by_id(
+        assert await claims.workflow_claim_by_id(
             conn, workflow_id, owner=owner, now=utc_now() - timedelta(minutes=2), lease=60
         )
     return workflow_id

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Dialect
 
 from wfed import Engine, WorkflowState
 from wfed.clock import utc_now
-from wfed.store import workflows as workflow_store
+from wfed.store import claims
 from wfed.store.database import Database
 from wfed.store.rows import WorkflowRow
 from wfed.store.schema import workflows
@@ -76,7 +76,7 @@ async def claim_pending(
     db: Database, queues: list[str], *, owner: str = "claimer", limit: int = 100, now: datetime
 ) -> list[WorkflowRow]:
     async with db.transaction() as conn:
-        return await workflow_store.workflow_claim_pending(
+        return await claims.workflow_claim_pending(
             conn, owner=owner, queues=queues, limit=limit, now=now, lease=30
         )
 
@@ -100,7 +100,7 @@ async def _claimer(db: Database, owner: str, queue: str) -> list[int]:
     claimed: list[int] = []
     while True:
         async with db.transaction() as conn:
-            rows = await workflow_store.workflow_claim_pending(
+            rows = await claims.workflow_claim_pending(
                 conn, owner=owner, queues=[queue], limit=BATCH, now=utc_now(), lease=60
             )
             await asyncio.sleep(0)  # hold the row locks while the other claimer runs
@@ -147,7 +147,7 @@ async def test_concurrent_claimers_never_claim_the_same_workflow(
 
 
 def _claim_sql(dialect: Dialect) -> str:
-    query = workflow_store.claim_pending_query(["default"], 7, utc_now())
+    query = claims.claim_pending_query(["default"], 7, utc_now())
     return " ".join(str(query.compile(dialect=dialect)).split())
 
 
@@ -183,7 +183,7 @@ async def test_claim_query_uses_the_claim_index_on_mariadb(
         # Fresh statistics, as a table in production has (InnoDB's persistent
         # statistics otherwise catch up with a bulk insert in the background).
         await conn.execute(text("ANALYZE TABLE workflows"))
-        query = workflow_store.claim_pending_query([queue], 7, now)
+        query = claims.claim_pending_query([queue], 7, now)
         sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
         plan = (await conn.execute(text(f"EXPLAIN {sql}"))).mappings().all()
 
@@ -224,7 +224,7 @@ async def test_expired_lease_is_claimed_and_the_fence_bumped(engine: Engine, new
         before = await rows_of(engine.db, [alive, pending])
 
         async with engine.db.transaction() as conn:
-            rescued = await workflow_store.workflow_claim_expired(
+            rescued = await claims.workflow_claim_expired(
                 conn, owner="rescuer", queues=[queue], limit=10, now=now, lease=30
             )
 
@@ -324,15 +324,13 @@ async def test_claimable_answers_exactly_what_a_claim_would_find(
     values["queue"] = elsewhere if values.get("queue") == "elsewhere" else queue
     async with rows_in_queues(engine.db, [{"name": new_name("c"), **values}]):
         async with engine.db.autocommit() as conn:
-            found_pending = await workflow_store.workflows_claimable(conn, [queue], utc_now())
-            found_expired = await workflow_store.workflows_claimable(
-                conn, [queue], utc_now(), expired=True
-            )
+            found_pending = await claims.workflows_claimable(conn, [queue], utc_now())
+            found_expired = await claims.workflows_claimable(conn, [queue], utc_now(), expired=True)
         async with engine.db.transaction() as conn:
-            claimed_pending = await workflow_store.workflow_claim_pending(
+            claimed_pending = await claims.workflow_claim_pending(
                 conn, owner="probe", queues=[queue], limit=5, now=utc_now(), lease=30
             )
-            claimed_expired = await workflow_store.workflow_claim_expired(
+            claimed_expired = await claims.workflow_claim_expired(
                 conn, owner="probe", queues=[queue], limit=5, now=utc_now(), lease=30
             )
             await conn.rollback()
@@ -357,7 +355,7 @@ async def test_a_rescue_leaves_alone_the_workflows_the_rescuer_still_runs(
     rows = [{"name": new_name("mine"), **expired}, {"name": new_name("theirs"), **expired}]
     async with rows_in_queues(engine.db, rows) as (mine, theirs):
         async with engine.db.transaction() as conn:
-            rescued = await workflow_store.workflow_claim_expired(
+            rescued = await claims.workflow_claim_expired(
                 conn, owner="rescuer", queues=[queue], limit=10, now=now, lease=30, exclude=[mine]
             )
         assert [row.id for row in rescued] == [theirs]

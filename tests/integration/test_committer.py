@@ -21,6 +21,7 @@ from wfed.daemon.committer import StepCommitter
 from wfed.engine.group_commit import BatchableAdvance
 from wfed.errors import DatabaseUnavailable, LeaseLost
 from wfed.states import Operation, StepState
+from wfed.store import claims
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
 from wfed.store.rows import WorkflowRow
@@ -148,7 +149,7 @@ async def running_workflows(
         await engine.create_workflow(name, None, ["noop"] * steps, queue=TEST_QUEUE)
         row = await probe.row(name)
         async with engine.db.transaction() as conn:
-            assert await workflow_store.workflow_claim_by_id(
+            assert await claims.workflow_claim_by_id(
                 conn, row.id, owner=OWNER, now=utc_now(), lease=600
             )
             if not await step_store.steps_get(conn, row.id):

@@ -26,6 +26,7 @@ from wfed import (
     WorkflowState,
 )
 from wfed.clock import utc_now
+from wfed.store import claims
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
 
@@ -403,7 +404,7 @@ async def _crash_while_running_first_step(engine: Engine, name: str) -> None:
         row = await workflow_store.workflow_get(conn, name)
         assert row is not None
         long_ago = utc_now() - timedelta(seconds=120)
-        claimed = await workflow_store.workflow_claim_by_id(
+        claimed = await claims.workflow_claim_by_id(
             conn, row.id, owner="crashed-daemon", now=long_ago, lease=60
         )
         assert claimed

@@ -21,6 +21,7 @@ from wfed.config import DaemonConfig
 from wfed.daemon.heartbeat import Heartbeat
 from wfed.daemon.loops import LOOP_ERRORS
 from wfed.metrics import Metrics
+from wfed.store import claims
 from wfed.store import workflows as workflow_store
 from wfed.store.database import Database
 from wfed.store.rows import DaemonRow
@@ -117,7 +118,7 @@ async def held(engine: Engine, create: CreateFn, queue: str, harness: Harness) -
     name = await create(["noop"], queue=queue)
     workflow_id = (await engine.get(name)).row.id
     async with engine.db.transaction() as conn:
-        assert await workflow_store.workflow_claim_by_id(
+        assert await claims.workflow_claim_by_id(
             conn, workflow_id, owner=harness.id, now=harness.now, lease=LEASE
         )
     return workflow_id, (await engine.get(name)).row.fence

@@ -17,7 +17,7 @@ from wfed import Engine, WorkflowState
 from wfed.clock import utc_now
 from wfed.daemon.committer import StepCommitter
 from wfed.engine.runner import Outcome, WorkflowRunner
-from wfed.store import workflows as workflow_store
+from wfed.store import claims
 from wfed.store.bounded import TEXT_MAX
 
 DEEP = 10_000
@@ -73,7 +73,7 @@ async def test_hostile_rows_end_in_error_and_good_rows_beside_them_complete(
             await _insert(conn, name, '["noop", "noop"]', '{"ok": true}', queue)
 
     async with engine.db.transaction() as conn:
-        claimed = await workflow_store.workflow_claim_pending(
+        claimed = await claims.workflow_claim_pending(
             conn, owner="hostile-test", queues=[queue], limit=100, now=utc_now(), lease=600
         )
     assert len(claimed) == len(HOSTILE) - len(refused) + len(good)
@@ -122,7 +122,7 @@ async def test_a_step_leaving_nan_fails_alone_in_a_group_commit(engine: Engine) 
         await engine.create_workflow(name, {}, ["noop", "noop", "noop"], queue=queue)
     await engine.create_workflow(bad, {}, ["noop", "write_nan", "noop"], queue=queue)
     async with engine.db.transaction() as conn:
-        claimed = await workflow_store.workflow_claim_pending(
+        claimed = await claims.workflow_claim_pending(
             conn, owner="nan-test", queues=[queue], limit=10, now=utc_now(), lease=600
         )
     committer = StepCommitter(engine.db)

@@ -22,7 +22,7 @@ from wfed import Engine, WorkflowState
 from wfed.clock import utc_now
 from wfed.daemon.committer import StepCommitter
 from wfed.engine.runner import Outcome, WorkflowRunner
-from wfed.store import workflows as workflow_store
+from wfed.store import claims
 
 STEPS = 3
 # The runner's transactions of a 3-step run: start, two advances, completion.
@@ -55,7 +55,7 @@ class LostReplies:
 async def _claimed(engine: Engine, probe: Probe, name: str) -> WorkflowRunner:
     row = await probe.row(name)
     async with engine.db.transaction() as conn:
-        assert await workflow_store.workflow_claim_by_id(
+        assert await claims.workflow_claim_by_id(
             conn, row.id, owner="lost-reply", now=utc_now(), lease=600
         )
     return WorkflowRunner(

@@ -19,6 +19,7 @@ from wfed import Engine
 from wfed.clock import utc_now
 from wfed.states import Operation as Op
 from wfed.states import WorkflowState
+from wfed.store import claims
 from wfed.store import workflows as workflow_store
 from wfed.store.schema import workflows
 
@@ -104,7 +105,7 @@ async def test_claim_by_id_follows_the_table(engine: Engine, create) -> None:
     for state in S:
         workflow_id = await _in_state(engine, create, state)
         async with engine.db.transaction() as conn:
-            claimed = await workflow_store.workflow_claim_by_id(
+            claimed = await claims.workflow_claim_by_id(
                 conn, workflow_id, owner="table-test", now=utc_now(), lease=60
             )
         assert claimed is (state in claimable), state
@@ -136,9 +137,7 @@ async def test_claimable_follows_the_table(engine: Engine, create) -> None:
         async with engine.db.transaction() as conn:
             row = await workflow_store.workflow_get_by_id(conn, workflow_id)
             assert row is not None
-            pending = await workflow_store.workflows_claimable(conn, [row.queue], utc_now())
-            expired = await workflow_store.workflows_claimable(
-                conn, [row.queue], utc_now(), expired=True
-            )
+            pending = await claims.workflows_claimable(conn, [row.queue], utc_now())
+            expired = await claims.workflows_claimable(conn, [row.queue], utc_now(), expired=True)
         assert pending is (state in EXPECTED[Op.CLAIM][0]), state
         assert expired is (state in EXPECTED[Op.RESCUE][0]), state

@@ -15,6 +15,7 @@ from wfed import Engine, InvalidTransition, StepError, WorkflowState
 from wfed.clock import utc_now
 from wfed.engine.runner import Outcome, WorkflowRunner
 from wfed.states import Operation
+from wfed.store import claims
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
 
@@ -188,7 +189,7 @@ async def test_claim_by_id_refuses_a_live_lease(engine: Engine, create, probe) -
     name = await create(["noop"])
     async with probe.held_by_other(name) as held:
         async with engine.db.transaction() as conn:
-            claimed = await workflow_store.workflow_claim_by_id(
+            claimed = await claims.workflow_claim_by_id(
                 conn, held.id, owner="thief", now=utc_now(), lease=30
             )
         assert claimed is False
@@ -204,7 +205,7 @@ async def test_a_pause_committed_after_the_claim_is_honoured_before_the_first_st
     name = await create(["noop", "noop"])
     row = await probe.row(name)
     async with engine.db.transaction() as conn:
-        assert await workflow_store.workflow_claim_by_id(
+        assert await claims.workflow_claim_by_id(
             conn, row.id, owner="runner@test", now=utc_now(), lease=60
         )
     claimed = await probe.row(name)

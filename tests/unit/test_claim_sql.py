@@ -8,7 +8,7 @@ from sqlalchemy.dialects.mysql.mariadb import MariaDBDialect
 from sqlalchemy.engine import Dialect
 
 from wfed.clock import utc_now
-from wfed.store import workflows as workflow_store
+from wfed.store import claims
 
 DIALECTS: dict[str, Dialect] = {
     "mysql": mysql.dialect(),
@@ -19,7 +19,7 @@ DIALECTS: dict[str, Dialect] = {
 
 
 def _claim_sql(dialect: Dialect) -> str:
-    query = workflow_store.claim_pending_query(["default"], 7, utc_now())
+    query = claims.claim_pending_query(["default"], 7, utc_now())
     return " ".join(str(query.compile(dialect=dialect)).split())
 
 

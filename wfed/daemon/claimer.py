@@ -25,8 +25,8 @@ from wfed.clock import Clock, utc_now
 from wfed.config import DaemonConfig
 from wfed.daemon.loops import LOOP_ERRORS, query_limit, ridden_out, ride_out, wait_any
 from wfed.metrics import Metrics
-from wfed.store import workflows as workflow_store
-from wfed.store.claimable import workflows_claimable_any
+from wfed.store import claims
+from wfed.store.claims import workflows_claimable_any
 from wfed.store.database import Database, run_retrying
 from wfed.store.rows import WorkflowRow
 
@@ -129,7 +129,7 @@ class Claimer:
             if pending and expired:
                 found = await workflows_claimable_any(conn, self.settings.queues, now)
                 return found.pending, found.expired
-            claimable = await workflow_store.workflows_claimable(
+            claimable = await claims.workflows_claimable(
                 conn, self.settings.queues, now, expired=expired
             )
         return (claimable, True) if pending else (True, claimable)
@@ -138,7 +138,7 @@ class Claimer:
         async def attempt() -> list[WorkflowRow]:
             async with self.db.transaction() as conn:
                 if not expired:
-                    return await workflow_store.workflow_claim_pending(
+                    return await claims.workflow_claim_pending(
                         conn,
                         owner=self.daemon_id,
                         queues=self.settings.queues,
@@ -149,7 +149,7 @@ class Claimer:
                 # A rescue leaves alone the workflows this daemon's runners still hold:
                 # such a runner must give its workflow up (lease expired on its own
                 # clock) first.
-                return await workflow_store.workflow_claim_expired(
+                return await claims.workflow_claim_expired(
                     conn,
                     owner=self.daemon_id,
                     queues=self.settings.queues,

@@ -27,10 +27,10 @@ from wfed.daemon.loops import LOOP_ERRORS, query_limit, ridden_out, ride_out, wa
 from wfed.metrics import Metrics
 from wfed.states import Request
 from wfed.store import daemons as daemon_store
-from wfed.store import workflows as workflow_store
+from wfed.store import leases
 from wfed.store.database import Database, run_retrying
+from wfed.store.leases import Held
 from wfed.store.rows import DaemonRow
-from wfed.store.workflows import Held
 
 log = structlog.get_logger("wfed.daemon")
 
@@ -128,7 +128,7 @@ class Heartbeat:
                     # Our row is gone (pruned while we looked dead): register again.
                     self.log.warning("daemon_reregistered")
                     await daemon_store.daemon_register(conn, self._row(now))
-                return await workflow_store.workflow_renew_owned(
+                return await leases.workflow_renew_owned(
                     conn, owner=self.daemon.id, ids=owned_ids, now=now, lease=self.settings.lease
                 )
 

@@ -29,6 +29,7 @@ from wfed.errors import (
 from wfed.logging import get_logger
 from wfed.states import Request, WorkflowState
 from wfed.steps.registry import StepRegistry
+from wfed.store import claims
 from wfed.store import workflows as workflow_store
 from wfed.store.database import OUTAGE_ERRORS, Database, is_outage
 from wfed.store.rows import WorkflowRow
@@ -75,7 +76,7 @@ class InlineRun:
                 _check_runnable(row, now)
                 not_before = _not_before(row, now)
                 if not_before is None:
-                    claimed = await workflow_store.workflow_claim_by_id(
+                    claimed = await claims.workflow_claim_by_id(
                         conn, row.id, owner=self.actor, now=now, lease=self.lease
                     )
                     fresh = await workflow_store.workflow_get_by_id(conn, row.id)

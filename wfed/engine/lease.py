@@ -27,6 +27,7 @@ from wfed.clock import Clock
 from wfed.errors import LeaseLost
 from wfed.logging import get_logger
 from wfed.states import Operation, Request
+from wfed.store import leases
 from wfed.store import workflows as workflow_store
 from wfed.store.database import OUTAGE_ERRORS, Database, is_outage
 
@@ -95,7 +96,7 @@ class Lease:
         on the workflow. Loses the lease (and raises LeaseLost) if another owner holds it."""
         now = self.clock()
         async with db.transaction() as conn:
-            owned, request = await workflow_store.workflow_renew_lease(
+            owned, request = await leases.workflow_renew_lease(
                 conn, self.workflow_id, fence=self.fence, now=now, lease=self.seconds
             )
         if not owned:

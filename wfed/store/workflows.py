@@ -9,19 +9,20 @@ written come from the operation's row in `wfed.states`, never from the caller.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Update, and_, bindparam, case, func, literal, or_, select, update
+from sqlalchemy import Update, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import BindParameter
 
 from wfed.errors import WorkflowExists
-from wfed.states import Operation, Request, WorkflowState, sources, target
+from wfed.states import Operation, WorkflowState, sources, target
 from wfed.store.bounded import bounded
+from wfed.store.guards import lease_expired, pending_due, state_in
 from wfed.store.rows import WorkflowRow
 from wfed.store.schema import workflows
 
@@ -128,15 +129,6 @@ async def workflow_update(
     return result.rowcount == 1
 
 
-def _state_in(*operations: Operation) -> Any:
-    """The source states of `operations` as a condition on `state`. The states are bound
-    as plain values, not an `in_()` list of values, which SQLAlchemy expands anew on every
-    execution: these conditions sit in statements built once and run per step."""
-    allowed = sorted(set().union(*(sources(operation) for operation in operations)))
-    values = [literal(state.value) for state in allowed]
-    return W.state == values[0] if len(values) == 1 else W.state.in_(values)
-
-
 @cache
 def _guarded_update(
     states: tuple[WorkflowState, ...], fenced: bool, unrequested: bool, columns: tuple[str, ...]
@@ -200,7 +192,7 @@ def _advance_many(size: int, renewing: bool) -> Update:
             W.id.in_(ids),
             W.fence == per_row("b_fence", W.fence.type),
             W.current_step == per_row("b_position", W.current_step.type),
-            _state_in(Operation.ADVANCE),
+            state_in(Operation.ADVANCE),
             W.requested.is_(None),
         )
         .values(
@@ -254,207 +246,10 @@ async def workflow_advance(
     return moved == 1
 
 
-def _claimed_state() -> WorkflowState:
-    state = target(Operation.CLAIM)
-    if state is None:
-        raise AssertionError("a claim must lead to a state")
-    return state
-
-
-_CLAIMED = _claimed_state()
-
-
-def _claim_values(owner: str, now: datetime, lease: float) -> dict[str, Any]:
-    # A claim and a rescue lead to the same state; the table says which.
-    return {
-        "state": _CLAIMED,
-        "claimed_by": owner,
-        "fence": W.fence + 1,
-        "lease_expires_at": now + timedelta(seconds=lease),
-        "updated_at": now,
-    }
-
-
-async def _claim_selected(
-    conn: AsyncConnection, query: Any, *, owner: str, now: datetime, lease: float
-) -> list[WorkflowRow]:
-    # The rows are locked by the SELECT (SKIP LOCKED on MySQL/PostgreSQL; SQLite's
-    # BEGIN IMMEDIATE holds the whole database), so the UPDATE cannot miss; the fence is
-    # bumped in SQL and the new value derived here rather than read back.
-    rows = [WorkflowRow.from_mapping(r) for r in (await conn.execute(query)).mappings().all()]
-    if not rows:
-        return []
-    await conn.execute(
-        update(workflows)
-        .where(W.id.in_([row.id for row in rows]))
-        .values(**_claim_values(owner, now, lease))
-    )
-    expires = now + timedelta(seconds=lease)
-    return [
-        replace(
-            row,
-            state=_CLAIMED,
-            claimed_by=owner,
-            fence=row.fence + 1,
-            lease_expires_at=expires,
-            updated_at=now,
-        )
-        for row in rows
-    ]
-
-
-# What a claim takes (pending and due) and what a rescue takes (running, lease expired):
-# the claims, the idle daemon's question and `wfectl health` all select by these.
-def _pending_due(now: datetime) -> list[Any]:
-    return [
-        _state_in(Operation.CLAIM),
-        or_(W.run_after.is_(None), W.run_after <= now),
-    ]
-
-
-def _lease_expired(now: datetime) -> list[Any]:
-    return [_state_in(Operation.RESCUE), W.lease_expires_at < now]
-
-
-async def workflows_claimable(
-    conn: AsyncConnection, queues: Sequence[str], now: datetime, *, expired: bool = False
-) -> bool:
-    """Whether a claim would find anything: a pending workflow that is due (or, with
-    `expired`, a running one whose lease ran out). A plain read through the claim (or
-    lease) index, locking nothing: an idle daemon asks this instead of claiming."""
-    conditions = _lease_expired(now) if expired else _pending_due(now)
-    found = await conn.scalar(select(W.id).where(*conditions, W.queue.in_(list(queues))).limit(1))
-    return found is not None
-
-
-def claim_pending_query(queues: Sequence[str], limit: int, now: datetime) -> Any:
-    """The claim SELECT: pending rows of `queues`, due, by priority then age, skipping rows
-    other claimers hold."""
-    return (
-        select(workflows)
-        .where(*_pending_due(now), W.queue.in_(list(queues)))
-        .order_by(W.claim_rank, W.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-
-
-async def workflow_claim_pending(
-    conn: AsyncConnection,
-    *,
-    owner: str,
-    queues: Sequence[str],
-    limit: int,
-    now: datetime,
-    lease: float,
-) -> list[WorkflowRow]:
-    """Claim up to `limit` runnable pending workflows for `owner`."""
-    query = claim_pending_query(queues, limit, now)
-    return await _claim_selected(conn, query, owner=owner, now=now, lease=lease)
-
-
-async def workflow_claim_expired(
-    conn: AsyncConnection,
-    *,
-    owner: str,
-    queues: Sequence[str],
-    limit: int,
-    now: datetime,
-    lease: float,
-    exclude: Sequence[int] = (),
-) -> list[WorkflowRow]:
-    """Claim up to `limit` running workflows whose owner's lease expired (recovery),
-    except the workflows in `exclude` (those the claiming daemon still runs itself: its
-    own runner has to give such a workflow up before anyone may take it over)."""
-    conditions = [*_lease_expired(now), W.queue.in_(list(queues))]
-    if exclude:
-        conditions.append(W.id.not_in(list(exclude)))
-    query = (
-        select(workflows)
-        .where(*conditions)
-        .order_by(W.lease_expires_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    return await _claim_selected(conn, query, owner=owner, now=now, lease=lease)
-
-
-async def workflow_claim_by_id(
-    conn: AsyncConnection, workflow_id: int, *, owner: str, now: datetime, lease: float
-) -> bool:
-    """Claim one workflow if it is pending or its owner's lease expired."""
-    result = await conn.execute(
-        update(workflows)
-        .where(
-            W.id == workflow_id,
-            or_(
-                _state_in(Operation.CLAIM),
-                and_(*_lease_expired(now)),
-            ),
-        )
-        .values(**_claim_values(owner, now, lease))
-    )
-    return result.rowcount == 1
-
-
-async def workflow_renew_lease(
-    conn: AsyncConnection, workflow_id: int, *, fence: int, now: datetime, lease: float
-) -> tuple[bool, Request | None]:
-    """Extend one owner's lease; returns (still owned, pending control request)."""
-    renewed = await workflow_update(
-        conn,
-        workflow_id,
-        Operation.RENEW,
-        fence=fence,
-        values={"lease_expires_at": now + timedelta(seconds=lease)},
-    )
-    if not renewed:
-        return False, None
-    requested = await conn.scalar(select(W.requested).where(W.id == workflow_id))
-    return True, Request(requested) if requested else None
-
-
-@dataclass(frozen=True)
-class Held:
-    """What the heartbeat learns of one workflow its daemon runs."""
-
-    fence: int
-    request: Request | None
-    renewed: bool
-    """False when another transaction held the row (e.g. this daemon's own step commit):
-    renewed next time, or by the runner's next step once its lease is half spent."""
-
-
-async def workflow_renew_owned(
-    conn: AsyncConnection, *, owner: str, ids: Sequence[int], now: datetime, lease: float
-) -> dict[int, Held]:
-    """Extend the leases `owner` holds on `ids`; returns what it still holds of them.
-
-    Rows another transaction has locked are skipped rather than waited for, so the
-    heartbeat never queues behind step commits (and never deadlocks with them)."""
-    owned = [W.claimed_by == owner, _state_in(Operation.RENEW), W.id.in_(list(ids))]
-    free = (
-        (await conn.execute(select(W.id).where(*owned).with_for_update(skip_locked=True)))
-        .scalars()
-        .all()
-    )
-    if free:
-        await conn.execute(
-            update(workflows)
-            .where(W.id.in_(list(free)), W.claimed_by == owner)
-            .values(lease_expires_at=now + timedelta(seconds=lease))
-        )
-    rows = await conn.execute(select(W.id, W.fence, W.requested).where(*owned))
-    return {
-        row.id: Held(row.fence, Request(row.requested) if row.requested else None, row.id in free)
-        for row in rows
-    }
-
-
 async def workflow_delete(conn: AsyncConnection, workflow_id: int) -> bool:
     """Delete a workflow that is not running (its steps go with it; events stay)."""
     result = await conn.execute(
-        workflows.delete().where(W.id == workflow_id, _state_in(Operation.DELETE))
+        workflows.delete().where(W.id == workflow_id, state_in(Operation.DELETE))
     )
     return result.rowcount == 1
 
@@ -499,7 +294,7 @@ async def workflows_delete(conn: AsyncConnection, ids: Sequence[int]) -> int:
     if not ids:
         return 0
     result = await conn.execute(
-        workflows.delete().where(W.id.in_(list(ids)), _state_in(Operation.DELETE))
+        workflows.delete().where(W.id.in_(list(ids)), state_in(Operation.DELETE))
     )
     return int(result.rowcount)
 
@@ -529,8 +324,8 @@ async def workflow_runnable_by_queue(
         select(W.queue, func.count())
         .where(
             # The state range alone narrows the scan to the (few) unfinished rows.
-            _state_in(Operation.CLAIM, Operation.RESCUE),
-            or_(and_(*_pending_due(now)), and_(*_lease_expired(now))),
+            state_in(Operation.CLAIM, Operation.RESCUE),
+            or_(and_(*pending_due(now)), and_(*lease_expired(now))),
         )
         .group_by(W.queue)
     )

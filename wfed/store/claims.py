@@ -1,0 +1,171 @@
+"""Claims: a daemon (or `Engine.run`) takes workflows — pending and due, or running with an
+expired lease — and becomes their owner: `claimed_by` set, the fencing token bumped, a
+lease given. The rows are locked by `SELECT … FOR UPDATE SKIP LOCKED` (SQLite: the write
+transaction), so two claimers never take the same workflow."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from wfed.states import Operation, WorkflowState, target
+from wfed.store.guards import lease_expired, pending_due, state_in
+from wfed.store.rows import WorkflowRow
+from wfed.store.schema import workflows
+
+W = workflows.c
+
+
+def _claimed_state() -> WorkflowState:
+    state = target(Operation.CLAIM)
+    if state is None:
+        raise AssertionError("a claim must lead to a state")
+    return state
+
+
+_CLAIMED = _claimed_state()
+
+
+def _claim_values(owner: str, now: datetime, lease: float) -> dict[str, Any]:
+    # A claim and a rescue lead to the same state; the table says which.
+    return {
+        "state": _CLAIMED,
+        "claimed_by": owner,
+        "fence": W.fence + 1,
+        "lease_expires_at": now + timedelta(seconds=lease),
+        "updated_at": now,
+    }
+
+
+async def _claim_selected(
+    conn: AsyncConnection, query: Any, *, owner: str, now: datetime, lease: float
+) -> list[WorkflowRow]:
+    # The rows are locked by the SELECT (SKIP LOCKED on MySQL/PostgreSQL; SQLite's
+    # BEGIN IMMEDIATE holds the whole database), so the UPDATE cannot miss; the fence is
+    # bumped in SQL and the new value derived here rather than read back.
+    rows = [WorkflowRow.from_mapping(r) for r in (await conn.execute(query)).mappings().all()]
+    if not rows:
+        return []
+    await conn.execute(
+        update(workflows)
+        .where(W.id.in_([row.id for row in rows]))
+        .values(**_claim_values(owner, now, lease))
+    )
+    expires = now + timedelta(seconds=lease)
+    return [
+        replace(
+            row,
+            state=_CLAIMED,
+            claimed_by=owner,
+            fence=row.fence + 1,
+            lease_expires_at=expires,
+            updated_at=now,
+        )
+        for row in rows
+    ]
+
+
+async def workflows_claimable(
+    conn: AsyncConnection, queues: Sequence[str], now: datetime, *, expired: bool = False
+) -> bool:
+    """Whether a claim would find anything: a pending workflow that is due (or, with
+    `expired`, a running one whose lease ran out). A plain read through the claim (or
+    lease) index, locking nothing: an idle daemon asks this instead of claiming."""
+    conditions = lease_expired(now) if expired else pending_due(now)
+    found = await conn.scalar(select(W.id).where(*conditions, W.queue.in_(list(queues))).limit(1))
+    return found is not None
+
+
+def claim_pending_query(queues: Sequence[str], limit: int, now: datetime) -> Any:
+    """The claim SELECT: pending rows of `queues`, due, by priority then age, skipping rows
+    other claimers hold."""
+    return (
+        select(workflows)
+        .where(*pending_due(now), W.queue.in_(list(queues)))
+        .order_by(W.claim_rank, W.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+
+
+async def workflow_claim_pending(
+    conn: AsyncConnection,
+    *,
+    owner: str,
+    queues: Sequence[str],
+    limit: int,
+    now: datetime,
+    lease: float,
+) -> list[WorkflowRow]:
+    """Claim up to `limit` runnable pending workflows for `owner`."""
+    query = claim_pending_query(queues, limit, now)
+    return await _claim_selected(conn, query, owner=owner, now=now, lease=lease)
+
+
+async def workflow_claim_expired(
+    conn: AsyncConnection,
+    *,
+    owner: str,
+    queues: Sequence[str],
+    limit: int,
+    now: datetime,
+    lease: float,
+    exclude: Sequence[int] = (),
+) -> list[WorkflowRow]:
+    """Claim up to `limit` running workflows whose owner's lease expired (recovery),
+    except the workflows in `exclude` (those the claiming daemon still runs itself: its
+    own runner has to give such a workflow up before anyone may take it over)."""
+    conditions = [*lease_expired(now), W.queue.in_(list(queues))]
+    if exclude:
+        conditions.append(W.id.not_in(list(exclude)))
+    query = (
+        select(workflows)
+        .where(*conditions)
+        .order_by(W.lease_expires_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return await _claim_selected(conn, query, owner=owner, now=now, lease=lease)
+
+
+async def workflow_claim_by_id(
+    conn: AsyncConnection, workflow_id: int, *, owner: str, now: datetime, lease: float
+) -> bool:
+    """Claim one workflow if it is pending or its owner's lease expired."""
+    result = await conn.execute(
+        update(workflows)
+        .where(
+            W.id == workflow_id,
+            or_(
+                state_in(Operation.CLAIM),
+                and_(*lease_expired(now)),
+            ),
+        )
+        .values(**_claim_values(owner, now, lease))
+    )
+    return result.rowcount == 1
+
+
+@dataclass(frozen=True)
+class Claimable:
+    """What a claim (`pending`) and a rescue (`expired`) would find something to take."""
+
+    pending: bool
+    expired: bool
+
+
+async def workflows_claimable_any(
+    conn: AsyncConnection, queues: Sequence[str], now: datetime
+) -> Claimable:
+    """`workflows_claimable` for pending and for expired at once: two EXISTS, each through
+    its own index (the claim index, the lease index), in one plain read locking nothing."""
+    in_queues = W.queue.in_(list(queues))
+    pending = select(W.id).where(*pending_due(now), in_queues).exists()
+    expired = select(W.id).where(*lease_expired(now), in_queues).exists()
+    row = (await conn.execute(select(pending.label("pending"), expired.label("expired")))).one()
+    return Claimable(pending=bool(row.pending), expired=bool(row.expired))
