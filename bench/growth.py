@@ -31,7 +31,7 @@ from bench.queries import W, insert_history
 from bench.stats import percentile, utc_now
 from bench.throughput import run_queue
 from wfed.states import WorkflowState
-from wfed.store import workflows as workflow_store
+from wfed.store import claims
 from wfed.store.schema import workflows
 
 HISTORY_AT = datetime(2026, 1, 1)
@@ -40,7 +40,7 @@ HISTORY_AT = datetime(2026, 1, 1)
 def _explained_queries(queue: str, limit: int, now: datetime) -> dict[str, Any]:
     """The daemon's hot queries (built by wfed's store) with representative values."""
     return {
-        "claim": workflow_store.claim_pending_query([queue], limit, now),
+        "claim": claims.claim_pending_query([queue], limit, now),
         "rescue": select(workflows)
         .where(W.state == WorkflowState.RUNNING, W.lease_expires_at < now, W.queue.in_([queue]))
         .order_by(W.lease_expires_at)
@@ -82,7 +82,7 @@ async def _claim_times(bench: Bench, queue: str) -> dict[str, float]:
     async with bench.engine.connect() as conn:
         for _ in range(bench.sizes.claim_repeats):
             started = time.perf_counter()
-            claimed = await workflow_store.workflow_claim_pending(
+            claimed = await claims.workflow_claim_pending(
                 conn, owner="bench", queues=[queue], limit=limit, now=utc_now(), lease=30.0
             )
             seconds.append(time.perf_counter() - started)
