@@ -381,9 +381,12 @@ async def test_an_unwritable_database_neither_fails_nor_stalls_the_step(
         while not done.exists():
             assert time.monotonic() < deadline, "the command was held up by its output"
             await asyncio.sleep(0.05)
+        # Away long enough for a write of the output to be tried, and for the attempt to
+        # end, while the database cannot be written to.
+        await asyncio.sleep(output.INTERVAL + output.END_WAIT + 0.5)
         assert not run.done()
         outage.end()
-        workflow = await asyncio.wait_for(run, timeout=60)
+        workflow = await asyncio.wait_for(run, timeout=DEADLINE)
         assert workflow.state is WorkflowState.COMPLETED
         assert workflow.context["r"]["rc"] == 0
         assert workflow.context["r"]["stdout"].endswith(f"{count}\n")

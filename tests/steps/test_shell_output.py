@@ -7,7 +7,6 @@ import asyncio
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,9 @@ class Sink:
         self.got: list[tuple[Stream, str]] = []
         self.threads: set[int] = set()
 
-    def lines(self, stream: Stream, lines: Sequence[str]) -> None:
+    def write(self, stream: Stream, text: str) -> None:
         self.threads.add(threading.get_ident())
-        self.got.extend((stream, line) for line in lines)
+        self.got.extend((stream, line) for line in text.split("\n"))
 
     def of(self, stream: Stream) -> list[str]:
         return [line for where, line in self.got if where == stream]
@@ -123,7 +122,7 @@ async def test_a_sink_that_raises_does_not_fail_the_step() -> None:
     """A sink that raises is dropped; the command runs on and its output is captured."""
 
     class Broken:
-        def lines(self, stream: Stream, lines: Sequence[str]) -> None:
+        def write(self, stream: Stream, text: str) -> None:
             raise RuntimeError("sink broke")
 
     checked = check_args(Shell, {"cmd": ["seq", "1", "3"], "save_as": "r"}, "t", rendered=True)

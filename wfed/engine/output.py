@@ -5,10 +5,11 @@ Whoever runs a workflow binds an `OutputTarget` around the run (`recording(...)`
 attaches it as the step's live-output sink (`wfed.steps.base.output_to`). Without a
 target, or with `max_bytes` 0, nothing is recorded.
 
-The recorder never holds the step up. The step hands it lines (`lines()` returns at
+The recorder never holds the step up. The step hands it lines (`write()` returns at
 once); it keeps them in memory and writes them, as chunks of lines, in short
-transactions of its own — never the step commit's — at most every `INTERVAL` seconds, and
-once more when the attempt ends. A write that fails because the database is away or slow
+transactions of its own — never the step commit's — at most every `INTERVAL` seconds
+(the first lines wait too: a step shorter than that is one write), and once more when
+the attempt ends. A write that fails because the database is away or slow
 is tried again later with what came meanwhile (it is logged once); the end of the attempt
 waits `END_WAIT` seconds at most for the last write, which carries on in the background
 for up to `GIVE_UP_AFTER` seconds before the output is dropped. Memory stays bounded by
@@ -50,8 +51,8 @@ RETRY_FIRST = 0.5
 RETRY_MAX = 5.0
 GIVE_UP_AFTER = 60.0
 """How long output is still tried once its attempt ended, before it is dropped."""
-CHUNK_CHARS = 16_000
-"""Characters of one chunk row, at most (MySQL's TEXT holds 65,535 bytes of utf8mb4)."""
+CHUNK_CHARS = 256 * 1024
+"""Characters of one chunk row, at most (MySQL's MEDIUMTEXT holds 16 MiB of utf8mb4)."""
 
 # Writes still going on after their attempt ended: kept here so they are not collected.
 _background: set[asyncio.Task[None]] = set()
@@ -117,8 +118,15 @@ async def settle(within: float) -> bool:
 class _Chunk:
     stream: Stream
     at: datetime
-    lines: list[str] = field(default_factory=list)
-    chars: int = -1  # the first line adds no "\n"
+    parts: list[str] = field(default_factory=list)
+    """Lines, several of them joined by "\n" in a part."""
+    chars: int = -1  # the first part adds no "\n"
+    lines: int = 0
+
+    def put(self, text: str, lines: int) -> None:
+        self.parts.append(text)
+        self.chars += 1 + len(text)
+        self.lines += lines
 
 
 class OutputRecorder:
@@ -155,48 +163,77 @@ class OutputRecorder:
 
     # -- the sink ---------------------------------------------------------------------
 
-    def lines(self, stream: Stream, lines: Sequence[str]) -> None:
-        """Take lines (see `OutputSink.lines`): kept in memory, written later."""
+    def write(self, stream: Stream, text: str) -> None:
+        """Take lines (see `OutputSink.write`): kept in memory, written later."""
         if threading.get_ident() != self._thread:
             # A plain `def` step in its worker thread: the loop's thread takes them.
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody to take them
-                self._loop.call_soon_threadsafe(self._take, stream, list(lines))
+                self._loop.call_soon_threadsafe(self._take, stream, text)
             return
-        self._take(stream, lines)
+        self._take(stream, text)
 
-    def _take(self, stream: Stream, lines: Sequence[str]) -> None:
+    def _take(self, stream: Stream, text: str) -> None:
         if self._closed or self._dead:
             return
         if self._cut:
-            self._past_cap += len(lines)
+            self._past_cap += text.count("\n") + 1
             return
         try:
-            limit = self.target.max_bytes
-            for index, line in enumerate(lines):
-                size = (len(line) if line.isascii() else len(line.encode("utf-8"))) + 1
-                if self._bytes + size > limit:
-                    self._cut = True
-                    self._past_cap += len(lines) - index
-                    self._add(stream, cut_marker(limit))
-                    break
+            # Whole reads at a time: a few C calls for thousands of lines.
+            size = (len(text) if text.isascii() else len(text.encode("utf-8", "replace"))) + 1
+            if self._bytes + size <= self.target.max_bytes:
                 self._bytes += size
-                self._add(stream, line)
+                self._add(stream, text)
+            else:
+                self._take_to_cap(stream, text.split("\n"))
             self._start()
         except Exception as exc:  # never into the step
             self._dead = True
             log.warning("step_output_failed", error=error_text(exc))
 
-    def _add(self, stream: Stream, line: str) -> None:
-        if len(line) > CHUNK_CHARS:
-            for start in range(0, len(line), CHUNK_CHARS):
-                self._add(stream, line[start : start + CHUNK_CHARS])
-            return
-        chunk = self._pending[-1] if self._pending else None
-        if chunk is None or chunk.stream != stream or chunk.chars + 1 + len(line) > CHUNK_CHARS:
-            chunk = _Chunk(stream, self.clock())
-            self._pending.append(chunk)
-        chunk.lines.append(line)
-        chunk.chars += 1 + len(line)
+    def _take_to_cap(self, stream: Stream, lines: Sequence[str]) -> None:
+        """Keep the lines that fit under the cap, then the marker; nothing more after."""
+        limit = self.target.max_bytes
+        kept = 0
+        for line in lines:
+            size = (len(line) if line.isascii() else len(line.encode("utf-8", "replace"))) + 1
+            if self._bytes + size > limit:
+                break
+            self._bytes += size
+            kept += 1
+        if kept:
+            self._add(stream, "\n".join(lines[:kept]))
+        self._add(stream, cut_marker(limit))
+        self._cut = True
+        self._past_cap += len(lines) - kept
+
+    def _add(self, stream: Stream, text: str) -> None:
+        """Add lines joined by "\n" to the pending chunks, at most CHUNK_CHARS each, cut
+        between lines; a line longer than a chunk goes in pieces."""
+        last = self._pending[-1] if self._pending else None
+        chunk = last if last is not None and last.stream == stream else None
+        while True:
+            room = CHUNK_CHARS if chunk is None else CHUNK_CHARS - chunk.chars - 1
+            if len(text) <= room:
+                chunk = chunk or self._new_chunk(stream)
+                chunk.put(text, text.count("\n") + 1)
+                return
+            cut = text.rfind("\n", 0, room + 1)
+            if cut >= 0:
+                head, text = text[:cut], text[cut + 1 :]
+            elif chunk is not None:
+                chunk = None  # a chunk of its own has more room
+                continue
+            else:
+                head, text = text[:room], text[room:]
+            chunk = chunk or self._new_chunk(stream)
+            chunk.put(head, head.count("\n") + 1)
+            chunk = None
+
+    def _new_chunk(self, stream: Stream) -> _Chunk:
+        chunk = _Chunk(stream, self.clock())
+        self._pending.append(chunk)
+        return chunk
 
     def _start(self) -> None:
         if self._task is None:
@@ -225,7 +262,8 @@ class OutputRecorder:
     async def _run(self) -> None:
         loop = self._loop
         delay = RETRY_FIRST
-        next_write = loop.time()
+        # The first lines wait too: a step shorter than the interval is one write.
+        next_write = loop.time() + self.interval
         failed = False
         try:
             while not self._dead:
@@ -279,7 +317,7 @@ class OutputRecorder:
                             attempt=where[1],
                             seq=self._seq + number,
                             stream=chunk.stream,
-                            text="\n".join(chunk.lines),
+                            text="\n".join(chunk.parts),
                             at=chunk.at,
                         )
                         for number, chunk in enumerate(chunks, 1)
@@ -302,7 +340,7 @@ class OutputRecorder:
         return True
 
     def _drop(self, why: str) -> None:
-        lines = sum(len(chunk.lines) for chunk in self._pending)
+        lines = sum(chunk.lines for chunk in self._pending)
         self._pending.clear()
         if lines:
             log.warning("step_output_dropped", lines=lines, reason=why)

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import contextvars
 import inspect
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Literal, Protocol, TypeVar, cast, get_type_hints
 
 Context = dict[str, Any]
@@ -29,8 +29,9 @@ Stream = Literal["stdout", "stderr"]
 class OutputSink(Protocol):
     """Where a running step's live output goes (`step_output()`)."""
 
-    def lines(self, stream: Stream, lines: Sequence[str]) -> None:
-        """Take complete lines of `stream`, without their line ends.
+    def write(self, stream: Stream, text: str) -> None:
+        """Take one or more complete lines of `stream`, joined by "\n", without the last
+        one's line end ("" is one empty line).
 
         It returns at once and never raises: the sink buffers, and writes elsewhere, on
         its own time; output it cannot keep is dropped, never the step held up. It may be
@@ -53,7 +54,7 @@ def emit(*lines: str, stream: Stream = "stdout") -> None:
     A text with line ends in it counts as several lines (a final line end ends the last)."""
     sink = _output.get()
     if sink is not None and lines:
-        sink.lines(stream, [part for line in lines for part in line.removesuffix("\n").split("\n")])
+        sink.write(stream, "\n".join(line.removesuffix("\n") for line in lines))
 
 
 @contextlib.contextmanager

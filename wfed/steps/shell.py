@@ -137,12 +137,12 @@ class _Lines:
         else:
             block = data[:end]
         self.partial += data[end + 1 :]
-        # One decode and one split for the whole block: a line end is never inside a
-        # multi-byte character, so splitting the text splits the bytes.
+        # One decode for the whole block of complete lines: a line end is never inside a
+        # multi-byte character.
         text = block.decode("utf-8", errors="replace")
         if "\r" in text:
             text = text.replace("\r\n", "\n")
-        self._pass(text.split("\n"))
+        self._pass(text)
         while len(self.partial) > LINE_MAX:
             self._piece()
 
@@ -151,7 +151,7 @@ class _Lines:
         if self.partial:
             text = bytes(self.partial).decode("utf-8", errors="replace")
             self.partial.clear()
-            self._pass([text.removesuffix("\r")])
+            self._pass(text.removesuffix("\r"))
 
     def _piece(self) -> None:
         # Cut before a multi-byte character rather than through it.
@@ -160,13 +160,13 @@ class _Lines:
             cut -= 1
         piece = bytes(self.partial[:cut])
         del self.partial[:cut]
-        self._pass([piece.decode("utf-8", errors="replace")])
+        self._pass(piece.decode("utf-8", errors="replace"))
 
-    def _pass(self, lines: list[str]) -> None:
+    def _pass(self, text: str) -> None:
         if self.sink is None:
             return
         try:
-            self.sink.lines(self.stream, lines)
+            self.sink.write(self.stream, text)
         except Exception as exc:  # a sink must not raise; if it does, the step goes on
             log.warning("shell_output_sink_failed", error=f"{type(exc).__name__}: {exc}")
             self.sink = None

@@ -11,9 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import Text, bindparam, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from wfed.store.schema import workflow_step_output, workflow_steps, workflows
 
@@ -34,9 +38,27 @@ class OutputChunk:
     at: datetime
 
 
+class _utf8_from_hex(FunctionElement[str]):  # noqa: N801 - reads as the SQL it renders
+    """MySQL: the text whose UTF-8 bytes a hexadecimal string spells."""
+
+    type = Text()
+    inherit_cache = True
+
+
+@compiles(_utf8_from_hex)
+def _compile_utf8_from_hex(element: _utf8_from_hex, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"CONVERT(UNHEX({compiler.process(element.clauses, **kw)}) USING utf8mb4)"
+
+
 # Built once (see workflows._guarded_update); executed with a list of rows it is the
 # driver's executemany.
 _INSERT = workflow_step_output.insert()
+# MySQL: asyncmy escapes a string parameter one character at a time once it holds a
+# character to escape (every line end is one): some 40 ns a character, 20 ms of the event
+# loop's time for 500 KB of output. Sent as hexadecimal, which needs no escaping, the text
+# costs a fraction of that. (asyncmy then runs the executemany row by row: the rows are
+# few and large.)
+_INSERT_HEX = workflow_step_output.insert().values(text=_utf8_from_hex(bindparam("b_text_hex")))
 
 
 async def output_insert(
@@ -45,7 +67,7 @@ async def output_insert(
     """Write chunks of a workflow's output (one statement for all of them)."""
     if not chunks:
         return
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "workflow_id": workflow_id,
             "position": c.position,
@@ -57,7 +79,12 @@ async def output_insert(
         }
         for c in chunks
     ]
-    await conn.execute(_INSERT, rows[0] if len(rows) == 1 else rows)
+    statement = _INSERT
+    if conn.dialect.name in {"mysql", "mariadb"}:
+        statement = _INSERT_HEX
+        for row in rows:
+            row["b_text_hex"] = row.pop("text").encode("utf-8", "replace").hex()
+    await conn.execute(statement, rows[0] if len(rows) == 1 else rows)
 
 
 _ATTEMPT_OF = (

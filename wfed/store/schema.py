@@ -207,6 +207,9 @@ daemons = Table(
 )
 
 OUTPUT_STREAMS = ["stdout", "stderr"]
+# A chunk of output holds up to 256 Ki characters: MySQL's TEXT (64 KiB) would hold only a
+# sixteenth of that; MEDIUMTEXT holds 16 MiB.
+OutputText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 
 # A step attempt's live output (the `shell` step's stdout and stderr, line by line), in
 # chunks of lines written while the step runs. Purged with its workflow.
@@ -225,9 +228,8 @@ workflow_step_output = Table(
     Column("stream", String(8), nullable=False),
     # The chunk's order within its attempt, from 1; readers follow it as a cursor.
     Column("seq", Integer, nullable=False),
-    # One or more lines joined by "\n" (without a final one), at most 16,000 characters:
-    # that fits MySQL's TEXT (65,535 bytes) in utf8mb4.
-    Column("text", Text, nullable=False),
+    # One or more lines joined by "\n" (without a final one).
+    Column("text", OutputText, nullable=False),
     # When the chunk's first line was read.
     Column("at", Timestamp, nullable=False),
     # Reading one attempt in order (and the foreign key's index).

@@ -8,7 +8,7 @@ Create Date: 2026-12-01
 import sqlalchemy as sa
 from alembic import op
 
-from wfed.store.schema import Id, Timestamp
+from wfed.store.schema import Id, OutputText, Timestamp
 
 revision = "0002"
 down_revision = "0001"
@@ -25,7 +25,7 @@ def upgrade() -> None:
         sa.Column("attempt", sa.Integer, nullable=False),
         sa.Column("stream", sa.String(8), nullable=False),
         sa.Column("seq", sa.Integer, nullable=False),
-        sa.Column("text", sa.Text, nullable=False),
+        sa.Column("text", OutputText, nullable=False),
         sa.Column("at", Timestamp, nullable=False),
         sa.ForeignKeyConstraint(
             ["workflow_id"],
