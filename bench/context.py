@@ -23,6 +23,7 @@ WORKLOADS = (
     "floor_after",
     "control",
     "statements",
+    "output",
     "profile",
     "memory",
     "growth",
@@ -67,6 +68,9 @@ class Sizes:
     anatomy_workflows: int = 30
     profile_workflows: int = 600
     profile_backends: tuple[str, ...] = ("mariadb",)
+    output_workflows: int = 60
+    output_concurrency: int = 8
+    output_rounds: int = 3
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -89,6 +93,8 @@ class Sizes:
             memory_workflows=50,
             anatomy_workflows=10,
             profile_workflows=30,
+            output_workflows=8,
+            output_rounds=1,
         )
 
 

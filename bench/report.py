@@ -181,6 +181,13 @@ def _memory_target(figures: Figures) -> tuple[str, bool | None]:
     )
 
 
+def _output_target(figures: Figures) -> tuple[str, bool | None]:
+    cost = _get(figures, "output", "cost")
+    if cost is None:
+        return "-", None
+    return f"{cost * 100:.1f} % of a 10,000-line shell step's steps/s", cost <= 0.10
+
+
 TARGETS = [
     Target("throughput ratio ≥ 1.5 (1 daemon ÷ 1-connection floor)", _throughput_target),
     Target("enqueue p50 ≤ poll_interval/2 + 20 ms", _enqueue_target),
@@ -190,6 +197,7 @@ TARGETS = [
     Target("claim uses an index (no filesort)", _index_target),
     Target("idle cost ≤ 2 queries per poll interval", _idle_target),
     Target("≤ 200 MB RSS for 1,000 running workflows", _memory_target),
+    Target("live output costs ≤ 10 % (a step printing 10,000 lines)", _output_target),
 ]
 
 
@@ -425,6 +433,32 @@ def _wire_rows(figures: Figures) -> Rows:
     ]
 
 
+def _mean(values: list[float] | None) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _output_rows(figures: Figures) -> Rows:
+    out = figures.get("output")
+    if not out:
+        return []
+    runs = ", ".join(
+        f"{_num(off)} / {_num(on)}"
+        for off, on in zip(out["discarded"]["runs"], out["recorded"]["runs"], strict=True)
+    )
+    return [
+        [
+            "6 live output",
+            f"shell step printing {out['lines']:,} lines, Engine.run, {out['workflows']} "
+            f"workflows {out['concurrency']} at a time: steps/s with the output discarded / "
+            "recorded",
+            f"{_num(out['discarded']['steps_per_s'])} / {_num(out['recorded']['steps_per_s'])}"
+            f" ({runs}): cost {out['cost'] * 100:.1f} %; bench process CPU per step "
+            f"{_num(_mean(out['discarded'].get('cpu_ms')))} / "
+            f"{_num(_mean(out['recorded'].get('cpu_ms')))} ms",
+        ]
+    ]
+
+
 def _backend_rows(figures: Figures, sizes: Figures) -> Rows:
     errors = [[name, "**failed**", error] for name, error in (figures.get("errors") or {}).items()]
     return [
@@ -435,6 +469,7 @@ def _backend_rows(figures: Figures, sizes: Figures) -> Rows:
         *_growth_rows(figures, sizes),
         *_idle_rows(figures),
         *_memory_rows(figures),
+        *_output_rows(figures),
         *_wire_rows(figures),
         *errors,
     ]

@@ -32,7 +32,18 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import anatomy, control, enqueue, floor, growth, idle, memory, report, throughput
+from bench import (
+    anatomy,
+    control,
+    enqueue,
+    floor,
+    growth,
+    idle,
+    memory,
+    output,
+    report,
+    throughput,
+)
 from bench.context import WORKLOADS, Bench, Sizes
 from bench.daemons import REPO, DaemonPool
 from bench.databases import LABELS, bench_database, server_version
@@ -100,6 +111,7 @@ async def load_phase(
         ("floor_after", "floor again", lambda: floor.floor_recheck(bench)),
         ("control", "pause/stop latency", lambda: control.control_latency(bench)),
         ("statements", "statements per step", lambda: anatomy.statements_per_step(bench)),
+        ("output", "live output cost", lambda: output.output_cost(bench)),
     ]
     if backend in sizes.profile_backends:
         steps.append(("profile", "profile", lambda: anatomy.profile(bench, out_dir)))
