@@ -3,7 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from wfed.engine import Engine
-from wfed.engine.views import Workflow
+from wfed.engine.views import EventView, Workflow, WorkflowSummary
 from wfed.errors import (
     ConfigError,
     DatabaseUnavailable,
@@ -32,6 +32,7 @@ __all__ = [
     "DatabaseUnavailable",
     "Engine",
     "ErrorState",
+    "EventView",
     "InvalidDefinition",
     "InvalidTransition",
     "PauseWorkflow",
@@ -46,6 +47,7 @@ __all__ = [
     "WorkflowLocked",
     "WorkflowNotFound",
     "WorkflowState",
+    "WorkflowSummary",
     "__version__",
     "step",
 ]

@@ -21,13 +21,11 @@ import typer
 from wfed import __version__
 from wfed.clock import utc_now
 from wfed.engine import Engine
-from wfed.engine.views import Workflow, event_json, summary_json
+from wfed.engine.views import EventView, PlannedStep, StepInfo, Workflow, WorkflowSummary
 from wfed.errors import WfedError
 from wfed.logging import configure_logging
 from wfed.states import WorkflowState
-from wfed.steps.definition import StepPlan
 from wfed.store.database import redacted
-from wfed.store.rows import EventRow, WorkflowRow
 
 from . import render
 from .parse import parse_assignments, parse_json_object, parse_step, parse_when
@@ -54,7 +52,7 @@ def _complete_name(cli: typer.Context, incomplete: str) -> list[str]:
 
         async def names(engine: Engine) -> list[str]:
             async with asyncio.timeout(2):
-                return [row.name for row in await engine.list(limit=500)]
+                return [workflow.name for workflow in await engine.list(limit=500)]
 
         found = run_engine(settings, names, connect=False)
     except Exception:  # completion must never print an error into the user's shell
@@ -192,8 +190,8 @@ def create(
 
     if dry_run:
 
-        async def plan(engine: Engine) -> list[StepPlan]:
-            return engine.plan(definition, context)
+        async def plan(engine: Engine) -> list[PlannedStep]:
+            return engine.dry_run(definition, context)
 
         plans = run_engine(settings, plan, connect=False)
         render.say(f"dry run: {name} would get {len(plans)} steps, {where}; nothing was written")
@@ -228,14 +226,14 @@ def list_workflows(
     Example: wfectl list --state error --state paused
     """
 
-    async def work(engine: Engine) -> list[WorkflowRow]:
+    async def work(engine: Engine) -> list[WorkflowSummary]:
         return await engine.list(state=state or None, queue=queue, limit=limit)
 
-    rows = run_engine(_settings(cli), work)
+    workflows = run_engine(_settings(cli), work)
     if as_json:
-        render.print_json([summary_json(row) for row in rows])
-    elif rows:
-        render.console().print(render.workflows_table(rows, utc_now()))
+        render.print_json([workflow.to_json() for workflow in workflows])
+    elif workflows:
+        render.console().print(render.workflows_table(workflows, utc_now()))
     else:
         render.say("no workflows")
 
@@ -264,12 +262,12 @@ def history(cli: typer.Context, name: Name, as_json: AsJson = False) -> None:
     Example: wfectl history maint-42 --json
     """
 
-    async def work(engine: Engine) -> list[EventRow]:
+    async def work(engine: Engine) -> list[EventView]:
         return await engine.history(name)
 
     events = run_engine(_settings(cli), work)
     if as_json:
-        render.print_json([event_json(event) for event in events])
+        render.print_json([event.to_json() for event in events])
     else:
         render.console().print(render.events_table(events, utc_now()))
 
@@ -298,12 +296,12 @@ def steps(cli: typer.Context, as_json: AsJson = False) -> None:
     Example: wfectl steps --json
     """
 
-    async def work(engine: Engine) -> list[dict[str, Any]]:
-        return [render.step_json(name, cls) for name, cls in engine.registry.items()]
+    async def work(engine: Engine) -> list[StepInfo]:
+        return engine.registered_steps()
 
     found = run_engine(_settings(cli), work, connect=False)
     if as_json:
-        render.print_json(found)
+        render.print_json([step.to_json() for step in found])
     else:
         render.console().print(render.steps_table(found))
 

@@ -8,16 +8,15 @@ healthy; exit code 1 and one `wfectl: <problem>` line per problem on stderr othe
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from wfed.clock import utc_now
 from wfed.durations import parse_duration
 from wfed.engine import Engine
-from wfed.engine.health import Fleet, Health, read_fleet
-from wfed.engine.health import check as health_check
 from wfed.engine.retention import PURGEABLE
+from wfed.engine.views import Fleet, Health, purge_json
 from wfed.errors import WfedError
 from wfed.states import WorkflowState
 from wfed.store.database import redacted
@@ -47,12 +46,11 @@ def daemons(cli: typer.Context, as_json: AsJson = False) -> None:
     """
 
     async def work(engine: Engine) -> Fleet:
-        async with engine.db.transaction() as conn:
-            return await read_fleet(conn, utc_now())
+        return await engine.fleet()
 
     fleet = run_engine(_settings(cli), work)
     if as_json:
-        render.print_json(render.fleet_json(fleet))
+        render.print_json(fleet.to_json())
         return
     if fleet.daemons:
         render.console().print(render.daemons_table(fleet, utc_now()))
@@ -90,7 +88,7 @@ def health(
     chosen = sorted(set(queues or []))
 
     async def work(engine: Engine) -> Health:
-        return await health_check(engine.db, utc_now(), chosen, schema=False)
+        return await engine.health(chosen, schema=False)
 
     database = None
     try:
@@ -100,7 +98,7 @@ def health(
         report = Health(problems=[str(exc)], queues=chosen)
     problems = [scrub(problem) for problem in report.problems]
     if as_json:
-        render.print_json(_health_json(report, problems, database))
+        render.print_json(report.to_json(database, problems))
     elif report.healthy:
         for line in _summary(report):
             render.say(line)
@@ -108,20 +106,6 @@ def health(
         sys.stdout.flush()
         sys.stderr.write("".join(f"wfectl: {problem}\n" for problem in problems))
         raise typer.Exit(1)
-
-
-def _health_json(report: Health, problems: list[str], database: str | None) -> dict[str, Any]:
-    fleet = report.fleet
-    return {
-        "healthy": report.healthy,
-        "problems": problems,
-        "database": database,
-        "queues": report.queues or None,
-        "live_daemons": None if fleet is None else [d.row.id for d in fleet.live],
-        "queues_served": None if fleet is None else sorted(fleet.served()),
-        "runnable": report.runnable,
-        "awaiting_recovery": None if fleet is None else fleet.awaiting_recovery,
-    }
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -135,7 +119,7 @@ def _summary(report: Health) -> list[str]:
     if fleet is None:  # not reached: a report without a fleet has a problem
         return ["OK"]
     live = fleet.live
-    names = f" ({', '.join(d.row.id for d in live)})" if live else ""
+    names = f" ({', '.join(d.id for d in live)})" if live else ""
     scope = f" (queues {', '.join(report.queues)})" if report.queues else ""
     lines = [
         f"OK{scope}: {len(live)} live daemon{'' if len(live) == 1 else 's'}{names}",
@@ -224,16 +208,15 @@ def purge(
 
     count = run_engine(_settings(cli), work)
     if as_json:
-        render.print_json(
-            {
-                "count": count,
-                "dry_run": dry_run,
-                "states": [state.value for state in chosen],
-                "older_than": spelled,
-                "older_than_seconds": int(age.total_seconds()),
-                "events_deleted": events and not dry_run,
-            }
+        document = purge_json(
+            count,
+            dry_run=dry_run,
+            states=chosen,
+            older_than=spelled,
+            older_than_seconds=int(age.total_seconds()),
+            events_deleted=events and not dry_run,
         )
+        render.print_json(document)
         return
     which = f"{count} {'/'.join(state.value for state in chosen)} workflow"
     which += "" if count == 1 else "s"

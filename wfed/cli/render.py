@@ -7,7 +7,6 @@ markup, so a `[` in a workflow name prints as itself.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import sys
@@ -20,12 +19,8 @@ from rich.json import JSON
 from rich.table import Table
 from rich.text import Text
 
-from wfed.engine.health import DaemonStatus, Fleet
-from wfed.engine.views import Workflow, iso
+from wfed.engine.views import EventView, Fleet, PlannedStep, StepInfo, Workflow, WorkflowSummary
 from wfed.states import StepState, WorkflowState
-from wfed.steps.base import Step
-from wfed.steps.definition import StepPlan
-from wfed.store.rows import EventRow, WorkflowRow
 
 STATE_STYLES = {
     WorkflowState.PENDING: "cyan",
@@ -128,14 +123,10 @@ def _compact(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _step_count(row: WorkflowRow) -> int | None:
-    return len(row.steps) if isinstance(row.steps, list) else None
-
-
-def _definition(row: WorkflowRow) -> list[tuple[str, str | None]]:
+def _definition(workflow: Workflow) -> list[tuple[str, str | None]]:
     """(step, label) of each element of the definition as submitted: all there is to show
     of a workflow enqueued with plain SQL that no daemon has validated yet."""
-    steps = row.steps
+    steps = workflow.row.steps
     if isinstance(steps, str):
         try:
             steps = json.loads(steps)
@@ -155,40 +146,42 @@ def _definition(row: WorkflowRow) -> list[tuple[str, str | None]]:
 
 def step_count(workflow: Workflow) -> int:
     """How many steps a workflow has (its definition's, before it was validated)."""
-    return len(workflow.steps) or len(_definition(workflow.row))
+    return len(workflow.steps) or len(_definition(workflow))
 
 
 def step_title(workflow: Workflow, position: int) -> str:
     """`step 1 'run_cmd'` (with its label), or `step 3` past the end."""
     titles = {step.position: (step.step, step.label) for step in workflow.steps}
     if not titles:
-        titles = dict(enumerate(_definition(workflow.row)))
+        titles = dict(enumerate(_definition(workflow)))
     if position not in titles:
         return f"step {position}"
     name, label = titles[position]
     return f"step {position} {name!r}" + (f" ({label})" if label else "")
 
 
-def workflows_table(rows: Iterable[WorkflowRow], now: datetime) -> Table:
+def workflows_table(workflows: Iterable[WorkflowSummary], now: datetime) -> Table:
     table = Table(show_edge=False, header_style="bold")
     for column in ("name", "state", "step", "queue", "prio", "requested", "claimed by"):
         table.add_column(column)
     table.add_column("updated", no_wrap=True)
     table.add_column("last error", overflow="ellipsis", max_width=60)
-    for row in rows:
-        total = _step_count(row)
-        step = f"{row.current_step}/{total}" if total is not None else str(row.current_step)
+    for workflow in workflows:
+        total = workflow.step_count
+        step = (
+            f"{workflow.current_step}/{total}" if total is not None else str(workflow.current_step)
+        )
         table.add_row(
-            Text(row.name, style="bold"),
-            state_text(row.state),
+            Text(workflow.name, style="bold"),
+            state_text(workflow.state),
             Text(step),
-            Text(row.queue),
-            Text(str(row.priority)),
-            _cell(row.requested.value if row.requested else None),
-            _cell(row.claimed_by),
-            Text(when(row.updated_at, now)),
-            Text((row.last_error or "").split("\n")[0], style="red")
-            if row.last_error
+            Text(workflow.queue),
+            Text(str(workflow.priority)),
+            _cell(workflow.requested.value if workflow.requested else None),
+            _cell(workflow.claimed_by),
+            Text(when(workflow.updated_at, now)),
+            Text((workflow.last_error or "").split("\n")[0], style="red")
+            if workflow.last_error
             else _cell(None),
         )
     return table
@@ -268,7 +261,7 @@ def _steps_table(workflow: Workflow, now: datetime) -> Table:
             Text(step.error, style="red") if step.error else _cell(None),
         )
     if not workflow.steps:  # enqueued with plain SQL: validated when a daemon claims it
-        for position, (name, label) in enumerate(_definition(row)):
+        for position, (name, label) in enumerate(_definition(workflow)):
             marker = _CURRENT if position == current else ""
             steps.add_row(
                 Text(f"{marker}{position}"),
@@ -279,7 +272,7 @@ def _steps_table(workflow: Workflow, now: datetime) -> Table:
     return steps
 
 
-def events_table(events: Iterable[EventRow], now: datetime) -> Table:
+def events_table(events: Iterable[EventView], now: datetime) -> Table:
     table = Table(show_edge=False, header_style="bold")
     table.add_column("at", no_wrap=True)
     table.add_column("kind")
@@ -302,12 +295,12 @@ def events_table(events: Iterable[EventRow], now: datetime) -> Table:
 # -- create --dry-run ----------------------------------------------------------------
 
 
-def plan_view(plans: Iterable[StepPlan], context: dict[str, Any]) -> Group:
+def plan_view(plans: Iterable[PlannedStep], context: dict[str, Any]) -> Group:
     """`create --dry-run`: the validated steps with their policies, and the context."""
     return Group(_plan_table(plans), Text(""), Text("context", style="bold"), _json(context))
 
 
-def _plan_table(plans: Iterable[StepPlan]) -> Table:
+def _plan_table(plans: Iterable[PlannedStep]) -> Table:
     table = Table(show_edge=False, header_style="bold")
     table.add_column("#", justify="right")
     for column in ("step", "label", "args", "retries", "timeout", "idempotent"):
@@ -332,33 +325,6 @@ def _plan_table(plans: Iterable[StepPlan]) -> Table:
 # -- daemons ------------------------------------------------------------------------
 
 
-def daemon_json(daemon: DaemonStatus) -> dict[str, Any]:
-    """One element of `daemons --json`."""
-    row = daemon.row
-    return {
-        "id": row.id,
-        "host": row.host,
-        "pid": row.pid,
-        "version": row.version,
-        "queues": row.queues,
-        "max_workflows": row.max_workflows,
-        "lease_seconds": row.lease_seconds,
-        "started_at": iso(row.started_at),
-        "heartbeat_at": iso(row.heartbeat_at),
-        "heartbeat_age_seconds": round(daemon.heartbeat_age, 3),
-        "alive": daemon.alive,
-        "running_workflows": daemon.running,
-    }
-
-
-def fleet_json(fleet: Fleet) -> dict[str, Any]:
-    """`daemons --json`: the daemons, and the running workflows awaiting recovery."""
-    return {
-        "daemons": [daemon_json(daemon) for daemon in fleet.daemons],
-        "awaiting_recovery": fleet.awaiting_recovery,
-    }
-
-
 def daemons_table(fleet: Fleet, now: datetime) -> Table:
     table = Table(show_edge=False, header_style="bold")
     for column in ("id", "host", "pid", "version", "queues", "max"):
@@ -367,24 +333,23 @@ def daemons_table(fleet: Fleet, now: datetime) -> Table:
     for column in ("started", "heartbeat", "status"):
         table.add_column(column)
     for daemon in fleet.daemons:
-        row = daemon.row
         running = Text(str(daemon.running))
         if not daemon.alive and daemon.running:
             running = Text(f"{daemon.running} awaiting recovery", style="bold red")
         table.add_row(
-            Text(row.id, style="bold"),
-            Text(row.host),
-            Text(str(row.pid)),
-            Text(row.version),
-            Text(", ".join(str(q) for q in row.queues)),
-            Text(str(row.max_workflows)),
+            Text(daemon.id, style="bold"),
+            Text(daemon.host),
+            Text(str(daemon.pid)),
+            Text(daemon.version),
+            Text(", ".join(str(q) for q in daemon.queues)),
+            Text(str(daemon.max_workflows)),
             running,
-            Text(when(row.started_at, now)),
-            Text(age(row.heartbeat_at, now)),
+            Text(when(daemon.started_at, now)),
+            Text(age(daemon.heartbeat_at, now)),
             Text("alive", style="green")
             if daemon.alive
             else Text(
-                f"dead (heartbeat older than its {row.lease_seconds}s lease)", style="bold red"
+                f"dead (heartbeat older than its {daemon.lease_seconds}s lease)", style="bold red"
             ),
         )
     return table
@@ -404,71 +369,26 @@ def awaiting_recovery(count: int) -> str:
 # -- steps --------------------------------------------------------------------------
 
 
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
-    return value
-
-
-def _is_function_step(step_class: type[Step]) -> bool:
-    # `@step` builds a class around the function and leaves it on the function as
-    # `__wfed_step__`; the function lives in the module the class names.
-    module = sys.modules.get(step_class.__module__)
-    return module is not None and any(
-        getattr(value, "__wfed_step__", None) is step_class for value in vars(module).values()
-    )
-
-
-def step_json(name: str, step_class: type[Step]) -> dict[str, Any]:
-    """One element of `steps --json`."""
-    args = [
-        {
-            "name": param.name,
-            "required": param.default is inspect.Parameter.empty,
-            "default": None
-            if param.default is inspect.Parameter.empty
-            else _jsonable(param.default),
-        }
-        for param in step_class.parameters().values()
-        if param.kind not in {inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL}
-    ]
-    description = step_class.description or (inspect.getdoc(step_class) or "").split("\n")[0]
-    return {
-        "name": name,
-        "kind": "function" if _is_function_step(step_class) else "class",
-        "module": step_class.__module__,
-        "idempotent": step_class.idempotent,
-        "retries": step_class.retries,
-        "retry_delay": step_class.retry_delay,
-        "backoff": step_class.backoff,
-        "timeout": step_class.timeout,
-        "args": args,
-        "description": description,
-    }
-
-
-def steps_table(steps: Iterable[dict[str, Any]]) -> Table:
+def steps_table(steps: Iterable[StepInfo]) -> Table:
     table = Table(show_edge=False, header_style="bold")
     for column in ("name", "kind", "idempotent", "retries", "timeout", "args"):
         table.add_column(column)
     table.add_column("description", overflow="fold")
     for step in steps:
         args = ", ".join(
-            arg["name"] if arg["required"] else f"{arg['name']}={_compact(arg['default'], 16)}"
-            for arg in step["args"]
+            arg.name if arg.required else f"{arg.name}={_compact(arg.default, 16)}"
+            for arg in step.args
         )
-        retries = str(step["retries"])
-        if step["retries"]:
-            retries += f" (every {step['retry_delay']:g}s)"
+        retries = str(step.retries)
+        if step.retries:
+            retries += f" (every {step.retry_delay:g}s)"
         table.add_row(
-            Text(step["name"], style="bold"),
-            Text(step["kind"]),
-            Text("yes" if step["idempotent"] else "no"),
+            Text(step.name, style="bold"),
+            Text(step.kind),
+            Text("yes" if step.idempotent else "no"),
             Text(retries),
-            _cell(f"{step['timeout']:g}s" if step["timeout"] else None),
+            _cell(f"{step.timeout:g}s" if step.timeout else None),
             _cell(args),
-            _cell(step["description"]),
+            _cell(step.description),
         )
     return table

@@ -23,10 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.clock import Clock, utc_now
 from wfed.config import DEFAULT_OUTPUT_MAX_BYTES, Config, load_config
-from wfed.engine import control, creation, output, output_view, runbooks
+from wfed.engine import control, creation, output, output_view, runbooks, views
+from wfed.engine import health as fleet_health
 from wfed.engine.inline import InlineRun
 from wfed.engine.retention import PURGEABLE, purge_finished
-from wfed.engine.views import Workflow, event_json
+from wfed.engine.views import EventView, Workflow, WorkflowSummary
 from wfed.errors import (
     WorkflowNotFound,
 )
@@ -39,7 +40,7 @@ from wfed.store import migrate
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
 from wfed.store.database import Database
-from wfed.store.rows import EventRow, WorkflowRow
+from wfed.store.rows import WorkflowRow
 
 log = get_logger("wfed.engine")
 
@@ -232,40 +233,29 @@ class Engine:
         state: WorkflowState | str | Iterable[WorkflowState | str] | None = None,
         queue: str | None = None,
         limit: int = 100,
-    ) -> list[WorkflowRow]:
+    ) -> list[WorkflowSummary]:
         """Workflows, newest first."""
-        if state is None:
-            states: list[WorkflowState] = []
-        elif isinstance(state, str):
-            states = [WorkflowState(state)]
-        else:
-            states = [WorkflowState(s) for s in state]
+        chosen = [] if state is None else [state] if isinstance(state, str) else state
+        states = [WorkflowState(s) for s in chosen]
         async with self.db.transaction() as conn:
-            return await workflow_store.workflow_list(conn, states=states, queue=queue, limit=limit)
+            rows = await workflow_store.workflow_list(conn, states=states, queue=queue, limit=limit)
+        return [WorkflowSummary.of(row) for row in rows]
 
-    async def history(self, name: str) -> builtins.list[EventRow]:
+    async def history(self, name: str) -> builtins.list[EventView]:
         """The events of a workflow, oldest first; also for a deleted one (by name)."""
         async with self.db.transaction() as conn:
             row = await workflow_store.workflow_get(conn, name)
-            if row is not None:
-                return await event_store.events_for_workflow(
-                    conn, workflow_id=row.id, workflow_name=name
-                )
-            events = await event_store.events_for_workflow(conn, workflow_name=name)
-        if not events:
+            events = await event_store.events_for_workflow(
+                conn, workflow_id=None if row is None else row.id, workflow_name=name
+            )
+        if row is None and not events:
             raise WorkflowNotFound(f"no workflow named {name!r}")
-        return events
+        return [EventView.of(event) for event in events]
 
     async def export(self, name: str) -> dict[str, Any]:
         """The workflow, its steps and its events as one JSON-ready document."""
         workflow = await self.get(name)
-        events = await self.history(name)
-        return {
-            "workflow": workflow.to_json(),
-            "events": [event_json(e) for e in events],
-            "exported_at": self.clock().isoformat() + "Z",
-            "exported_by": self.actor,
-        }
+        return views.export_json(workflow, await self.history(name), self.clock(), self.actor)
 
     async def _require(self, conn: AsyncConnection, name: str) -> WorkflowRow:
         return await control.require(conn, name)
@@ -284,6 +274,24 @@ class Engine:
         actor = event.detail.get("requested_by", event.actor)
         by = f"{event.kind.replace('_', ' ')} by {actor}"
         return f"{by}: {event.reason}" if event.reason else by
+
+    # -- for operators: the fleet, the steps, the database ----------------------------
+
+    async def fleet(self) -> views.Fleet:
+        """The registered daemons and how many running workflows await recovery."""
+        return await fleet_health.fleet(self.db, self.clock())
+
+    async def health(self, queues: Sequence[str] = (), *, schema: bool = True) -> views.Health:
+        """Whether each queue with runnable workflows (of `queues`, else all) is served."""
+        return await fleet_health.check(self.db, self.clock(), queues, schema=schema)
+
+    def registered_steps(self) -> builtins.list[views.StepInfo]:
+        """The steps workflows can use: the built-ins and those of the step modules."""
+        return [views.StepInfo.of(name, cls) for name, cls in self.registry.items()]
+
+    def dry_run(self, steps: Any, context: Any = None) -> builtins.list[views.PlannedStep]:
+        """The steps a definition would get, validated as `plan` does; nothing is written."""
+        return [views.PlannedStep.of(plan) for plan in self.plan(steps, context)]
 
     # -- operator control -------------------------------------------------------------
 

@@ -11,11 +11,11 @@ with this host's clock against the daemons' clocks: the hosts' clocks must agree
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from wfed.engine.views import DaemonStatus, Fleet, Health
 from wfed.store import daemons as daemon_store
 from wfed.store import migrate
 from wfed.store import workflows as workflow_store
@@ -33,40 +33,6 @@ def is_alive(daemon: DaemonRow, now: datetime) -> bool:
     return heartbeat_age(daemon, now) <= daemon.lease_seconds
 
 
-@dataclass(frozen=True)
-class DaemonStatus:
-    """One registered daemon, as seen at one moment."""
-
-    row: DaemonRow
-    heartbeat_age: float
-    alive: bool
-    running: int
-    """Running workflows it owns (`claimed_by` = its id)."""
-
-
-@dataclass(frozen=True)
-class Fleet:
-    """The registered daemons, and how many running workflows await recovery."""
-
-    daemons: list[DaemonStatus]
-    awaiting_recovery: int
-    """Running workflows whose owner is not a live daemon (dead, or no daemon row), or
-    whose lease has expired: a daemon serving their queue takes them over once the lease
-    has expired."""
-
-    @property
-    def live(self) -> list[DaemonStatus]:
-        return [daemon for daemon in self.daemons if daemon.alive]
-
-    def served(self) -> set[str]:
-        """The queues some live daemon serves."""
-        return {str(queue) for daemon in self.live for queue in daemon.row.queues}
-
-    def dead_serving(self, queue: str) -> list[str]:
-        """Ids of dead daemons that list `queue` (what used to serve it)."""
-        return [d.row.id for d in self.daemons if not d.alive and queue in d.row.queues]
-
-
 def fleet_status(
     rows: Iterable[DaemonRow],
     running_by_owner: Mapping[str | None, tuple[int, int]],
@@ -76,14 +42,14 @@ def fleet_status(
     ({owner: (running, of which the lease expired)})."""
     daemons = [
         DaemonStatus(
-            row=row,
+            **{name: getattr(row, name) for name in row.__dataclass_fields__},
             heartbeat_age=heartbeat_age(row, now),
             alive=is_alive(row, now),
             running=running_by_owner.get(row.id, (0, 0))[0],
         )
         for row in rows
     ]
-    live = {daemon.row.id for daemon in daemons if daemon.alive}
+    live = {daemon.id for daemon in daemons if daemon.alive}
     awaiting = sum(
         expired if owner in live else running
         for owner, (running, expired) in running_by_owner.items()
@@ -98,28 +64,10 @@ async def read_fleet(conn: AsyncConnection, now: datetime) -> Fleet:
     return fleet_status(rows, running, now)
 
 
-@dataclass(frozen=True)
-class Health:
-    """The outcome of a health check: healthy when `problems` is empty."""
-
-    problems: list[str]
-    fleet: Fleet | None = None
-    """None when the database could not be read."""
-    runnable: dict[str, int] | None = None
-    """Runnable workflows per queue (with --queue: every queue asked about)."""
-    queues: list[str] = field(default_factory=list)
-    """The queues checked; empty: every queue."""
-
-    @property
-    def healthy(self) -> bool:
-        return not self.problems
-
-    def unserved(self) -> list[str]:
-        """Queues asked about (or with runnable workflows) that no live daemon serves."""
-        if self.fleet is None or self.runnable is None:
-            return []
-        served = self.fleet.served()
-        return sorted(queue for queue in self.runnable if queue not in served)
+async def fleet(db: Database, now: datetime) -> Fleet:
+    """The fleet at `now`, read in one transaction of its own."""
+    async with db.transaction() as conn:
+        return await read_fleet(conn, now)
 
 
 def assess(fleet: Fleet, runnable: Mapping[str, int], queues: Sequence[str] = ()) -> Health:

@@ -1,18 +1,31 @@
-"""What the Engine returns: a workflow with its steps, and its JSON form for wfectl."""
+"""What the Engine returns, and every `--json` document of wfectl (README, "Operating wfed").
+
+The views are read-only snapshots made from the store's rows and the step registry; their
+`to_json()` (and `export_json`, `purge_json`) give the stable keys scripts rely on. No
+other module builds a `--json` document.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import inspect
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from wfed.states import WorkflowState
+from wfed.states import Request, WorkflowState
+from wfed.steps.base import Step
+from wfed.steps.definition import StepPlan
 from wfed.store.rows import EventRow, StepRow, WorkflowRow
 
 
 def iso(moment: datetime | None) -> str | None:
     """A stored (naive UTC) timestamp as ISO-8601 with its zone."""
     return None if moment is None else moment.isoformat(timespec="milliseconds") + "Z"
+
+
+# -- workflows ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -64,11 +77,12 @@ class Workflow:
             "updated_at": iso(row.updated_at),
             "finished_at": iso(row.finished_at),
             "definition": row.steps,
-            "steps": [step_json(step) for step in self.steps],
+            "steps": [_workflow_step_json(step) for step in self.steps],
         }
 
 
-def step_json(step: StepRow) -> dict[str, Any]:
+def _workflow_step_json(step: StepRow) -> dict[str, Any]:
+    """One element of `steps` in `show --json`."""
     return {
         "position": step.position,
         "step": step.step,
@@ -82,29 +96,301 @@ def step_json(step: StepRow) -> dict[str, Any]:
     }
 
 
-def event_json(event: EventRow) -> dict[str, Any]:
-    """The stable `history --json` element: {at, kind, position, actor, reason, detail}."""
+@dataclass(frozen=True)
+class WorkflowSummary:
+    """One workflow of a listing: its state and where it is, without steps or context."""
+
+    name: str
+    state: WorkflowState
+    current_step: int
+    step_count: int | None
+    """Elements of its definition; None if that is not a list (invalid, or not JSON)."""
+    queue: str
+    priority: int
+    requested: Request | None
+    claimed_by: str | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, row: WorkflowRow) -> WorkflowSummary:
+        count = len(row.steps) if isinstance(row.steps, list) else None
+        fields = {
+            name: getattr(row, name) for name in cls.__dataclass_fields__ if name != "step_count"
+        }
+        return cls(step_count=count, **fields)
+
+    def to_json(self) -> dict[str, Any]:
+        """One element of `list --json`."""
+        return {
+            "name": self.name,
+            "state": self.state.value,
+            "current_step": self.current_step,
+            "queue": self.queue,
+            "priority": self.priority,
+            "requested": self.requested.value if self.requested else None,
+            "claimed_by": self.claimed_by,
+            "last_error": self.last_error,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+        }
+
+
+@dataclass(frozen=True)
+class EventView:
+    """One event of a workflow's history (kept after the workflow is deleted)."""
+
+    id: int
+    workflow_name: str
+    position: int | None
+    kind: str
+    actor: str
+    at: datetime
+    reason: str | None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, row: EventRow) -> EventView:
+        return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
+
+    def to_json(self) -> dict[str, Any]:
+        """The stable `history --json` element: {at, kind, position, actor, reason, detail}."""
+        return {
+            "at": iso(self.at),
+            "kind": self.kind,
+            "position": self.position,
+            "actor": self.actor,
+            "reason": self.reason,
+            "detail": self.detail,
+        }
+
+
+def export_json(
+    workflow: Workflow, events: Iterable[EventView], exported_at: datetime, exported_by: str
+) -> dict[str, Any]:
+    """The `export` document: the workflow, its steps and its events."""
     return {
-        "at": iso(event.at),
-        "kind": event.kind,
-        "position": event.position,
-        "actor": event.actor,
-        "reason": event.reason,
-        "detail": event.detail,
+        "workflow": workflow.to_json(),
+        "events": [event.to_json() for event in events],
+        "exported_at": exported_at.isoformat() + "Z",
+        "exported_by": exported_by,
     }
 
 
-def summary_json(row: WorkflowRow) -> dict[str, Any]:
-    """One element of `list --json`."""
+def purge_json(
+    count: int,
+    *,
+    dry_run: bool,
+    states: Iterable[WorkflowState],
+    older_than: str,
+    older_than_seconds: int,
+    events_deleted: bool,
+) -> dict[str, Any]:
+    """The `purge --json` document."""
     return {
-        "name": row.name,
-        "state": row.state.value,
-        "current_step": row.current_step,
-        "queue": row.queue,
-        "priority": row.priority,
-        "requested": row.requested.value if row.requested else None,
-        "claimed_by": row.claimed_by,
-        "last_error": row.last_error,
-        "created_at": iso(row.created_at),
-        "updated_at": iso(row.updated_at),
+        "count": count,
+        "dry_run": dry_run,
+        "states": [state.value for state in states],
+        "older_than": older_than,
+        "older_than_seconds": older_than_seconds,
+        "events_deleted": events_deleted,
     }
+
+
+# -- steps ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """One validated element of a definition (`create --dry-run`): step, args, policy."""
+
+    position: int
+    name: str
+    label: str | None
+    args: dict[str, Any]
+    retries: int
+    retry_delay: float
+    backoff: float
+    timeout: float | None
+    idempotent: bool
+
+    @classmethod
+    def of(cls, plan: StepPlan) -> PlannedStep:
+        return cls(**{name: getattr(plan, name) for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class StepArgument:
+    """An argument a registered step takes."""
+
+    name: str
+    required: bool
+    default: Any
+    """The default (its repr when not JSON); None when required."""
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """A registered step, as `wfectl steps` lists it."""
+
+    name: str
+    kind: str
+    """"function" (`@step`) or "class" (a Step subclass)."""
+    module: str
+    idempotent: bool
+    retries: int
+    retry_delay: float
+    backoff: float
+    timeout: float | None
+    args: list[StepArgument]
+    description: str
+
+    @classmethod
+    def of(cls, name: str, step_class: type[Step]) -> StepInfo:
+        args = [
+            StepArgument(
+                name=param.name,
+                required=param.default is inspect.Parameter.empty,
+                default=None
+                if param.default is inspect.Parameter.empty
+                else _jsonable(param.default),
+            )
+            for param in step_class.parameters().values()
+            if param.kind not in {inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL}
+        ]
+        return cls(
+            name=name,
+            kind=step_class.kind,
+            module=step_class.__module__,
+            idempotent=step_class.idempotent,
+            retries=step_class.retries,
+            retry_delay=step_class.retry_delay,
+            backoff=step_class.backoff,
+            timeout=step_class.timeout,
+            args=args,
+            description=step_class.description or (inspect.getdoc(step_class) or "").split("\n")[0],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """One element of `steps --json`: the fields above, in their order, are its keys
+        (`args`: {name, required, default} each)."""
+        return asdict(self)
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+# -- the fleet ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DaemonStatus:
+    """One registered daemon, as seen at one moment."""
+
+    id: str
+    host: str
+    pid: int
+    version: str
+    queues: list[str]
+    max_workflows: int
+    lease_seconds: int
+    started_at: datetime
+    heartbeat_at: datetime
+    heartbeat_age: float
+    alive: bool
+    running: int
+    """Running workflows it owns (`claimed_by` = its id)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """One element of `daemons` in `daemons --json`."""
+        return {
+            "id": self.id,
+            "host": self.host,
+            "pid": self.pid,
+            "version": self.version,
+            "queues": self.queues,
+            "max_workflows": self.max_workflows,
+            "lease_seconds": self.lease_seconds,
+            "started_at": iso(self.started_at),
+            "heartbeat_at": iso(self.heartbeat_at),
+            "heartbeat_age_seconds": round(self.heartbeat_age, 3),
+            "alive": self.alive,
+            "running_workflows": self.running,
+        }
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """The registered daemons, and how many running workflows await recovery."""
+
+    daemons: list[DaemonStatus]
+    awaiting_recovery: int
+    """Running workflows whose owner is not a live daemon (dead, or no daemon row), or
+    whose lease has expired: a daemon serving their queue takes them over once the lease
+    has expired."""
+
+    @property
+    def live(self) -> list[DaemonStatus]:
+        return [daemon for daemon in self.daemons if daemon.alive]
+
+    def served(self) -> set[str]:
+        """The queues some live daemon serves."""
+        return {str(queue) for daemon in self.live for queue in daemon.queues}
+
+    def dead_serving(self, queue: str) -> list[str]:
+        """Ids of dead daemons that list `queue` (what used to serve it)."""
+        return [d.id for d in self.daemons if not d.alive and queue in d.queues]
+
+    def to_json(self) -> dict[str, Any]:
+        """`daemons --json`: the daemons, and the running workflows awaiting recovery."""
+        return {
+            "daemons": [daemon.to_json() for daemon in self.daemons],
+            "awaiting_recovery": self.awaiting_recovery,
+        }
+
+
+@dataclass(frozen=True)
+class Health:
+    """The outcome of a health check: healthy when `problems` is empty."""
+
+    problems: list[str]
+    fleet: Fleet | None = None
+    """None when the database could not be read."""
+    runnable: dict[str, int] | None = None
+    """Runnable workflows per queue (with --queue: every queue asked about)."""
+    queues: list[str] = field(default_factory=list)
+    """The queues checked; empty: every queue."""
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    def unserved(self) -> list[str]:
+        """Queues asked about (or with runnable workflows) that no live daemon serves."""
+        if self.fleet is None or self.runnable is None:
+            return []
+        served = self.fleet.served()
+        return sorted(queue for queue in self.runnable if queue not in served)
+
+    def to_json(
+        self, database: str | None, problems: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """`health --json`, with the database's URL (without password) and the problems
+        as they may be printed (default: as found)."""
+        fleet = self.fleet
+        return {
+            "healthy": self.healthy,
+            "problems": list(self.problems if problems is None else problems),
+            "database": database,
+            "queues": self.queues or None,
+            "live_daemons": None if fleet is None else [d.id for d in fleet.live],
+            "queues_served": None if fleet is None else sorted(fleet.served()),
+            "runnable": self.runnable,
+            "awaiting_recovery": None if fleet is None else fleet.awaiting_recovery,
+        }
