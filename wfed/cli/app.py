@@ -25,7 +25,6 @@ from wfed.engine.views import EventView, PlannedStep, StepInfo, Workflow, Workfl
 from wfed.errors import WfedError
 from wfed.logging import configure_logging
 from wfed.states import WorkflowState
-from wfed.store.database import redacted
 
 from . import render
 from .parse import parse_assignments, parse_json_object, parse_step, parse_when
@@ -117,15 +116,11 @@ def db_upgrade(cli: typer.Context) -> None:
 
     settings = _settings(cli)
     before, after = run_engine(settings, work, schema=False)
-    where = _display_url(settings)
+    where = Engine.display_url(settings.config().database.url)
     if before == after:
         render.say(f"schema of {where} is up to date (revision {after})")
     else:
         render.say(f"schema of {where} upgraded: {before or 'none'} -> {after}")
-
-
-def _display_url(settings: Settings) -> str:
-    return redacted(settings.config().database.url)
 
 
 # -- create ---------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from wfed.engine.retention import PURGEABLE
 from wfed.engine.views import Fleet, Health, purge_json
 from wfed.errors import WfedError
 from wfed.states import WorkflowState
-from wfed.store.database import redacted
 
 from . import render
 from .app import AsJson, app
@@ -92,7 +91,7 @@ def health(
 
     database = None
     try:
-        database = redacted(settings.config().database.url)
+        database = Engine.display_url(settings.config().database.url)
         report = run_engine(settings, work)
     except WfedError as exc:  # unreachable, login refused, schema missing or behind
         report = Health(problems=[str(exc)], queues=chosen)

@@ -12,9 +12,10 @@ event with the actor (`user@host` unless given).
 from __future__ import annotations
 
 import builtins
+import contextlib
 import getpass
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -39,7 +40,7 @@ from wfed.store import events as event_store
 from wfed.store import migrate
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
-from wfed.store.database import Database
+from wfed.store.database import DATABASE_ERRORS, Database, explained_errors, redacted, url_password
 from wfed.store.rows import WorkflowRow
 
 log = get_logger("wfed.engine")
@@ -292,6 +293,23 @@ class Engine:
     def dry_run(self, steps: Any, context: Any = None) -> builtins.list[views.PlannedStep]:
         """The steps a definition would get, validated as `plan` does; nothing is written."""
         return [views.PlannedStep.of(plan) for plan in self.plan(steps, context)]
+
+    display_url = staticmethod(redacted)
+    url_password = staticmethod(url_password)
+
+    @contextlib.asynccontextmanager
+    async def session(self, *, check: bool = True, schema: bool = True) -> AsyncIterator[Engine]:
+        """Use the engine, then close it (each wfectl command does); `check` first connects
+        and checks the schema revision (unless `schema` is False) to tell a failure plainly.
+        A database error comes out as the WfedError saying what it means; closing, dropped."""
+        try:
+            with explained_errors(self.db.display_url):
+                if check:
+                    await fleet_health.check_reachable(self.db, schema=schema)
+                yield self
+        finally:
+            with contextlib.suppress(*DATABASE_ERRORS):
+                await self.close()
 
     # -- operator control -------------------------------------------------------------
 

@@ -10,12 +10,14 @@ with this host's clock against the daemons' clocks: the hosts' clocks must agree
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.engine.views import DaemonStatus, Fleet, Health
+from wfed.errors import DatabaseUnavailable
 from wfed.store import daemons as daemon_store
 from wfed.store import migrate
 from wfed.store import workflows as workflow_store
@@ -101,3 +103,32 @@ async def check(
         fleet = await read_fleet(conn, now)
         runnable = await workflow_store.workflow_runnable_by_queue(conn, now=now, queues=queues)
     return assess(fleet, runnable, queues)
+
+
+CONNECT_TIMEOUT = 10.0
+"""Seconds `check_reachable` waits for a network database before calling it unreachable."""
+
+
+async def check_reachable(
+    db: Database, *, schema: bool = True, wait: float = CONNECT_TIMEOUT
+) -> None:
+    """Connect, and check the schema revision (unless `schema` is False), so that an
+    unreachable database or a missing schema is reported plainly (DatabaseUnavailable,
+    SchemaOutdated) instead of as whatever the first query happens to hit.
+
+    A network database that does not answer (a firewall dropping packets) would keep the
+    drivers waiting for a minute: past `wait` seconds it is unreachable. SQLite has no
+    network, but a write transaction may wait for its lock (busy timeout): no limit there.
+    """
+    limit = None if db.backend == "sqlite" else wait
+    try:
+        async with asyncio.timeout(limit):
+            if schema:
+                await migrate.require_current(db)
+            else:
+                async with db.engine.connect():
+                    pass
+    except TimeoutError:
+        raise DatabaseUnavailable(
+            f"database {db.display_url} unreachable: no answer within {wait:g} s"
+        ) from None

@@ -1,4 +1,5 @@
-"""The connection to the database: engine creation per backend, transactions, error mapping.
+"""The connection to the database: engine creation per backend, transactions, and what a
+database error means to an operator (`database_error`).
 
 Backend differences live here and nowhere else: MySQL/MariaDB sessions run READ COMMITTED
 (SKIP LOCKED claims fail under REPEATABLE READ's gap locks), SQLite runs every transaction
@@ -19,7 +20,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from wfed.errors import ConfigError, DatabaseUnavailable
+from wfed.errors import ConfigError, DatabaseUnavailable, SchemaOutdated, WfedError
 from wfed.logging import get_logger
 from wfed.store.faults import TRANSIENT, Fault, classify
 from wfed.store.faults import mysql_error_code as mysql_error_code  # noqa: PLC0414 - re-exported
@@ -29,9 +30,12 @@ log = get_logger("wfed.store")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT = 10
-# Refused logins: MySQL access denied (1044, 1045), unknown database (1049); PostgreSQL
-# invalid authorization (class 28) and unknown database (3D000).
+# What `database_error` reads in MySQL error numbers and PostgreSQL SQLSTATEs. A missing
+# table: 1146, 42P01. A refused login: access denied (1044, 1045), unknown database (1049,
+# 3D000), invalid authorization (class 28). A statement refused for want of a privilege on
+# a table (1142), a column (1143) or an operation (1227, e.g. SUPER); 42501.
 _MYSQL_LOGIN_REFUSED = {1044, 1045, 1049}
+_MYSQL_PRIVILEGE_DENIED = {1142, 1143, 1227}
 
 
 def redacted(url: str | URL) -> str:
@@ -40,6 +44,15 @@ def redacted(url: str | URL) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return "<unparsable database URL>"
+
+
+def url_password(url: str) -> str | None:
+    """The password written in a database URL, if any (to keep it out of messages)."""
+    try:
+        password = make_url(url).password
+    except ArgumentError:
+        return None
+    return None if password is None else str(password)
 
 
 def _sqlite_immediate_transactions(engine: AsyncEngine) -> None:
@@ -153,14 +166,6 @@ def is_retryable(exc: BaseException) -> bool:
     return classify(exc) in {Fault.LOCK_WAIT, Fault.DEADLOCK}
 
 
-def is_login_refused(exc: BaseException) -> bool:
-    """Whether the server answered but refused the account, password or database name."""
-    if mysql_error_code(exc) in _MYSQL_LOGIN_REFUSED:
-        return True
-    sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "")
-    return sqlstate.startswith("28") or sqlstate == "3D000"
-
-
 def is_connection_error(exc: BaseException) -> bool:
     """Whether `exc` means the database could not be reached or the connection broke."""
     return classify(exc) in {Fault.OUTAGE, Fault.LOST_REPLY}
@@ -174,6 +179,58 @@ def is_outage(exc: BaseException) -> bool:
     """Whether `exc` passes (the database away or busy, a lost race for a lock): the same
     work is tried again later. Refused data and unknown errors are not waited out."""
     return classify(exc) in TRANSIENT
+
+
+# The errors a database call fails with (TimeoutError is an OSError), where the store did
+# not make them DatabaseUnavailable already.
+DATABASE_ERRORS = (DBAPIError, OSError)
+
+
+def database_error(exc: DBAPIError | OSError, display_url: str) -> WfedError:
+    """What a failed database call means to an operator, as the WfedError to report in one
+    line naming the database by `display_url` (without its password): SchemaOutdated for
+    a missing table, else DatabaseUnavailable: the database refused the login, refused the
+    operation (a privilege is missing), is unreachable, or failed, in the driver's words.
+    (`classify` says what the daemon does about an error; this, what to tell a person.)"""
+    reason = _reason(exc)
+    orig = getattr(exc, "orig", None)
+    code = mysql_error_code(exc)
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    sqlstate = sqlstate if isinstance(sqlstate, str) else ""
+    if code == 1146 or sqlstate == "42P01" or _says_no_such_table(orig):
+        return SchemaOutdated(
+            f"the wfed schema in {display_url} is missing or incomplete ({reason}): "
+            "run `wfectl db upgrade`"
+        )
+    if isinstance(exc, TimeoutError):
+        what = "unreachable: timed out"
+    elif code in _MYSQL_LOGIN_REFUSED or sqlstate.startswith("28") or sqlstate == "3D000":
+        what = f"refused the login: {reason}"
+    elif code in _MYSQL_PRIVILEGE_DENIED or sqlstate == "42501":
+        what = (
+            f"refused the operation: {reason} "
+            "(the account lacks a privilege: see docs/grants-mariadb.sql)"
+        )
+    elif is_connection_error(exc):
+        what = f"unreachable: {reason}"
+    else:
+        what = f"failed: {reason}"
+    return DatabaseUnavailable(f"database {display_url} {what}")
+
+
+def _says_no_such_table(orig: object) -> bool:
+    # SQLite says it in words only; asyncpg's error class names it.
+    text = "" if orig is None else str(orig)
+    return "no such table" in text or "UndefinedTableError" in text
+
+
+@contextlib.contextmanager
+def explained_errors(display_url: str) -> Iterator[None]:
+    """Database errors inside come out as the WfedError `database_error` makes of them."""
+    try:
+        yield
+    except DATABASE_ERRORS as exc:
+        raise database_error(exc, display_url) from None
 
 
 class Database:
@@ -209,7 +266,7 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """One transaction; committed on success, rolled back on error.
 
-        A lost connection becomes DatabaseUnavailable (with the URL minus its password).
+        A lost connection becomes DatabaseUnavailable (worded by `database_error`).
         Deadlocks are not retried here, as the body has run already: callers that can
         repeat their work wrap it in `run_retrying`.
         """
@@ -254,10 +311,7 @@ class Database:
             yield
         except (DBAPIError, OSError) as exc:
             if not is_retryable(exc) and is_connection_error(exc):
-                what = "refused the login" if is_login_refused(exc) else "unreachable"
-                raise DatabaseUnavailable(
-                    f"database {self.display_url} {what}: {_reason(exc)}"
-                ) from exc
+                raise DatabaseUnavailable(str(database_error(exc, self.display_url))) from exc
             raise
 
     async def dispose(self) -> None:
@@ -267,9 +321,18 @@ class Database:
 
 
 def _reason(exc: BaseException) -> str:
+    """The driver's own words, without SQLAlchemy's statement dump and links."""
     orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip() or type(orig).__name__
-    return text.splitlines()[0]
+    args: tuple[Any, ...] = getattr(orig, "args", ())
+    if (
+        not isinstance(orig, OSError)
+        and len(args) == 2
+        and isinstance(args[0], int)
+        and isinstance(args[1], str)
+    ):
+        return f"{args[1]} (error {args[0]})"  # MySQL: (code, message)
+    text = str(orig).strip()
+    return text.splitlines()[0] if text else type(orig).__name__
 
 
 async def run_retrying(func: Any, attempts: int = 5, base_delay: float = 0.01) -> Any:
