@@ -1,6 +1,11 @@
 """wfectl, the control tool (README, "Operating wfed"): `wfed.cli:main` is its entry point."""
 
-from wfed.cli import ops  # noqa: F401 - registers the operations commands on `app`
+# Each command module registers its commands on `app` when imported: `wfectl --help`
+# lists them in the order of these imports.
+from wfed.cli import create  # noqa: F401, I001
+from wfed.cli import reading  # noqa: F401
+from wfed.cli import control  # noqa: F401
+from wfed.cli import ops  # noqa: F401
 from wfed.cli.app import app, main
 
 __all__ = ["app", "main"]

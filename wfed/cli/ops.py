@@ -21,14 +21,10 @@ from wfed.errors import WfedError
 from wfed.states import WorkflowState
 
 from . import render
-from .app import AsJson, app
-from .run import Settings, run_engine, scrub
+from .app import AsJson, app, settings_of
+from .run import run_engine, scrub
 
 PANEL = "Operations"
-
-
-def _settings(cli: typer.Context) -> Settings:
-    return cli.ensure_object(Settings)
 
 
 # -- daemons --------------------------------------------------------------------------
@@ -47,7 +43,7 @@ def daemons(cli: typer.Context, as_json: AsJson = False) -> None:
     async def work(engine: Engine) -> Fleet:
         return await engine.fleet()
 
-    fleet = run_engine(_settings(cli), work)
+    fleet = run_engine(settings_of(cli), work)
     if as_json:
         render.print_json(fleet.to_json())
         return
@@ -83,7 +79,7 @@ def health(
 
     Example: wfectl health --queue default --queue dc2
     """
-    settings = _settings(cli)
+    settings = settings_of(cli)
     chosen = sorted(set(queues or []))
 
     async def work(engine: Engine) -> Health:
@@ -205,7 +201,7 @@ def purge(
             age, states=chosen, events=events, dry_run=dry_run, batch_size=batch_size
         )
 
-    count = run_engine(_settings(cli), work)
+    count = run_engine(settings_of(cli), work)
     if as_json:
         document = purge_json(
             count,

@@ -1,0 +1,93 @@
+"""`wfectl create`: validate a definition and context, then write a pending workflow (or,
+with `--dry-run`, only show the plan)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from wfed.clock import utc_now
+from wfed.engine import Engine
+from wfed.engine.views import PlannedStep, Workflow
+
+from . import render
+from .app import app, settings_of
+from .parse import parse_assignments, parse_json_object, parse_step, parse_when
+from .run import run_engine
+
+
+@app.command()
+def create(
+    cli: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="A unique name.")],
+    steps: Annotated[
+        list[str],
+        typer.Option(
+            "--step",
+            "-s",
+            metavar="STEP",
+            help='A step name, or a JSON object like \'{"step": "sleep", "args": '
+            '{"seconds": 5}, "retries": 2}\'. Repeat in order.',
+        ),
+    ],
+    context_items: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ctx",
+            metavar="KEY=VALUE",
+            help="A context entry; VALUE is JSON where it parses, else a string. Repeatable.",
+        ),
+    ] = None,
+    context_json: Annotated[
+        str | None,
+        typer.Option("--ctx-json", metavar="JSON", help="The context as a JSON object."),
+    ] = None,
+    queue: Annotated[str, typer.Option("--queue", "-q", help="The queue.")] = "default",
+    priority: Annotated[int, typer.Option("--priority", "-p", help="Higher runs first.")] = 0,
+    run_after: Annotated[
+        str | None,
+        typer.Option(
+            "--run-after",
+            metavar="WHEN",
+            help="Not before WHEN: ISO-8601 (UTC unless it has an offset) or relative "
+            "(+30s, +10m, +2h, +1d).",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and show the plan; write nothing.")
+    ] = False,
+) -> None:
+    """Create a workflow; a daemon runs it. --ctx entries override --ctx-json keys.
+
+    \b
+    Example:
+      wfectl create maint-42 -s stop_app -s run_cmd -s start_app \\
+        --ctx target_servers='["web1", "web2"]' --ctx cmd=uptime
+    """
+    definition = [parse_step(step) for step in steps]
+    context = parse_json_object(context_json, "--ctx-json") if context_json else {}
+    context.update(parse_assignments(context_items or [], "--ctx"))
+    after = parse_when(run_after, utc_now()) if run_after else None
+    settings = settings_of(cli)
+    where = f"queue {queue}, priority {priority}"
+    if after is not None:
+        where += f", runs after {render.when(after, utc_now())}"
+
+    if dry_run:
+
+        async def plan(engine: Engine) -> list[PlannedStep]:
+            return engine.dry_run(definition, context)
+
+        plans = run_engine(settings, plan, connect=False)
+        render.say(f"dry run: {name} would get {len(plans)} steps, {where}; nothing was written")
+        render.console().print(render.plan_view(plans, context))
+        return
+
+    async def work(engine: Engine) -> Workflow:
+        return await engine.create_workflow(
+            name, context, definition, queue=queue, priority=priority, run_after=after
+        )
+
+    workflow = run_engine(settings, work)
+    render.say(f"created {name}: {render.step_count(workflow)} steps, {where}")
