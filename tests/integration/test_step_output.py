@@ -26,6 +26,7 @@ from wfed.engine import output
 from wfed.engine.execution import StepAttempt
 from wfed.engine.output_view import OutputLine, StepNotFound
 from wfed.states import WorkflowState
+from wfed.steps.base import emit, step
 from wfed.steps.definition import parse_definition
 from wfed.steps.registry import StepRegistry
 from wfed.store import output as output_store
@@ -202,6 +203,31 @@ async def test_a_restart_replaces_the_earlier_run_output(
     await engine.run(name)
     assert texts(await engine.output(name)) == ["run 2"]
     assert await engine.output(name, attempt=2) == []
+
+
+@step("emits_in_a_thread")
+def emits_in_a_thread(ctx: dict[str, Any]) -> None:
+    """A plain `def` step (run in a worker thread) that passes on live output itself."""
+    emit("from a thread\nsecond line")
+    emit("a warning", stream="stderr")
+
+
+async def test_a_plain_def_step_can_emit_output(
+    database_url: str, make_engine: EngineFactory
+) -> None:
+    """A step of one's own passes on lines with emit(), from its worker thread too; they
+    are recorded like the shell step's."""
+    registry = StepRegistry.from_modules([])
+    registry.add(emits_in_a_thread.__wfed_step__)  # type: ignore[attr-defined]
+    own = make_engine(database_url, registry=registry)
+    name = unique_name("emit")
+    await own.create_workflow(name, {}, ["emits_in_a_thread"], queue=TEST_QUEUE)
+    await own.run(name)
+    assert [(line.stream, line.text) for line in await own.output(name)] == [
+        ("stdout", "from a thread"),
+        ("stdout", "second line"),
+        ("stderr", "a warning"),
+    ]
 
 
 async def test_deleting_a_workflow_removes_its_output(engine: Engine, create: CreateFn) -> None:
