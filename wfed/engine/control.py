@@ -3,7 +3,9 @@
 Each is one transaction that locks the workflow's row, asks `wfed.states` whether the
 operation applies in the row's state (or becomes a request for the owner of a running
 workflow), writes it through the store's guarded update for that operation, and records
-its event with the operator and reason.
+its event with the operator and reason. A bulk command also passes the workflow as its
+filter selected it (`Expected`): under the same lock, one that changed meanwhile is left
+alone (ChangedMeanwhile) rather than forced.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from wfed.states import (
     Decision,
     Operation,
     StepState,
+    WorkflowState,
     decide,
     event_kind,
     finishes,
@@ -46,6 +49,32 @@ class Operator:
     clock: Clock
 
 
+class ChangedMeanwhile(InvalidTransition):
+    """The workflow is no longer as it was when it was selected (a bulk command's filter
+    matched it): it is left alone."""
+
+
+@dataclass(frozen=True)
+class Expected:
+    """A workflow as a filter selected it: an operation applies to it only while it is
+    still that row (not deleted and created again) in that state."""
+
+    id: int
+    state: WorkflowState
+
+    def check(self, row: WorkflowRow) -> None:
+        """ChangedMeanwhile unless `row` is still as selected."""
+        if row.id != self.id:
+            raise ChangedMeanwhile(
+                f"workflow {row.name!r} was deleted and created again since it was selected"
+            )
+        if row.state is not self.state:
+            raise ChangedMeanwhile(
+                f"workflow {row.name!r} changed meanwhile: it is {row.state.value} now, "
+                f"was {self.state.value} when selected"
+            )
+
+
 async def require(conn: AsyncConnection, name: str, *, for_update: bool = False) -> WorkflowRow:
     """The workflow named `name`, or WorkflowNotFound."""
     row = await workflow_store.workflow_get(conn, name, for_update=for_update)
@@ -56,10 +85,12 @@ async def require(conn: AsyncConnection, name: str, *, for_update: bool = False)
 
 @contextlib.asynccontextmanager
 async def _operate(
-    operator: Operator, name: str, operation: Operation
+    operator: Operator, name: str, operation: Operation, expected: Expected | None = None
 ) -> AsyncIterator[tuple[AsyncConnection, WorkflowRow, Decision]]:
     async with operator.db.transaction() as conn:
         row = await require(conn, name, for_update=True)
+        if expected is not None:
+            expected.check(row)
         # Raises InvalidTransition, naming the state and what would work.
         yield conn, row, decide(operation, row.state, name)
 
@@ -110,27 +141,39 @@ async def _record(
     log.info(f"workflow_{kind.value}", workflow=row.name, actor=operator.actor, reason=reason)
 
 
-async def pause(operator: Operator, name: str, reason: str | None) -> None:
+async def pause(
+    operator: Operator, name: str, reason: str | None, expected: Expected | None = None
+) -> None:
     """Pause: at once if pending, after the current step if running (a request)."""
-    await _halt(operator, name, Operation.PAUSE, reason)
+    await _halt(operator, name, Operation.PAUSE, reason, expected)
 
 
-async def stop(operator: Operator, name: str, reason: str | None) -> None:
+async def stop(
+    operator: Operator, name: str, reason: str | None, expected: Expected | None = None
+) -> None:
     """Stop for good: at once if not running, else the owner cancels the step."""
-    await _halt(operator, name, Operation.STOP, reason)
+    await _halt(operator, name, Operation.STOP, reason, expected)
 
 
-async def _halt(operator: Operator, name: str, operation: Operation, reason: str | None) -> None:
-    async with _operate(operator, name, operation) as (conn, row, decision):
+async def _halt(
+    operator: Operator,
+    name: str,
+    operation: Operation,
+    reason: str | None,
+    expected: Expected | None,
+) -> None:
+    async with _operate(operator, name, operation, expected) as (conn, row, decision):
         values = {} if decision.request else {"requested": None}
         await _apply(
             operator, conn, row, decision, values, reason=reason, position=row.current_step
         )
 
 
-async def resume(operator: Operator, name: str, reason: str | None) -> None:
+async def resume(
+    operator: Operator, name: str, reason: str | None, expected: Expected | None = None
+) -> None:
     """Make a paused workflow runnable again, from the step it halted before."""
-    async with _operate(operator, name, Operation.RESUME) as (conn, row, decision):
+    async with _operate(operator, name, Operation.RESUME, expected) as (conn, row, decision):
         await _apply(
             operator,
             conn,
@@ -142,9 +185,11 @@ async def resume(operator: Operator, name: str, reason: str | None) -> None:
         )
 
 
-async def retry(operator: Operator, name: str, reason: str | None) -> None:
+async def retry(
+    operator: Operator, name: str, reason: str | None, expected: Expected | None = None
+) -> None:
     """Run a workflow in error again from the step that failed (its attempts go on)."""
-    async with _operate(operator, name, Operation.RETRY) as (conn, row, decision):
+    async with _operate(operator, name, Operation.RETRY, expected) as (conn, row, decision):
         await _apply(
             operator,
             conn,
@@ -158,11 +203,15 @@ async def retry(operator: Operator, name: str, reason: str | None) -> None:
 
 
 async def skip(
-    operator: Operator, name: str, set_context: dict[str, Any] | None, reason: str | None
+    operator: Operator,
+    name: str,
+    set_context: dict[str, Any] | None,
+    reason: str | None,
+    expected: Expected | None = None,
 ) -> None:
     """Skip the step a workflow halted at (error or paused), optionally patching the
     context; the workflow continues with the next step."""
-    async with _operate(operator, name, Operation.SKIP) as (conn, row, decision):
+    async with _operate(operator, name, Operation.SKIP, expected) as (conn, row, decision):
         steps = await step_store.steps_get(conn, row.id)
         position = row.current_step
         if position >= len(steps):
@@ -218,9 +267,11 @@ async def restart(operator: Operator, name: str, from_step: int, reason: str | N
         await step_store.steps_reset_from(conn, row.id, from_step)
 
 
-async def delete(operator: Operator, name: str, reason: str | None) -> None:
+async def delete(
+    operator: Operator, name: str, reason: str | None, expected: Expected | None = None
+) -> None:
     """Delete a workflow that is not running; its events are kept."""
-    async with _operate(operator, name, Operation.DELETE) as (conn, row, decision):
+    async with _operate(operator, name, Operation.DELETE, expected) as (conn, row, decision):
         if not await workflow_store.workflow_delete(conn, row.id):
             raise InvalidTransition(f"workflow {name!r} changed state meanwhile; try again")
         await _record(operator, conn, row, decision.operation, reason)

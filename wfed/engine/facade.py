@@ -24,8 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.clock import Clock, utc_now
 from wfed.config import DEFAULT_OUTPUT_MAX_BYTES, Config, load_config
-from wfed.engine import control, creation, output, output_view, runbooks, views
+from wfed.engine import bulk, control, creation, output, output_view, runbooks, views
 from wfed.engine import health as fleet_health
+from wfed.engine import snapshot as snapshots
 from wfed.engine.inline import InlineRun
 from wfed.engine.retention import PURGEABLE, purge_finished
 from wfed.engine.views import EventView, Workflow, WorkflowSummary
@@ -33,7 +34,7 @@ from wfed.errors import (
     WorkflowNotFound,
 )
 from wfed.logging import get_logger
-from wfed.states import EventKind, Request, WorkflowState
+from wfed.states import EventKind, Operation, Request, WorkflowState
 from wfed.steps.definition import StepPlan, parse_context, parse_definition
 from wfed.steps.registry import StepRegistry
 from wfed.store import events as event_store
@@ -317,24 +318,35 @@ class Engine:
     def _operator(self) -> control.Operator:
         return control.Operator(self.db, self.actor, self.clock)
 
-    async def pause(self, name: str, reason: str | None = None) -> Workflow:
+    # `expected` (bulk commands): apply only if the workflow is still as its filter
+    # selected it (`Selection.expected`), else ChangedMeanwhile.
+
+    async def pause(
+        self, name: str, reason: str | None = None, *, expected: control.Expected | None = None
+    ) -> Workflow:
         """Pause: at once if pending, after the current step if running."""
-        await control.pause(self._operator, name, reason)
+        await control.pause(self._operator, name, reason, expected)
         return await self.get(name)
 
-    async def stop(self, name: str, reason: str | None = None) -> Workflow:
+    async def stop(
+        self, name: str, reason: str | None = None, *, expected: control.Expected | None = None
+    ) -> Workflow:
         """Stop for good: at once if not running, else the owner cancels the step."""
-        await control.stop(self._operator, name, reason)
+        await control.stop(self._operator, name, reason, expected)
         return await self.get(name)
 
-    async def resume(self, name: str, reason: str | None = None) -> Workflow:
+    async def resume(
+        self, name: str, reason: str | None = None, *, expected: control.Expected | None = None
+    ) -> Workflow:
         """Make a paused workflow runnable again, from the step it halted before."""
-        await control.resume(self._operator, name, reason)
+        await control.resume(self._operator, name, reason, expected)
         return await self.get(name)
 
-    async def retry(self, name: str, reason: str | None = None) -> Workflow:
+    async def retry(
+        self, name: str, reason: str | None = None, *, expected: control.Expected | None = None
+    ) -> Workflow:
         """Run a workflow in error again from the step that failed (its attempts go on)."""
-        await control.retry(self._operator, name, reason)
+        await control.retry(self._operator, name, reason, expected)
         return await self.get(name)
 
     async def skip(
@@ -343,10 +355,11 @@ class Engine:
         *,
         set_context: dict[str, Any] | None = None,
         reason: str | None = None,
+        expected: control.Expected | None = None,
     ) -> Workflow:
         """Skip the step a workflow halted at (error or paused), optionally patching the
         context; the workflow continues with the next step."""
-        await control.skip(self._operator, name, set_context, reason)
+        await control.skip(self._operator, name, set_context, reason, expected)
         return await self.get(name)
 
     async def restart(self, name: str, from_step: int = 0, reason: str | None = None) -> Workflow:
@@ -354,9 +367,20 @@ class Engine:
         await control.restart(self._operator, name, from_step, reason)
         return await self.get(name)
 
-    async def delete(self, name: str, reason: str | None = None) -> None:
+    async def delete(
+        self, name: str, reason: str | None = None, *, expected: control.Expected | None = None
+    ) -> None:
         """Delete a workflow that is not running; its events are kept."""
-        await control.delete(self._operator, name, reason)
+        await control.delete(self._operator, name, reason, expected)
+
+    async def select(
+        self, operation: Operation | str, filter_: bulk.Filter
+    ) -> builtins.list[bulk.Selection]:
+        """The workflows `filter_` matches among those `operation` (pause, resume, stop,
+        retry, skip, delete) applies to, oldest first: what a bulk command acts on, one
+        at a time, each with its `expected`. InvalidTransition for a state in the filter
+        that the operation never applies to."""
+        return await bulk.select(self.db, Operation(operation), filter_, self.clock())
 
     async def set_context(
         self,
@@ -440,6 +464,17 @@ class Engine:
             return await output_view.read_output(
                 conn, row, steps, position=position, attempt=attempt, after=after
             )
+
+    async def snapshot(
+        self, name: str, cursor: snapshots.OutputCursor | None = None
+    ) -> snapshots.Snapshot:
+        """The workflow, its steps and the new output lines `cursor` asks for (by default
+        those of the running step), from one indexed SELECT whatever the number of steps:
+        what `wfectl watch` and `logs --follow` poll (see `wfed.engine.snapshot`). The
+        context is not read, nor why a workflow halted (`get` tells). WorkflowNotFound."""
+        return await snapshots.snapshot(
+            self.db, name, cursor or snapshots.OutputCursor.of_running()
+        )
 
     async def step_running(self, name: str, position: int, attempt: int | None = None) -> bool:
         """Whether step `position` of the workflow is running (in its attempt `attempt`,
