@@ -85,6 +85,7 @@ async def test_output_is_readable_before_the_step_ends(
 
         early = await until(two_lines, "the first two lines")
         assert not run.done()
+        assert await engine.output_attempt(name) == (0, 1)
         assert await engine.step_running(name, 0)
         assert await engine.step_running(name, 0, attempt=1)
         assert not await engine.step_running(name, 0, attempt=2)
@@ -181,6 +182,8 @@ async def test_the_default_step_is_the_current_or_last_that_printed(
     assert texts(await engine.output(done)) == ["one"]
     assert texts(await engine.output(done, position=0)) == ["zero"]
     assert await engine.output(done, position=2) == []
+    assert await engine.output_attempt(done) == (1, 1)
+    assert await engine.output_attempt(done, position=2) == (2, 1)
     with pytest.raises(StepNotFound, match="no step 3"):
         await engine.output(done, position=3)
     failed = await create([shell("echo zero"), shell("echo broken >&2; exit 1")])
@@ -472,3 +475,4 @@ async def test_output_of_an_sql_enqueued_workflow_not_yet_claimed_is_empty(
             workflows.insert().values(name=name, steps=["noop"], context={}, queue=TEST_QUEUE)
         )
     assert await engine.output(name) == []
+    assert await engine.output_attempt(name) is None

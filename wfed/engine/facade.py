@@ -476,6 +476,17 @@ class Engine:
             self.db, name, cursor or snapshots.OutputCursor.of_running()
         )
 
+    async def output_attempt(
+        self, name: str, *, position: int | None = None, attempt: int | None = None
+    ) -> tuple[int, int] | None:
+        """(position, attempt) whose lines `output` reads with these arguments, even before
+        there are any (a follower starts here); None while the workflow has no step rows
+        (enqueued with SQL, not claimed yet). WorkflowNotFound; StepNotFound."""
+        async with self.db.transaction() as conn:
+            row = await self._require(conn, name)
+            steps = await step_store.steps_get(conn, row.id)
+            return await output_view.choose(conn, row, steps, position=position, attempt=attempt)
+
     async def step_running(self, name: str, position: int, attempt: int | None = None) -> bool:
         """Whether step `position` of the workflow is running (in its attempt `attempt`,
         if given): a follower of its output reads once more after this turns False, then

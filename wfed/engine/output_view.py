@@ -4,8 +4,9 @@ Output is read per step attempt, in order, as lines; each line carries the `seq`
 chunk it was written in, which is the cursor of a follower: pass the last line's `seq`
 as `after` to get only what came since. To follow a step until it ends:
 
-    lines = await engine.output(name)               # the current step, its last attempt
-    position, attempt, after = …                    # from the last line (or the step)
+    position, attempt = await engine.output_attempt(name)  # the defaults of `output`
+    lines = await engine.output(name, position=position, attempt=attempt)
+    after = lines[-1].seq if lines else None
     while await engine.step_running(name, position, attempt):
         wait a second, then print await engine.output(name, position=…, attempt=…, after=…)
     print await engine.output(name, position=…, attempt=…, after=…)   # the last lines
@@ -101,6 +102,31 @@ def default_position(row: WorkflowRow, steps: list[StepRow], with_output: dict[i
     return max(earlier) if earlier else current
 
 
+async def choose(
+    conn: AsyncConnection,
+    row: WorkflowRow,
+    steps: list[StepRow],
+    *,
+    position: int | None,
+    attempt: int | None,
+) -> tuple[int, int] | None:
+    """(position, attempt) of the output `Engine.output` reads with these arguments; None
+    for a workflow without step rows (enqueued with SQL, not claimed yet)."""
+    if position is None and not steps:
+        return None
+    if position is not None and attempt is not None:
+        _step(row, steps, position)
+        return position, attempt
+    with_output = await output_store.output_attempts(conn, row.id)
+    if position is None:
+        position = default_position(row, steps, with_output)
+    step = _step(row, steps, position)
+    if attempt is None:
+        running = step.state is StepState.RUNNING
+        attempt = step.attempts if running else with_output.get(position, step.attempts)
+    return position, attempt
+
+
 async def read_output(
     conn: AsyncConnection,
     row: WorkflowRow,
@@ -111,19 +137,10 @@ async def read_output(
     after: int | None,
 ) -> list[OutputLine]:
     """The lines of one attempt of one step of `row` (see `Engine.output`)."""
-    if position is None and not steps:
-        return []  # enqueued with SQL and not claimed yet: no step rows, no output
-    if position is None or attempt is None:
-        with_output = await output_store.output_attempts(conn, row.id)
-        if position is None:
-            position = default_position(row, steps, with_output)
-        step = _step(row, steps, position)
-        if attempt is None:
-            running = step.state is StepState.RUNNING
-            attempt = step.attempts if running else with_output.get(position, step.attempts)
-    else:
-        _step(row, steps, position)
-    chunks = await output_store.output_read(conn, row.id, position, attempt, after=after or 0)
+    chosen = await choose(conn, row, steps, position=position, attempt=attempt)
+    if chosen is None:
+        return []
+    chunks = await output_store.output_read(conn, row.id, *chosen, after=after or 0)
     return lines_of(chunks)
 
 
