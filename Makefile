@@ -53,6 +53,10 @@ test: .venv ## Run the test suite (PYTEST_ARGS=... passed to pytest)
 	fi; \
 	exit $$rc
 
+.PHONY: chaos
+chaos: .venv ## Run the fault-injection tier at full scale (tests/chaos; see docs/reliability.md)
+	WFED_CHAOS_SCALE=full $(BIN)/pytest -p no:cacheprovider --durations=0 tests/chaos $(PYTEST_ARGS)
+
 lint: .venv ## ruff check, ruff format --check, mypy, lint-imports (the layers)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

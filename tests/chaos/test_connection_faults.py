@@ -38,7 +38,7 @@ KINDS = ("slow", "mark", "slow", "mark", "slow")
 
 @pytest.fixture
 def proxy(chaos_mariadb: PrivateMariaDB) -> Iterator[ChaosProxy]:
-    """The chaos proxy in front of the tier's MariaDB (faults on from the start)."""
+    """The chaos proxy in front of the tier's MariaDB (faults off until switched on)."""
     chaos = ChaosProxy(
         "127.0.0.1",
         chaos_mariadb.port,
@@ -47,6 +47,7 @@ def proxy(chaos_mariadb: PrivateMariaDB) -> Iterator[ChaosProxy]:
         stall_seconds=(0.1, 1.0),
         seed=41,
     )
+    chaos.faults = False
     chaos.start()
     try:
         yield chaos
@@ -85,7 +86,10 @@ async def test_connection_resets_and_stalls_fail_no_workflow(
         control_interval=0.5,
         max_workflows=16,
     )
+    # A daemon that cannot reach its database at start exits (systemd starts it again):
+    # the faults begin once every daemon runs.
     await fleet.ready()
+    proxy.faults = True
     took = await wait_until(
         lambda: all_terminal(engine, queue, count),
         limit=scaled(100, 800),

@@ -28,7 +28,7 @@ from harness import (
 from private_mariadb import PrivateMariaDB
 from sqlalchemy import bindparam, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from wfed import Engine
 from wfed.store.faults import mysql_error_code
@@ -128,8 +128,8 @@ class Fighter:
             await conn.rollback()
 
     async def deadlock(self) -> None:
-        """Lock a running workflow's step rows, wait for its owner's next commit to lock
-        the workflow row and queue behind us, then ask for the workflow row."""
+        """Lock a running workflow's step rows, wait until its owner's next commit has
+        locked the workflow row and queues behind us, then ask for the workflow row."""
         chosen = await self.targets(1)
         if not chosen:
             return
@@ -142,7 +142,7 @@ class Fighter:
                     text("SELECT id FROM workflow_steps WHERE workflow_id = :w FOR UPDATE"),
                     {"w": workflow_id},
                 )
-                await asyncio.sleep(self.rng.uniform(0.3, 0.7))  # the owner's commit comes
+                await self.owner_waiting(conn)
                 await conn.execute(
                     text("SELECT id FROM workflows WHERE id = :w FOR UPDATE"), {"w": workflow_id}
                 )
@@ -150,12 +150,27 @@ class Fighter:
         except DBAPIError as exc:  # we may lose too (a wait on the heartbeat's lock)
             self.own_errors.append(mysql_error_code(exc))
 
+    async def owner_waiting(self, conn: AsyncConnection) -> None:
+        """Wait (less than the lock wait timeout) until a transaction waits for a lock:
+        the owner's next commit, which has locked the workflow row and queues behind our
+        lock on its step rows. MariaDB refreshes innodb_trx every 0.1 s at most."""
+        deadline = time.monotonic() + 0.8 * LOCK_WAIT_TIMEOUT
+        while time.monotonic() < deadline:
+            waiting = await conn.scalar(
+                text(
+                    "SELECT COUNT(*) FROM information_schema.innodb_trx "
+                    "WHERE trx_state = 'LOCK WAIT' AND trx_mysql_thread_id <> CONNECTION_ID()"
+                )
+            )
+            if waiting:
+                return
+            await asyncio.sleep(0.05)
+
     async def run(self, done: asyncio.Event) -> None:
         while not done.is_set():
-            if self.rng.random() < 0.5:
-                await self.hold_rows()
-            else:
-                await self.deadlock()
+            await self.deadlock()
+            await self.deadlock()
+            await self.hold_rows()
 
 
 async def test_lock_waits_and_deadlocks_fail_no_workflow(
@@ -172,8 +187,8 @@ async def test_lock_waits_and_deadlocks_fail_no_workflow(
     deadlocks with the daemons' commits (1213): every workflow of non-idempotent steps
     completes, and every step ran exactly once."""
     rng = random.Random(53)
-    count = scaled(120, 800)
-    specs = make_workflows("lock", count, KINDS, (0.1, 0.4), rng)
+    count = scaled(100, 800)
+    specs = make_workflows("lock", count, KINDS, (0.2, 0.5), rng)
     engine = make_engine(private_mariadb_url).db.engine
     fighter = Fighter(private_mariadb_url, queue, rng)
     await fighter.prepare()

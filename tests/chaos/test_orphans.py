@@ -70,7 +70,7 @@ async def test_orphans_are_picked_up_within_a_lease_while_a_backlog_waits(
     held = scaled(16, 32)
     backlog_size = scaled(800, 5000)
     engine = make_engine(backend_url).db.engine
-    orphans = make_workflows("orphan", held, ("slow_idempotent", "mark"), (5.0, 5.0), rng)
+    orphans = make_workflows("orphan", held, ("slow_idempotent", "mark"), (4.0, 4.0), rng)
     backlog = make_workflows("backlog", backlog_size, ("slow", "mark"), (0.1, 0.4), rng)
     await enqueue(engine, orphans, queue, journal)
     fleet = Fleet(start_daemon, backend_url, queue, 0, **TIMING)

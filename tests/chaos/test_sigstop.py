@@ -22,6 +22,7 @@ from harness import (
     INTERNAL_ERRORS,
     PROCESS_MARGIN,
     Fleet,
+    WorkflowSpec,
     all_terminal,
     assert_clean,
     audit_run,
@@ -48,6 +49,10 @@ CONTROL_INTERVAL = 0.5
 RECOVERY_BOUND = LEASE + POLL_INTERVAL + CONTROL_INTERVAL + PROCESS_MARGIN
 """The contract's recovery time, lease + poll + control, with the process margin."""
 TIMING = {"lease": LEASE, "poll_interval": POLL_INTERVAL, "control_interval": CONTROL_INTERVAL}
+# Frozen inside the heartbeat: beats five times a second, so that one is soon caught.
+HEARTBEAT_CONTROL = 0.2
+HEARTBEAT_TIMING = {**TIMING, "control_interval": HEARTBEAT_CONTROL}
+HEARTBEAT_BOUND = LEASE + POLL_INTERVAL + HEARTBEAT_CONTROL + PROCESS_MARGIN
 KINDS = ("slow_idempotent", "slow", "slow_idempotent", "mark", "slow_idempotent")
 
 
@@ -157,62 +162,70 @@ async def test_sigstop_of_an_owner_hands_its_workflows_over_and_fences_it(
     workflows are taken over within lease + poll + control, and once SIGCONTed it writes
     nothing for them; no workflow lost, no step run twice."""
     rng = random.Random(23)
-    count = scaled(40, 400)
-    specs = make_workflows("stop", count, KINDS, (0.3, 1.2), rng)
     engine = make_engine(backend_url).db.engine
-    await enqueue(engine, specs, queue, journal)
     fleet = Fleet(start_daemon, backend_url, queue, 3, max_workflows=20, **TIMING)
     await fleet.ready()
     takeovers: list[float] = []
     taken_over = 0
     cycles = 0
     late_starts = 0
-    for _ in range(scaled(3, 25)):
-        await asyncio.sleep(rng.uniform(0.3, 1.5))  # the fault schedule, not a wait
-        by_owner = await owned(engine, queue)
-        if not by_owner:
-            break
-        victim_id, held = max(by_owner.items(), key=lambda item: len(item[1]))
-        victim = fleet.by_id(victim_id)
-        assert victim is not None, victim_id
-        victim.signal(signal.SIGSTOP)
-        frozen_at = time.monotonic()
-        ids = list(held)
+    specs: list[WorkflowSpec] = []
+    # Rounds of 40 workflows, which the three daemons take at once: the survivors always
+    # have the slots to take a frozen daemon's workflows over (see test_orphans.py for
+    # recovery behind a backlog).
+    for round_ in range(scaled(1, 8)):
+        batch = make_workflows(f"stop{round_}", 40, KINDS, (0.3, 1.2), rng)
+        specs += batch
+        await enqueue(engine, batch, queue, journal)
+        for _ in range(3):
+            await asyncio.sleep(rng.uniform(0.3, 1.5))  # the fault schedule, not a wait
+            by_owner = await owned(engine, queue)
+            if not by_owner:
+                break
+            victim_id, held = max(by_owner.items(), key=lambda item: len(item[1]))
+            victim = fleet.by_id(victim_id)
+            assert victim is not None, victim_id
+            victim.signal(signal.SIGSTOP)
+            frozen_at = time.monotonic()
+            ids = list(held)
 
-        async def all_taken_over(ids: list[int] = ids, held: dict[int, int] = held) -> bool:
-            now = await fences(engine, ids)
-            return all(now[i][0] != held[i] for i in ids)
+            async def all_taken_over(ids: list[int] = ids, held: dict[int, int] = held) -> bool:
+                now = await fences(engine, ids)
+                return all(now[i][0] != held[i] for i in ids)
+
+            await wait_until(
+                all_taken_over,
+                limit=RECOVERY_BOUND * 3,
+                what=f"{len(ids)} workflows of the frozen {victim_id} taken over",
+            )
+            took = time.monotonic() - frozen_at
+            takeovers.append(took)
+            journal_lines_before = sum(len(v) for v in read_journal(journal).values())
+            await thaw_and_check_fencing(engine, victim, held)
+            held_names = set(await names_of(engine, ids))
+            tags = {s.tag for spec in batch if spec.name in held_names for s in spec.steps}
+            late_starts += sum(
+                1
+                for lines in read_journal(journal).values()
+                for line in lines
+                if line.index >= journal_lines_before
+                and line.pid == victim.pid
+                and line.kind in {"start", "ran"}
+                and line.tag in tags
+            )
+            taken_over += len(ids)
+            cycles += 1
+            assert took < RECOVERY_BOUND, f"taken over {took:.2f} s after the SIGSTOP"
+
+        async def round_done(n: int = len(batch) * (round_ + 1)) -> bool:
+            return await all_terminal(engine, queue, n)
 
         await wait_until(
-            all_taken_over,
-            limit=RECOVERY_BOUND * 3,
-            what=f"{len(ids)} workflows of the frozen {victim_id} taken over",
+            round_done,
+            limit=120,
+            what="every workflow completed or in error",
+            interval=0.25,
         )
-        took = time.monotonic() - frozen_at
-        takeovers.append(took)
-        journal_lines_before = sum(len(v) for v in read_journal(journal).values())
-        await thaw_and_check_fencing(engine, victim, held)
-        held_names = set(await names_of(engine, ids))
-        tags = {s.tag for spec in specs if spec.name in held_names for s in spec.steps}
-        after = [
-            line
-            for lines in read_journal(journal).values()
-            for line in lines
-            if line.index >= journal_lines_before
-            and line.pid == victim.pid
-            and line.kind in {"start", "ran"}
-            and line.tag in tags
-        ]
-        late_starts += len(after)
-        taken_over += len(ids)
-        cycles += 1
-        assert took < RECOVERY_BOUND, f"taken over {took:.2f} s after the SIGSTOP"
-    await wait_until(
-        lambda: all_terminal(engine, queue, count),
-        limit=scaled(120, 600),
-        what="every workflow completed or in error",
-        interval=0.25,
-    )
     result = await audit_run(engine, specs, journal, errors_allowed=True)
     internal = fleet.log_events(*INTERNAL_ERRORS)
     figures(
@@ -223,7 +236,7 @@ async def test_sigstop_of_an_owner_hands_its_workflows_over_and_fences_it(
         late_step_starts_after_thaw=late_starts,
         **result.figures(),
     )
-    assert cycles >= scaled(2, 15), "too few freezes landed on a busy daemon"
+    assert cycles >= scaled(2, 16), "too few freezes landed on a busy daemon"
     assert_clean(result)
     assert not fleet.exited_unbidden()
     assert not internal, internal
@@ -321,7 +334,9 @@ async def freeze_inside_a_transaction(
     raise AssertionError(f"never caught the daemon inside a transaction ({tries} tries)")
 
 
-@pytest.mark.parametrize("backend_url", ["mariadb", "postgresql"], indirect=True)
+@pytest.mark.parametrize(
+    "backend_url", scaled(["mariadb"], ["mariadb", "postgresql"]), indirect=True
+)
 async def test_sigstop_inside_the_heartbeat_transaction_delays_recovery_by_no_more_than_a_lease(
     backend_url: str,
     start_daemon: DaemonFactory,
@@ -336,6 +351,7 @@ async def test_sigstop_inside_the_heartbeat_transaction_delays_recovery_by_no_mo
     engine = make_engine(backend_url).db.engine
     recoveries: list[float] = []
     caught: list[str] = []
+    hunted: list[int] = []
     all_specs = []
     rescuers = []
     for cycle in range(scaled(1, 4)):
@@ -348,7 +364,11 @@ async def test_sigstop_inside_the_heartbeat_transaction_delays_recovery_by_no_mo
         all_specs += specs
         await enqueue(engine, specs, cycle_queue, journal)
         victim = start_daemon(
-            backend_url, queue=cycle_queue, max_workflows=held_count, wait_ready=False, **TIMING
+            backend_url,
+            queue=cycle_queue,
+            max_workflows=held_count,
+            wait_ready=False,
+            **HEARTBEAT_TIMING,
         )
         victim_id = daemon_id(victim)
 
@@ -359,14 +379,20 @@ async def test_sigstop_inside_the_heartbeat_transaction_delays_recovery_by_no_mo
 
         await wait_until(holds_all, limit=60, what=f"{victim_id} running every workflow")
         rescuer = start_daemon(
-            backend_url, queue=cycle_queue, max_workflows=held_count, wait_ready=False, **TIMING
+            backend_url,
+            queue=cycle_queue,
+            max_workflows=held_count,
+            wait_ready=False,
+            **HEARTBEAT_TIMING,
         )
         rescuers.append(rescuer)
         await wait_ready(rescuer)
-        held = (await owned(engine, cycle_queue))[victim_id]
-        what, _ = await freeze_inside_a_transaction(engine, victim, limit=30)
+        what, tries = await freeze_inside_a_transaction(engine, victim, limit=30)
         frozen_at = time.monotonic()
         caught.append(what)
+        hunted.append(tries)
+        held = (await owned(engine, cycle_queue)).get(victim_id, {})
+        assert held, "the daemon was caught after its workflows had finished"
         ids = list(held)
 
         async def rescued(ids: list[int] = ids, rescuer: DaemonProcess = rescuer) -> bool:
@@ -381,14 +407,17 @@ async def test_sigstop_inside_the_heartbeat_transaction_delays_recovery_by_no_mo
             return await all_terminal(engine, q, n)
 
         await wait_until(done, limit=60, what="every workflow of the cycle finished")
-    result = await audit_run(engine, all_specs, journal, errors_allowed=False)
+    # A freeze may land after a workflow's `mark` ran, before its commit: that step is
+    # then interrupted (error), as after a crash.
+    result = await audit_run(engine, all_specs, journal, errors_allowed=True)
     figures(
         lease=LEASE,
         freezes=len(recoveries),
         recovery_max=round(max(recoveries), 2),
-        bound=RECOVERY_BOUND,
+        bound=HEARTBEAT_BOUND,
+        freeze_tries=sum(hunted),
         caught_in=caught[0],
         **result.figures(),
     )
     assert_clean(result)
-    assert max(recoveries) < RECOVERY_BOUND, recoveries
+    assert max(recoveries) < HEARTBEAT_BOUND, recoveries
