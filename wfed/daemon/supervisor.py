@@ -31,6 +31,7 @@ from wfed.daemon.claimer import Claimer
 from wfed.daemon.committer import StepCommitter
 from wfed.daemon.heartbeat import Heartbeat
 from wfed.daemon.runners import Runners
+from wfed.engine import output
 from wfed.engine.runner import WorkflowRunner
 from wfed.errors import WfedError
 from wfed.metrics import Metrics
@@ -45,6 +46,8 @@ log = structlog.get_logger("wfed.daemon")
 # Concurrent group-commit transactions: enough to keep the database busy while a batch's
 # statements travel, few enough that batches stay large.
 COMMITTERS = 4
+# How long shutdown waits for live step output still being written.
+OUTPUT_SETTLE_SECONDS = 5.0
 
 
 class Daemon:
@@ -157,6 +160,7 @@ class Daemon:
             signals.remove()
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._deregister())
+                await output.settle(OUTPUT_SETTLE_SECONDS)
             await self.db.dispose()
             self.metrics.close()
             self.log.info(
@@ -228,7 +232,8 @@ class Daemon:
     async def _run_workflow(self, runner: WorkflowRunner) -> None:
         workflow_id = runner.workflow.id
         try:
-            result = await runner.run()
+            with output.recording(self.db, runner.workflow.name, self.config.output.max_bytes):
+                result = await runner.run()
             self.log.info(
                 "runner_finished",
                 workflow=runner.workflow.name,
