@@ -156,7 +156,7 @@ async def test_argv_is_never_parsed_by_a_shell(tmp_path: Path) -> None:
         ({"cmd": ["true"], "kill_grace": -1}, "'kill_grace' must be 0 or more"),
         ({"cmd": ["true"], "ok_codes": []}, "'ok_codes' is empty"),
         ({"cmd": ["true"], "max_output": 0}, "'max_output' must be more than 0"),
-        ({"cmd": ["true", None]}, "argument 'cmd'"),
+        ({"cmd": ["true", {"not": "a scalar"}]}, "argument 'cmd'"),
         ({"cmd": ["true"], "colour": "red"}, "unknown argument 'colour'"),
     ],
     ids=lambda value: value if isinstance(value, str) else "",

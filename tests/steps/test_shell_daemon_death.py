@@ -32,7 +32,7 @@ async def _killed_daemon_leaves_nothing(procs, tmp_path: Path, command: str, gra
         daemon.send_signal(signal.SIGKILL)
         await daemon.wait()
         # Polled: the group gets SIGTERM at once and SIGKILL after the grace.
-        for _ in range(int((grace + 10) / POLL)):
+        for _ in range(int((grace + 30) / POLL)):
             if not any(procs.alive(pid) for pid in pids):
                 break
             await asyncio.sleep(POLL)
