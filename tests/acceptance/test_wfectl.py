@@ -624,13 +624,14 @@ def test_version_and_help_with_examples(wfectl_config: Path) -> None:
     group = typer.main.get_command(app)
     assert isinstance(group, typer.core.TyperGroup)
     commands = dict(group.commands)
-    db = commands.pop("db")
-    assert isinstance(db, typer.core.TyperGroup)
-    commands.update({f"db {n}": c for n, c in db.commands.items()})
+    for group_name in ("db", "runbook"):
+        subgroup = commands.pop(group_name)
+        assert isinstance(subgroup, typer.core.TyperGroup)
+        commands.update({f"{group_name} {n}": c for n, c in subgroup.commands.items()})
     expected = {
         "db upgrade", "create", "list", "show", "history", "export", "daemons", "steps",
         "pause", "resume", "stop", "retry", "skip", "restart", "delete", "ctx", "health",
-        "purge",
+        "purge", "run", "runbook lint", "watch", "logs",
     }  # fmt: skip
     assert set(commands) == expected
     for command_name, command in commands.items():

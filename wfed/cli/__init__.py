@@ -3,7 +3,10 @@
 # Each command module registers its commands on `app` when imported: `wfectl --help`
 # lists them in the order of these imports.
 from wfed.cli import create  # noqa: F401, I001
+from wfed.cli import runbook  # noqa: F401
 from wfed.cli import reading  # noqa: F401
+from wfed.cli import watch  # noqa: F401
+from wfed.cli import logs  # noqa: F401
 from wfed.cli import control  # noqa: F401
 from wfed.cli import ops  # noqa: F401
 from wfed.cli.app import app, main

@@ -1,6 +1,7 @@
 """wfectl's control commands: `pause`, `resume`, `stop`, `retry`, `skip`, `restart`,
 `delete` and `ctx`. Each confirms what it did in one line (exit code 1 and one line on
-stderr when the workflow's state does not allow it)."""
+stderr when the workflow's state does not allow it). `by_filter` (`wfed.cli.bulk`) lets
+pause … delete act on every workflow a filter matches instead of NAME."""
 
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ from wfed.clock import utc_now
 from wfed.engine import Engine
 from wfed.engine.views import Workflow
 from wfed.errors import WfedError
-from wfed.states import WorkflowState
+from wfed.states import Operation, WorkflowState
 
 from . import render
 from .app import Name, Reason, app, settings_of
+from .bulk import by_filter
 from .parse import parse_assignments
 from .run import run_engine
 
@@ -34,6 +36,7 @@ def _next(workflow: Workflow) -> str:
 
 
 @app.command()
+@by_filter(Operation.PAUSE)
 def pause(cli: typer.Context, name: Name, reason: Reason = None) -> None:
     """Pause a workflow: at once if pending, after its current step if running.
 
@@ -51,6 +54,7 @@ def pause(cli: typer.Context, name: Name, reason: Reason = None) -> None:
 
 
 @app.command()
+@by_filter(Operation.RESUME)
 def resume(cli: typer.Context, name: Name, reason: Reason = None) -> None:
     """Resume a paused workflow from the step it halted before.
 
@@ -65,6 +69,7 @@ def resume(cli: typer.Context, name: Name, reason: Reason = None) -> None:
 
 
 @app.command()
+@by_filter(Operation.STOP)
 def stop(cli: typer.Context, name: Name, reason: Reason = None) -> None:
     """Stop a workflow for good; a running step is cancelled by its daemon.
 
@@ -87,6 +92,7 @@ def stop(cli: typer.Context, name: Name, reason: Reason = None) -> None:
 
 
 @app.command()
+@by_filter(Operation.RETRY)
 def retry(cli: typer.Context, name: Name, reason: Reason = None) -> None:
     """Run a workflow in error again, from the step that failed.
 
@@ -101,6 +107,7 @@ def retry(cli: typer.Context, name: Name, reason: Reason = None) -> None:
 
 
 @app.command()
+@by_filter(Operation.SKIP)
 def skip(
     cli: typer.Context,
     name: Name,
@@ -152,6 +159,7 @@ def restart(
 
 
 @app.command()
+@by_filter(Operation.DELETE)
 def delete(
     cli: typer.Context,
     name: Name,

@@ -26,12 +26,14 @@ from wfed.store import snapshot as snapshot_store
 from wfed.store.database import Database
 from wfed.store.rows import StepRow
 
+__all__ = ["OutputCursor", "Snapshot", "StepRow", "snapshot"]
+
 
 @dataclass(frozen=True)
 class OutputCursor:
     """Which output lines a snapshot brings: those of step `position`'s attempt `attempt`
-    after chunk `after`; with `running`, those of whichever step is running (its current
-    attempt), after `after` only if that is still step `position`'s attempt `attempt`."""
+    after chunk `after`; with `running`, then those of whichever step is running (its
+    current attempt) if that is another attempt, from its first."""
 
     position: int = -1
     attempt: int = -1
@@ -56,7 +58,8 @@ class Snapshot:
     workflow: Workflow
     """Its row and steps; the context is not read (it is {}), nor why it halted."""
     output: list[OutputLine]
-    """The new lines of the followed attempt, in order."""
+    """The new lines of the followed attempt, then (with a `running` cursor) those of
+    the running attempt if that is another one; each in order."""
     cursor: OutputCursor
     """Where the next poll continues."""
 

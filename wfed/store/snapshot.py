@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, case, null, select
+from sqlalchemy import Select, and_, bindparam, case, not_, null, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.states import StepState
@@ -56,22 +56,24 @@ class Snapshot:
 def _statement(running: bool) -> Select[Any]:
     """The snapshot's statement, built once per kind of cursor.
 
-    `running`: the chunks of whichever step is running, its current attempt; after
-    `b_after` if that is still step `b_position`'s attempt `b_attempt`, else from its
-    first. Otherwise: the chunks of step `b_position`'s attempt `b_attempt` after
-    `b_after`."""
+    Always the chunks of step `b_position`'s attempt `b_attempt` after `b_after`. With
+    `running`, also those of whichever step is running, its current attempt, from its
+    first (when it is another attempt): a watcher gets the last lines of the attempt it
+    followed, which its end committed, with the first of the next one."""
     position = bindparam("b_position", type_=S.position.type)
     attempt = bindparam("b_attempt", type_=O.attempt.type)
     after = bindparam("b_after", type_=O.seq.type)
+    followed = and_(S.position == position, O.attempt == attempt)
+    chunks = and_(followed, O.seq > after)
     if running:
-        seen = and_(S.position == position, S.attempts == attempt)
-        chunks = and_(
-            S.state == StepState.RUNNING.value,
-            O.attempt == S.attempts,
-            O.seq > case((seen, after), else_=0),
+        chunks = or_(
+            chunks,
+            and_(
+                S.state == StepState.RUNNING.value,
+                O.attempt == S.attempts,
+                not_(followed),
+            ),
         )
-    else:
-        chunks = and_(S.position == position, O.attempt == attempt, O.seq > after)
     columns = [column for column in workflows.c if column.name != "context"]
     return (
         select(
@@ -87,7 +89,8 @@ def _statement(running: bool) -> Select[Any]:
             and_(O.workflow_id == W.id, O.position == S.position, chunks),
         )
         .where(W.name == bindparam("b_name", type_=W.name.type))
-        .order_by(S.position, O.seq)
+        # The followed attempt's chunks first, then the running one's.
+        .order_by(case((followed, 0), else_=1), S.position, O.attempt, O.seq)
     )
 
 
@@ -134,4 +137,4 @@ async def workflow_snapshot(
                     at=row["o_at"],
                 )
             )
-    return Snapshot(WorkflowRow.from_mapping(rows[0]), list(steps.values()), output)
+    return Snapshot(WorkflowRow.from_mapping(rows[0]), [steps[p] for p in sorted(steps)], output)
