@@ -254,7 +254,8 @@ def test_each_bad_file_or_parameter_is_one_line_and_writes_nothing(
 
 def test_lint_reports_one_line_per_problem(wfectl: Wfectl, unique: str, tmp_path: Path) -> None:
     """`runbook lint DIR`: exit code 0 and a count when every file is good (the example
-    runbooks are); else one line per bad file, naming it, and exit code 1. No database."""
+    runbooks are); else one line per bad file, naming it, and exit code 1 — a reference
+    in the name or context to no parameter too. No database."""
     good = tmp_path / "good"
     (good / "nested").mkdir(parents=True)
     write(good / "restart.toml", RUNBOOK.format(queue="q"))
@@ -266,6 +267,9 @@ def test_lint_reports_one_line_per_problem(wfectl: Wfectl, unique: str, tmp_path
     write(bad / "slep.toml", RUNBOOK.format(queue="q").replace('"sleep"', '"slep"'))
     write(bad / "syntax.toml", "name = \n")
     write(bad / "empty.json", "{}")
+    write(
+        bad / "typo.toml", RUNBOOK.format(queue="q").replace('cmd = "echo {app}"', 'cmd = "{ap}"')
+    )
     no_database = Wfectl(NO_DATABASE, wfectl.config)
     passed, examples, failed, missing = no_database.many(
         [
@@ -280,10 +284,14 @@ def test_lint_reports_one_line_per_problem(wfectl: Wfectl, unique: str, tmp_path
     assert examples.code == 0, examples
     assert failed.code == 1, failed
     lines = failed.out.splitlines()
-    assert len(lines) == 3, failed
+    assert len(lines) == 4, failed
     by_file = {line.split(":")[0]: line for line in lines}
     assert "unknown step 'slep'" in by_file[str(bad / "slep.toml")]
     assert by_file[str(bad / "syntax.toml")].startswith(f"{bad / 'syntax.toml'}:1: not valid TOML")
     assert "name: missing" in by_file[str(bad / "empty.json")]
+    assert by_file[str(bad / "typo.toml")] == (
+        f"{bad / 'typo.toml'}: context.cmd: {{ap}} is neither a parameter nor date, time, "
+        "random (parameters: app, count, dry, ratio, servers)"
+    )
     assert "Traceback" not in failed.err
     assert missing.code == 2, missing

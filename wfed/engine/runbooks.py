@@ -44,7 +44,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wfed.errors import InvalidDefinition
-from wfed.steps.template import MissingReference, render
+from wfed.steps.template import MissingReference, references, render
 
 T = TypeVar("T")
 ParamType = Literal["string", "int", "float", "bool", "list"]
@@ -253,10 +253,29 @@ def lint(directory: str, plan: Callable[[Any], Any]) -> list[str]:
     for file in files:
         try:
             runbook = load_runbook(file)
+            check_references(runbook, str(file))
             checked(str(file), lambda: plan(runbook.steps))  # noqa: B023 - called at once
         except InvalidDefinition as exc:
             problems.append(str(exc))
     return problems
+
+
+def check_references(runbook: Runbook, where: str) -> None:
+    """InvalidRunbook for a reference in the name or the context to neither a parameter
+    nor date, time or random: what enqueuing would refuse, found without parameters.
+    (The steps' references are to the context as it will be when they run: not checked.)"""
+    known = set(runbook.params) | set(BUILTIN_NAMES)
+    fields = [("name", runbook.name)]
+    fields += [(f"context.{key}", value) for key, value in runbook.context.items()]
+    for at, value in fields:
+        for path in references(value):
+            root = re.split(r"[.\[]", path, maxsplit=1)[0]
+            if root not in known:
+                params = ", ".join(sorted(runbook.params)) or "none"
+                raise InvalidRunbook(
+                    f"{where}: {at}: {{{path}}} is neither a parameter nor "
+                    f"{', '.join(BUILTIN_NAMES)} (parameters: {params})"
+                )
 
 
 def _decode(raw: bytes, where: str, *, json_file: bool) -> Any:
