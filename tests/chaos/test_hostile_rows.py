@@ -220,9 +220,10 @@ async def test_hostile_rows_end_in_error_and_break_nothing_else(
     reason=(
         "SQLite lets any value into a timestamp column; a claimed row whose run_after or "
         "created_at is not ISO text (1999-99-99, or the integer 0) fails to decode in "
-        "_claim_selected (wfed/store/workflows.py:284; SQLAlchemy's str_to_datetime raises "
-        "ValueError/TypeError), which the claimer loop does not catch: every daemon serving "
-        "the queue exits with 'stopped after an internal error', again after each restart"
+        "_claim_selected (wfed/store/claims.py; SQLAlchemy's str_to_datetime raises "
+        "ValueError or TypeError), which the claimer loop (Claimer.run, "
+        "wfed/daemon/claimer.py) does not catch: every daemon serving the queue exits with "
+        "'stopped after an internal error', and again after each restart"
     ),
 )
 @pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)

@@ -70,7 +70,12 @@ async def test_orphans_are_picked_up_within_a_lease_while_a_backlog_waits(
     held = scaled(16, 32)
     backlog_size = scaled(800, 5000)
     engine = make_engine(backend_url).db.engine
-    orphans = make_workflows("orphan", held, ("slow_idempotent", "mark"), (4.0, 4.0), rng)
+    # Their first step outlasts the setup (the backlog's INSERTs, the rescuers' start),
+    # so that the victim still runs it when it is killed.
+    orphan_step = scaled(5.0, 20.0)
+    orphans = make_workflows(
+        "orphan", held, ("slow_idempotent", "mark"), (orphan_step, orphan_step), rng
+    )
     backlog = make_workflows("backlog", backlog_size, ("slow", "mark"), (0.1, 0.4), rng)
     await enqueue(engine, orphans, queue, journal)
     fleet = Fleet(start_daemon, backend_url, queue, 0, **TIMING)
@@ -99,6 +104,7 @@ async def test_orphans_are_picked_up_within_a_lease_while_a_backlog_waits(
         return (await state_counts(engine, queue))["running"] >= held + capacity
 
     await wait_until(rescuers_full, limit=60, what="the rescuers busy with the backlog")
+    assert set((await owners(engine, ids)).values()) == {victim_id}, "orphans ended early"
     fleet.kill(0)
     killed_at = time.monotonic()
     picked: dict[int, float] = {}
