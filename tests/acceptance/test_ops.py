@@ -216,7 +216,7 @@ def test_health_names_a_queue_without_a_live_daemon_until_one_serves_it(
 
 def test_health_fails_on_an_unreachable_database(wfectl_config: Path) -> None:
     """health exits 1 with one line when the database cannot be reached (server down,
-    or a SQLite file that cannot be opened), without the password."""
+    or no SQLite file where the URL says), without the password."""
     server = Wfectl("mysql+asyncmy://root:s3cr3t-pw@127.0.0.1:1/wfed", wfectl_config)
     down, as_json = server.many([["health"], ["health", "--json"]])
     [line] = problems(down)
@@ -230,7 +230,7 @@ def test_health_fails_on_an_unreachable_database(wfectl_config: Path) -> None:
     assert document["live_daemons"] is None
 
     [line] = problems(Wfectl(NO_DATABASE, wfectl_config)("health"))
-    assert "unable to open database file" in line
+    assert "no SQLite database at /nonexistent/wfectl-must-not-connect.db" in line
 
 
 def test_health_fails_on_a_missing_schema_then_passes_after_upgrade(

@@ -207,7 +207,9 @@ def test_db_upgrade_is_idempotent(wfectl: Wfectl) -> None:
 
 def test_missing_schema_says_to_run_db_upgrade(tmp_path: Path, wfectl_config: Path) -> None:
     """A database without the wfed schema is refused with the fix: `wfectl db upgrade`."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    url = f"sqlite+aiosqlite:///{empty}"
     refused(Wfectl(url, wfectl_config)("list"), "missing", "run `wfectl db upgrade`")
 
 

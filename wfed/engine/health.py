@@ -118,8 +118,12 @@ async def check_reachable(
 
     A network database that does not answer (a firewall dropping packets) would keep the
     drivers waiting for a minute: past `wait` seconds it is unreachable. SQLite has no
-    network, but a write transaction may wait for its lock (busy timeout): no limit there.
+    network, but a write transaction may wait for its lock (busy timeout): no limit there;
+    and without the schema check, nothing to check (a missing file is the upgrade's to
+    create, and refused everywhere else).
     """
+    if db.sqlite_file is not None and not schema:
+        return  # no server to reach; the schema upgrade creates a missing file
     limit = None if db.backend == "sqlite" else wait
     try:
         async with asyncio.timeout(limit):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -72,6 +73,17 @@ def _sqlite_immediate_transactions(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def sqlite_file(url: URL) -> str | None:
+    """The absolute path of the file an SQLite URL names; None for an in-memory database
+    or a `file:` URI (whose `mode` says whether it may be created)."""
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    if url.query.get("uri") or url.query.get("mode") == "memory":
+        return None
+    return os.path.abspath(database)
 
 
 def _idle_timeout(backend: str, seconds: float) -> dict[str, Any]:
@@ -257,6 +269,33 @@ class Database:
         self.display_url = redacted(self.engine.url)
         self._password = password
         self._autocommit_engine: AsyncEngine | None = None
+        self._may_create = False
+        self.sqlite_file = sqlite_file(self.engine.url) if self.backend == "sqlite" else None
+        """The SQLite database's file (absolute); None for other backends."""
+        if self.sqlite_file is not None:
+            event.listen(self.engine.sync_engine, "do_connect", self._refuse_missing_file)
+
+    def _refuse_missing_file(self, *_: Any) -> None:
+        # SQLite creates a missing file on connect: a command run in the wrong directory
+        # would make an empty `wfed.db` there. Only a schema upgrade may create it.
+        path = self.sqlite_file
+        if path is None or self._may_create or os.path.exists(path):
+            return
+        raise SchemaOutdated(
+            f"no SQLite database at {path}: the wfed schema is missing there. Run "
+            "`wfectl db upgrade` to create it, or point --config / WFED_CONFIG / "
+            "WFED_DATABASE_URL at the database (a relative path is from the working directory)"
+        )
+
+    @contextlib.contextmanager
+    def creating(self) -> Iterator[None]:
+        """Within this block a missing SQLite file may be created (a schema upgrade);
+        elsewhere connecting to one is refused (SchemaOutdated naming its path)."""
+        self._may_create = True
+        try:
+            yield
+        finally:
+            self._may_create = False
 
     @property
     def supports_skip_locked(self) -> bool:

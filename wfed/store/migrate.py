@@ -54,8 +54,9 @@ async def upgrade(db: Database) -> tuple[str | None, str]:
         command.upgrade(_alembic_config(connection), "head")
         return before
 
-    async with db.transaction() as conn:
-        before = await conn.run_sync(_upgrade)
+    with db.creating():  # the one place a missing SQLite file may be created
+        async with db.transaction() as conn:
+            before = await conn.run_sync(_upgrade)
     return before, head_revision()
 
 
