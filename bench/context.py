@@ -27,6 +27,7 @@ WORKLOADS = (
     "profile",
     "memory",
     "growth",
+    "cli_latency",
 )
 
 
@@ -71,6 +72,9 @@ class Sizes:
     output_workflows: int = 60
     output_concurrency: int = 8
     output_rounds: int = 3
+    cli_runs: int = 20
+    cli_warmups: int = 2
+    cli_backends: tuple[str, ...] = ("sqlite",)
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -95,6 +99,7 @@ class Sizes:
             profile_workflows=30,
             output_workflows=8,
             output_rounds=1,
+            cli_runs=5,
         )
 
 

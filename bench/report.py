@@ -188,6 +188,16 @@ def _output_target(figures: Figures) -> tuple[str, bool | None]:
     return f"{cost * 100:.1f} % of a 10,000-line shell step's steps/s", cost <= 0.10
 
 
+def _cli_target(figures: Figures) -> tuple[str, bool | None]:
+    commands = _get(figures, "cli_latency", "commands")
+    if not commands:
+        return "-", None
+    targets = figures["cli_latency"]["targets_s"]
+    text = ", ".join(f"{name} {_ms(commands[name]['median_s'])}" for name in targets)
+    met = all(commands[name]["median_s"] <= limit for name, limit in targets.items())
+    return text, met
+
+
 TARGETS = [
     Target("throughput ratio ≥ 1.5 (1 daemon ÷ 1-connection floor)", _throughput_target),
     Target("enqueue p50 ≤ poll_interval/2 + 20 ms", _enqueue_target),
@@ -198,6 +208,10 @@ TARGETS = [
     Target("idle cost ≤ 2 queries per poll interval", _idle_target),
     Target("≤ 200 MB RSS for 1,000 running workflows", _memory_target),
     Target("live output costs ≤ 10 % (a step printing 10,000 lines)", _output_target),
+    Target(
+        "wfectl --help ≤ 150 ms, show ≤ 350 ms, pause ≤ 350 ms (SQLite, median of 20)",
+        _cli_target,
+    ),
 ]
 
 
@@ -459,6 +473,33 @@ def _output_rows(figures: Figures) -> Rows:
     ]
 
 
+def _cli_rows(figures: Figures) -> Rows:
+    cli = figures.get("cli_latency")
+    if not cli:
+        return []
+    return [
+        [
+            "7 wfectl",
+            f"`wfectl {' '.join(args)}` as a whole process, {cli['runs']} runs after "
+            f"{cli['warmups']} warm-ups: median wall time (min-max); median CPU time",
+            f"{_ms(found['median_s'])} ({_ms(found['min_s'])}-{_ms(found['max_s'])}); "
+            f"CPU {_ms(found['cpu_median_s'])}",
+        ]
+        for name, args in (
+            ("help", ["--help"]),
+            ("show", ["show", "NAME"]),
+            ("pause", ["pause", "NAME"]),
+        )
+        for found in [cli["commands"][name]]
+    ] + [
+        [
+            "7 wfectl",
+            "load average (1 min) before / after the wfectl runs",
+            f"{cli['load_start']:.2f} / {cli['load_end']:.2f}",
+        ]
+    ]
+
+
 def _backend_rows(figures: Figures, sizes: Figures) -> Rows:
     errors = [[name, "**failed**", error] for name, error in (figures.get("errors") or {}).items()]
     return [
@@ -470,6 +511,7 @@ def _backend_rows(figures: Figures, sizes: Figures) -> Rows:
         *_idle_rows(figures),
         *_memory_rows(figures),
         *_output_rows(figures),
+        *_cli_rows(figures),
         *_wire_rows(figures),
         *errors,
     ]

@@ -34,6 +34,7 @@ from typing import Any
 
 from bench import (
     anatomy,
+    cli_latency,
     control,
     enqueue,
     floor,
@@ -119,6 +120,8 @@ async def load_phase(
         steps.append(("memory", "memory", lambda: memory.memory(bench)))
     if backend in sizes.growth_backends:
         steps.append(("growth", "growth", lambda: growth.growth(bench)))
+    if backend in sizes.cli_backends:
+        steps.append(("cli_latency", "wfectl latency", lambda: cli_latency.cli_latency(bench)))
     for key, label, work in steps:
         if key in chosen:
             await _step(figures, key, f"{name}: {label}", work)

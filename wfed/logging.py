@@ -8,15 +8,21 @@ wfed's own loggers come from `get_logger`: used as a library (`wfed.Engine` in a
 by a process that never configured structlog, wfed says only warnings and errors, on
 stderr; once anyone configures structlog — `configure_logging` in `wfed` and `wfectl`, or
 the library's user — its lines follow that configuration.
+
+structlog is imported by the first line worth writing, not with this module: until then
+nobody can have configured it, so a debug or info line goes nowhere without it. A
+`wfectl` command that logs nothing above info never imports it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
-import structlog
+if TYPE_CHECKING:
+    import structlog
 
 Format = Literal["json", "console", "auto"]
 
@@ -32,6 +38,8 @@ def configure_logging(
     level: str = "info", fmt: Format = "auto", stream: TextIO | None = None
 ) -> None:
     """Configure structlog and the standard library's logging for this process."""
+    import structlog  # noqa: PLC0415 - see the module docstring
+
     stream = stream or sys.stderr
     numeric = _LEVELS.get(level, logging.INFO)
     console = fmt == "console" or (fmt == "auto" and stream.isatty())
@@ -71,27 +79,60 @@ def configure_logging(
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-_QUIET = structlog.wrap_logger(
-    structlog.PrintLogger(sys.stderr),
-    wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-    processors=[
-        structlog.stdlib.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"]),
-    ],
-)
+@functools.cache
+def _quiet() -> Any:
+    """wfed's logger before anyone configured structlog: warnings and up, on stderr."""
+    import structlog  # noqa: PLC0415 - see the module docstring
+
+    return structlog.wrap_logger(
+        structlog.PrintLogger(sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        processors=[
+            structlog.stdlib.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"]),
+        ],
+    )
 
 
-class _QuietUnlessConfigured(structlog._config.BoundLoggerLazyProxy):
-    """A lazy logger that follows structlog's configuration once there is one, and is
-    quiet (warnings and up, on stderr) before that."""
+# Below a warning: what an unconfigured process drops.
+_QUIET_METHODS = frozenset({"debug", "info", "msg", "adebug", "ainfo", "amsg"})
 
-    def bind(self, **new_values: Any) -> Any:
+
+def _dropped(*_: Any, **__: Any) -> None:
+    return None
+
+
+class _LazyLogger:
+    """A logger that follows structlog's configuration once there is one, and is quiet
+    (warnings and up, on stderr) before that; structlog is imported by its first line
+    that is not dropped."""
+
+    __slots__ = ("_name", "_values")
+
+    def __init__(self, name: str, values: dict[str, Any]) -> None:
+        self._name = name
+        self._values = values
+
+    def bind(self, **new_values: Any) -> _LazyLogger:
+        return _LazyLogger(self._name, {**self._values, **new_values})
+
+    def new(self, **new_values: Any) -> _LazyLogger:
+        return _LazyLogger(self._name, dict(new_values))
+
+    def unbind(self, *keys: str) -> _LazyLogger:
+        return _LazyLogger(self._name, {k: v for k, v in self._values.items() if k not in keys})
+
+    def __getattr__(self, method: str) -> Any:
+        if method in _QUIET_METHODS and "structlog" not in sys.modules:
+            return _dropped  # nobody configured structlog: nobody imported it
+        import structlog  # noqa: PLC0415 - see the module docstring
+
         if structlog.is_configured():
-            return super().bind(**new_values)
-        return _QUIET.bind(**self._initial_values, **new_values)
+            return getattr(structlog.get_logger(self._name).bind(**self._values), method)
+        return getattr(_quiet().bind(**self._values), method)
 
 
 def get_logger(name: str) -> Any:
     """The logger of a wfed module (see the module docstring)."""
-    return _QuietUnlessConfigured(None, logger_factory_args=(name,))
+    return _LazyLogger(name, {})

@@ -1,7 +1,10 @@
 """wfectl, the control tool (README, "Operating wfed"): `wfed.cli:main` is its entry point."""
 
 # Each command module registers its commands on `app` when imported: `wfectl --help`
-# lists them in the order of these imports.
+# lists them in the order of these imports. All of them are imported by every command, so
+# at their top they import only typer and wfed's light modules (errors, states, clock),
+# and the engine, SQLAlchemy and rich inside the commands, or for typing only
+# (tests/acceptance/test_wfectl_startup.py checks what `--help`, `show` and `pause` load).
 from wfed.cli import create  # noqa: F401, I001
 from wfed.cli import runbook  # noqa: F401
 from wfed.cli import reading  # noqa: F401

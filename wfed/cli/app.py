@@ -12,27 +12,33 @@ This module holds the one Typer app, its global options, the options the command
 
 from __future__ import annotations
 
-import asyncio
 import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from wfed import __version__
-from wfed.engine import Engine
 from wfed.errors import WfedError
-from wfed.logging import configure_logging
 
 from . import render
 from .run import Settings, fail, run_engine
 
+if TYPE_CHECKING:
+    from wfed.engine import Engine
+
+# Help and usage errors in click's plain format: rich's would import rich and a markdown
+# parser into every `--help` (half its time).
 app = typer.Typer(
     name="wfectl",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-db_app = typer.Typer(no_args_is_help=True, help="The database schema.")
+db_app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="The database schema.",
+)
 app.add_typer(db_app, name="db")
 
 
@@ -44,6 +50,8 @@ def settings_of(cli: typer.Context) -> Settings:
 def _complete_name(cli: typer.Context, incomplete: str) -> list[str]:
     """Shell completion of workflow names (nothing, quietly, if the database is away)."""
     try:
+        import asyncio
+
         settings = Settings(config_path=cli.find_root().params.get("config"))
 
         async def names(engine: Engine) -> list[str]:
@@ -69,6 +77,8 @@ AsJson = Annotated[bool, typer.Option("--json", help="JSON on stdout, with stabl
 
 def _show_version(value: bool) -> None:
     if value:
+        from wfed import __version__
+
         render.say(f"wfectl {__version__}")
         raise typer.Exit
 
@@ -108,6 +118,8 @@ def db_upgrade(cli: typer.Context) -> None:
     async def work(engine: Engine) -> tuple[str | None, str]:
         return await engine.upgrade_schema()
 
+    from wfed.engine import Engine
+
     settings = settings_of(cli)
     before, after = run_engine(settings, work, schema=False)
     where = Engine.display_url(settings.config().database.url)
@@ -119,7 +131,6 @@ def db_upgrade(cli: typer.Context) -> None:
 
 def main() -> None:
     """The `wfectl` entry point: every failure is one line and exit code 1."""
-    configure_logging(level="warning")
     try:
         app(prog_name="wfectl")
     except WfedError as exc:

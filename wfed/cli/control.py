@@ -5,19 +5,16 @@ pause … delete act on every workflow a filter matches instead of NAME."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from wfed.clock import utc_now
-from wfed.engine import Engine
-from wfed.engine.views import Workflow
 from wfed.errors import WfedError
 from wfed.states import Operation, WorkflowState
 
@@ -26,6 +23,10 @@ from .app import Name, Reason, app, settings_of
 from .bulk import by_filter
 from .parse import parse_assignments
 from .run import run_engine
+
+if TYPE_CHECKING:
+    from wfed.engine import Engine
+    from wfed.engine.views import DaemonStatus, Workflow
 
 
 def _next(workflow: Workflow) -> str:
@@ -77,16 +78,15 @@ def stop(cli: typer.Context, name: Name, reason: Reason = None) -> None:
     """
     settings = settings_of(cli)
 
-    async def work(engine: Engine) -> Workflow:
-        return await engine.stop(name, reason)
+    async def work(engine: Engine) -> tuple[Workflow, DaemonStatus | None]:
+        workflow = await engine.stop(name, reason)
+        running = workflow.state is WorkflowState.RUNNING
+        return workflow, await engine.owner(workflow) if running else None
 
-    workflow = run_engine(settings, work)
+    workflow, owner = run_engine(settings, work)
     if workflow.state is WorkflowState.RUNNING:
         interval = settings.config().daemon.control_interval
-        render.say(
-            f"stop requested for {name} (running: its daemon cancels the current step "
-            f"within about {interval:g}s)"
-        )
+        render.say(render.stop_requested(workflow, owner, interval, utc_now()))
     else:
         render.say(f"stopped {name}")
 
@@ -183,6 +183,8 @@ def delete(
         written = None
         if backup is not None:
             document = await engine.export(name)
+            import asyncio
+
             written = await asyncio.to_thread(_write_backup, backup, name, document)
         try:
             await engine.delete(name, reason)
@@ -228,6 +230,9 @@ def context(
     reason: Reason = None,
 ) -> None:
     """Edit the context of a workflow that is not running (VALUE: JSON, else a string).
+
+    A VALUE starting with { or [ must be JSON: to store such a text, quote it as a JSON
+    string (x='"{text"').
 
     Example: wfectl ctx maint-42 set cmd='["true"]' && wfectl ctx maint-42 unset workdir
     """

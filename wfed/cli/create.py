@@ -3,18 +3,20 @@ with `--dry-run`, only show the plan)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from wfed.clock import utc_now
-from wfed.engine import Engine
-from wfed.engine.views import PlannedStep, Workflow
 
 from . import render
 from .app import app, settings_of
 from .parse import parse_assignments, parse_json_object, parse_step, parse_when
 from .run import run_engine
+
+if TYPE_CHECKING:
+    from wfed.engine import Engine
+    from wfed.engine.views import PlannedStep, Workflow
 
 
 @app.command()
@@ -36,7 +38,8 @@ def create(
         typer.Option(
             "--ctx",
             metavar="KEY=VALUE",
-            help="A context entry; VALUE is JSON where it parses, else a string. Repeatable.",
+            help="A context entry; VALUE is JSON where it parses, else a string (but one "
+            "starting with { or [ must be JSON). Repeatable.",
         ),
     ] = None,
     context_json: Annotated[
@@ -80,7 +83,8 @@ def create(
             return engine.dry_run(definition, context)
 
         plans = run_engine(settings, plan, connect=False)
-        render.say(f"dry run: {name} would get {len(plans)} steps, {where}; nothing was written")
+        count = render.plural(len(plans), "step")
+        render.say(f"dry run: {name} would get {count}, {where}; nothing was written")
         render.console().print(render.plan_view(plans, context))
         return
 
@@ -90,4 +94,4 @@ def create(
         )
 
     workflow = run_engine(settings, work)
-    render.say(f"created {name}: {render.step_count(workflow)} steps, {where}")
+    render.say(f"created {name}: {render.steps_of(workflow)}, {where}")

@@ -8,21 +8,22 @@ healthy; exit code 1 and one `wfectl: <problem>` line per problem on stderr othe
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from wfed.clock import utc_now
 from wfed.durations import parse_duration
-from wfed.engine import Engine
-from wfed.engine.retention import PURGEABLE
-from wfed.engine.views import Fleet, Health, purge_json
 from wfed.errors import WfedError
 from wfed.states import WorkflowState
 
 from . import render
 from .app import AsJson, app, settings_of
 from .run import run_engine, scrub
+
+if TYPE_CHECKING:
+    from wfed.engine import Engine
+    from wfed.engine.views import Fleet, Health
 
 PANEL = "Operations"
 
@@ -79,6 +80,9 @@ def health(
 
     Example: wfectl health --queue default --queue dc2
     """
+    from wfed.engine import Engine
+    from wfed.engine.views import Health
+
     settings = settings_of(cli)
     chosen = sorted(set(queues or []))
 
@@ -122,7 +126,8 @@ def _summary(report: Health) -> list[str]:
         f"runnable now:   {_counts({q: n for q, n in runnable.items() if n or report.queues})}",
     ]
     if fleet.awaiting_recovery:
-        lines.append(f"awaiting recovery: {fleet.awaiting_recovery} running workflows")
+        waiting = render.plural(fleet.awaiting_recovery, "running workflow")
+        lines.append(f"awaiting recovery: {waiting}")
     lines += [
         f"note: no live daemon serves queue {queue!r} (nothing runnable in it now)"
         for queue in report.unserved()
@@ -135,6 +140,8 @@ def _summary(report: Health) -> list[str]:
 
 def _purge_states(values: list[str] | None) -> list[WorkflowState]:
     """`--state completed,stopped` (comma-separated or repeated); only finished states."""
+    from wfed.engine.retention import PURGEABLE
+
     names = [part.strip().lower() for value in values or [] for part in value.split(",")]
     names = [name for name in names if name]
     if not names:
@@ -203,6 +210,8 @@ def purge(
 
     count = run_engine(settings_of(cli), work)
     if as_json:
+        from wfed.engine.views import purge_json
+
         document = purge_json(
             count,
             dry_run=dry_run,

@@ -1,7 +1,8 @@
 """The argument forms of wfectl: `KEY=VALUE`, `--step` values and `--run-after WHEN`.
 
 A malformed argument is a usage error (`typer.BadParameter`, exit code 2), raised before
-anything touches the database.
+anything touches the database. A VALUE that looks like JSON but is not is refused with
+one line and exit code 1 (`BrokenJson`): it would otherwise be stored as a string.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 import typer
 
+from wfed.errors import WfedError
+
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _RELATIVE = re.compile(r"\+(?:\d+[smhd])+")
 _RELATIVE_PART = re.compile(r"(\d+)([smhd])")
@@ -24,11 +27,18 @@ def _no_constants(name: str) -> Any:
     raise ValueError(name)
 
 
+class BrokenJson(WfedError):
+    """A KEY=VALUE whose VALUE starts like a JSON object or array but does not parse."""
+
+
 def parse_value(raw: str) -> Any:
-    """VALUE of KEY=VALUE: JSON where it parses (`5`, `true`, `["a"]`), else the string."""
+    """VALUE of KEY=VALUE: JSON where it parses (`5`, `true`, `["a"]`), else the string.
+    A VALUE starting with `{` or `[` must be JSON (ValueError saying why)."""
     try:
         return json.loads(raw, parse_constant=_no_constants)
-    except ValueError:
+    except ValueError as exc:
+        if raw.lstrip().startswith(("{", "[")):
+            raise ValueError(str(exc)) from None
         return raw
 
 
@@ -42,7 +52,14 @@ def parse_assignments(items: Sequence[str], option: str) -> dict[str, Any]:
                 f"{item!r} is not KEY=VALUE (e.g. cmd='[\"true\"]' or servers=web1)",
                 param_hint=option,
             )
-        values[key] = parse_value(raw)
+        try:
+            values[key] = parse_value(raw)
+        except ValueError as exc:
+            text = json.dumps(raw, ensure_ascii=False)
+            raise BrokenJson(
+                f"{key}={raw}: the value starts like JSON but is not JSON ({exc}); fix it, "
+                f"or to store the text give it as a JSON string: {key}='{text}'"
+            ) from None
     return values
 
 

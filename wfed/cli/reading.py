@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from wfed.clock import utc_now
-from wfed.engine import Engine
-from wfed.engine.views import EventView, StepInfo, Workflow, WorkflowSummary
 from wfed.states import WorkflowState
 
 from . import render
 from .app import AsJson, Name, app, settings_of
 from .run import run_engine
+
+if TYPE_CHECKING:
+    from wfed.engine import Engine
+    from wfed.engine.views import EventView, StepInfo, Workflow, WorkflowSummary
 
 
 @app.command("list")

@@ -3,24 +3,39 @@
 Colours only on a terminal (rich decides, and honours NO_COLOR). Times are shown in UTC
 with their age ("3m ago"). User data (names, reasons, errors) is never read as rich
 markup, so a `[` in a workflow name prints as itself.
+
+rich is imported by the functions that draw a table, not with this module: a command
+that prints one line (`say`) or JSON never imports it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console, Group
-from rich.json import JSON
-from rich.table import Table
-from rich.text import Text
-
-from wfed.engine.views import EventView, Fleet, PlannedStep, StepInfo, Workflow, WorkflowSummary
 from wfed.states import StepState, WorkflowState
+
+if TYPE_CHECKING:
+    from rich.console import Console, Group
+    from rich.json import JSON
+    from rich.table import Table
+    from rich.text import Text
+
+    from wfed.engine.views import (
+        DaemonStatus,
+        EventView,
+        Fleet,
+        PlannedStep,
+        StepInfo,
+        StepRow,
+        Workflow,
+        WorkflowSummary,
+    )
 
 STATE_STYLES = {
     WorkflowState.PENDING: "cyan",
@@ -41,6 +56,8 @@ _EVENT_STYLES = {
     "paused": "yellow",
 }
 _CURRENT = "> "
+_LATE_BEATS = 3
+"""Heartbeats a daemon may miss (of one per control interval) before it counts as late."""
 _HALTED = {WorkflowState.PAUSED, WorkflowState.STOPPED, WorkflowState.ERROR}
 
 
@@ -53,15 +70,22 @@ def console() -> Console:
     Into a pipe or file, tables get up to 200 columns (or $COLUMNS) rather than rich's
     80, so a row stays one line for grep.
     """
+    from rich.console import Console
+
     width = None
     if not sys.stdout.isatty() and not os.environ.get("COLUMNS"):
         width = _PIPE_WIDTH
     return Console(highlight=False, width=width)
 
 
+# What rich leaves out of a text (bell, backspace, vertical tab, form feed, carriage
+# return): a reason or a name cannot move the cursor back over the line.
+_CONTROL = str.maketrans(dict.fromkeys("\a\b\v\f\r"))
+
+
 def say(message: str) -> None:
     """One confirmation line on stdout, never wrapped or read as markup."""
-    console().print(Text(message), soft_wrap=True)
+    sys.stdout.write(message.translate(_CONTROL) + "\n")
 
 
 def print_json(value: Any) -> None:
@@ -108,11 +132,20 @@ def when(moment: datetime | None, now: datetime) -> str:
 # -- workflows ------------------------------------------------------------------------
 
 
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """`1 step`, `3 steps` (`nouns` when the plural is not noun + s)."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+
+
 def state_text(state: WorkflowState | StepState) -> Text:
+    from rich.text import Text
+
     return Text(state.value, style=STATE_STYLES.get(state, ""))
 
 
 def _cell(value: Any) -> Text:
+    from rich.text import Text
+
     if value is None or value == "":
         return Text("-", style="dim")
     return Text(str(value))
@@ -149,6 +182,18 @@ def step_count(workflow: Workflow) -> int:
     return len(workflow.steps) or len(_definition(workflow))
 
 
+def all_done(total: int) -> str:
+    """What a completed workflow did: `all 3 steps done`, `its 1 step done`."""
+    if total == 0:
+        return "no steps to do"
+    return "its 1 step done" if total == 1 else f"all {total} steps done"
+
+
+def steps_of(workflow: Workflow) -> str:
+    """`1 step`, `3 steps`: how many a workflow has."""
+    return plural(step_count(workflow), "step")
+
+
 def step_title(workflow: Workflow, position: int) -> str:
     """`step 1 'run_cmd'` (with its label), or `step 3` past the end."""
     titles = {step.position: (step.step, step.label) for step in workflow.steps}
@@ -161,6 +206,9 @@ def step_title(workflow: Workflow, position: int) -> str:
 
 
 def workflows_table(workflows: Iterable[WorkflowSummary], now: datetime) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(show_edge=False, header_style="bold")
     for column in ("name", "state", "step", "queue", "prio", "requested", "claimed by"):
         table.add_column(column)
@@ -189,6 +237,9 @@ def workflows_table(workflows: Iterable[WorkflowSummary], now: datetime) -> Tabl
 
 def workflow_view(workflow: Workflow, now: datetime) -> Group:
     """`show`: the header, why it halted, the steps, the context."""
+    from rich.console import Group
+    from rich.text import Text
+
     return Group(
         Text(workflow.name, style="bold"),
         _workflow_header(workflow, now),
@@ -201,17 +252,22 @@ def workflow_view(workflow: Workflow, now: datetime) -> Group:
 
 
 def _json(value: Any) -> JSON:
+    from rich.json import JSON
+
     return JSON(json.dumps(value, default=str, ensure_ascii=False), indent=2)
 
 
 def _workflow_header(workflow: Workflow, now: datetime) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     row = workflow.row
     header = Table.grid(padding=(0, 2))
     header.add_column(style="bold")
     header.add_column()
     total = step_count(workflow)
     if row.state is WorkflowState.COMPLETED:
-        at = Text(f"all {total} steps done")
+        at = Text(all_done(total))
     else:
         at = Text(f"{step_title(workflow, row.current_step)} of {total}")
     header.add_row("state", Text.assemble(state_text(row.state), "  ", at))
@@ -226,7 +282,8 @@ def _workflow_header(workflow: Workflow, now: datetime) -> Table:
     if row.claimed_by:
         lease = f"   lease until {when(row.lease_expires_at, now)}" if row.lease_expires_at else ""
         header.add_row("claimed by", Text(row.claimed_by + lease))
-    if row.run_after is not None:
+    # `run_after` holds back a pending workflow only; elsewhere it is a stale value.
+    if row.run_after is not None and row.state is WorkflowState.PENDING:
         header.add_row("run after", Text(when(row.run_after, now)))
     header.add_row("created", Text(when(row.created_at, now)))
     header.add_row("updated", Text(when(row.updated_at, now)))
@@ -235,7 +292,40 @@ def _workflow_header(workflow: Workflow, now: datetime) -> Table:
     return header
 
 
+def step_duration(workflow: Workflow, step: StepRow, now: datetime) -> str:
+    """A step's own run time as `show` gives it: `6.0s`; `12s so far` while it runs;
+    `1m05s, cut off` or `cut off within 38s` when its run was interrupted (see
+    `wfed.engine.views.StepTime`); empty when it has none."""
+    time = workflow.step_time(step, now)
+    if time.seconds is None:
+        return "cut off" if time.cut_off else ""
+    spent = span(time.seconds)
+    if time.running and time.owner_silent:
+        silent = age(workflow.row.lease_expires_at, now)
+        return f"{spent} so far? (its owner's lease expired {silent})"
+    if time.running:
+        return f"{spent} so far"
+    if time.at_most:
+        return f"cut off within {spent}"
+    if time.cut_off:
+        return f"{spent}, cut off"
+    return spent
+
+
+def step_state(workflow: Workflow, step: StepRow, now: datetime) -> Text:
+    """A step's state; `interrupted` for a step whose row says `running` while its
+    workflow does not run (a forced shutdown cut it off): nothing runs it."""
+    from rich.text import Text
+
+    if step.state is StepState.RUNNING and workflow.state is not WorkflowState.RUNNING:
+        return Text("interrupted", style="red")
+    return state_text(step.state)
+
+
 def _steps_table(workflow: Workflow, now: datetime) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     row = workflow.row
     steps = Table(show_edge=False, header_style="bold", title_justify="left")
     steps.add_column("#", justify="right")
@@ -244,20 +334,14 @@ def _steps_table(workflow: Workflow, now: datetime) -> Table:
     steps.add_column("error", overflow="fold")
     current = row.current_step if row.state is not WorkflowState.COMPLETED else None
     for step in workflow.steps:
-        if step.started_at and step.finished_at:
-            duration = span((step.finished_at - step.started_at).total_seconds())
-        elif step.started_at and step.state is StepState.RUNNING:
-            duration = f"{span((now - step.started_at).total_seconds())} so far"
-        else:
-            duration = ""
         marker = _CURRENT if step.position == current else ""
         steps.add_row(
             Text(f"{marker}{step.position}", style="bold" if marker else ""),
             Text(step.step),
             _cell(step.label),
-            state_text(step.state),
+            step_state(workflow, step, now),
             Text(str(step.attempts)),
-            _cell(duration),
+            _cell(step_duration(workflow, step, now)),
             Text(step.error, style="red") if step.error else _cell(None),
         )
     if not workflow.steps:  # enqueued with plain SQL: validated when a daemon claims it
@@ -273,6 +357,9 @@ def _steps_table(workflow: Workflow, now: datetime) -> Table:
 
 
 def events_table(events: Iterable[EventView], now: datetime) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(show_edge=False, header_style="bold")
     table.add_column("at", no_wrap=True)
     table.add_column("kind")
@@ -297,10 +384,16 @@ def events_table(events: Iterable[EventView], now: datetime) -> Table:
 
 def plan_view(plans: Iterable[PlannedStep], context: dict[str, Any]) -> Group:
     """`create --dry-run`: the validated steps with their policies, and the context."""
+    from rich.console import Group
+    from rich.text import Text
+
     return Group(_plan_table(plans), Text(""), Text("context", style="bold"), _json(context))
 
 
 def _plan_table(plans: Iterable[PlannedStep]) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(show_edge=False, header_style="bold")
     table.add_column("#", justify="right")
     for column in ("step", "label", "args", "retries", "timeout", "idempotent"):
@@ -326,6 +419,9 @@ def _plan_table(plans: Iterable[PlannedStep]) -> Table:
 
 
 def daemons_table(fleet: Fleet, now: datetime) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(show_edge=False, header_style="bold")
     for column in ("id", "host", "pid", "version", "queues", "max"):
         table.add_column(column)
@@ -355,6 +451,40 @@ def daemons_table(fleet: Fleet, now: datetime) -> Table:
     return table
 
 
+def stop_requested(
+    workflow: Workflow, owner: DaemonStatus | None, interval: float, now: datetime
+) -> str:
+    """What `stop` on a running workflow will do, as its owner's heartbeat tells: a
+    daemon that beats cancels the current step within about a control interval; one gone
+    silent does nothing, and the stop takes effect only once a live daemon serving the
+    queue takes the workflow over, after its lease expires."""
+    row = workflow.row
+    said = f"stop requested for {row.name} (running"
+    holder = row.claimed_by or "nobody"
+    lease = row.lease_expires_at
+    left = (lease - now).total_seconds() if lease is not None else 0.0
+    takeover = f"a live daemon serving queue {row.queue!r} takes the workflow over"
+    if owner is None:
+        return (
+            f"{said} under {holder}, not a registered daemon: if it is alive it cancels the "
+            f"current step within about {interval:g}s; if not, the stop takes effect "
+            + (f"when its lease expires, in ≤ {math.ceil(left)}s, and " if left > 0 else "when ")
+            + f"{takeover})"
+        )
+    if owner.alive and owner.heartbeat_age <= _LATE_BEATS * interval + 1:
+        return f"{said}: its daemon {owner.id} cancels the current step within about {interval:g}s)"
+    beat = f"its owner {owner.id} last sent a heartbeat {span(owner.heartbeat_age)} ago"
+    if left > 0:
+        return (
+            f"{said}, but {beat}: if it is dead, the stop takes effect when its lease "
+            f"expires, in ≤ {math.ceil(left)}s, and {takeover})"
+        )
+    return (
+        f"{said}, but {beat} and its lease expired {age(lease, now)}: the stop takes effect "
+        f"when {takeover})"
+    )
+
+
 def awaiting_recovery(count: int) -> str:
     """The line under `daemons`: running workflows no live owner holds."""
     if count == 0:
@@ -370,6 +500,9 @@ def awaiting_recovery(count: int) -> str:
 
 
 def steps_table(steps: Iterable[StepInfo]) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(show_edge=False, header_style="bold")
     for column in ("name", "kind", "idempotent", "retries", "timeout", "args"):
         table.add_column(column)

@@ -5,20 +5,24 @@ closes the engine, and turns database errors into the WfedError that says what t
 Before the first query the session's pre-flight check connects (within ten seconds) and
 checks the schema revision, so an unreachable database or a missing schema is reported
 plainly instead of as whatever the first query happens to hit.
+
+wfectl imports what a command needs when it runs, not when the command is registered:
+the engine, SQLAlchemy and the configuration's validation here, rich in `render` when
+something is drawn, the step modules only when steps are validated. `wfectl --help`
+imports none of them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 import sys
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
-from wfed.config import Config, load_config
-from wfed.engine import Engine
+if TYPE_CHECKING:
+    from wfed.config import Config
+    from wfed.engine import Engine
 
 T = TypeVar("T")
 
@@ -38,12 +42,16 @@ class Settings:
     def config(self) -> Config:
         """The configuration (`--config`, else WFED_CONFIG, else defaults), loaded once."""
         if self._config is None:
+            from wfed.config import load_config
+
             self._config = load_config(self.config_path)
             _remember_secrets(self._config)
         return self._config
 
 
 def _remember_secrets(config: Config) -> None:
+    from wfed.engine import Engine
+
     for password in (Engine.url_password(config.database.url), config.database_password()):
         if password:
             _SECRETS.add(password)
@@ -79,6 +87,14 @@ def run_engine(
     registry); `schema=False` checks the connection but not the schema (`db upgrade`).
     Every failure of the database comes out as a WfedError.
     """
+    import asyncio
+    import logging
+
+    from wfed.engine import Engine
+
+    # wfed's own lines below a warning go nowhere unless logging is configured (and
+    # structlog is then never imported); the MySQL driver logs server notes as warnings.
+    logging.getLogger("asyncmy").setLevel(logging.ERROR)
     engine = Engine.from_config(config=settings.config())
 
     async def main() -> T:
@@ -103,6 +119,9 @@ async def _settle_sqlite_threads() -> None:
     for it, and the thread then reports back to the event loop; if `asyncio.run` has
     closed the loop by then, the thread prints a traceback (omnilib/aiosqlite#241).
     """
+    import asyncio
+    import threading
+
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _SETTLE_SECONDS
     for thread in threading.enumerate():

@@ -18,24 +18,22 @@ import socket
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.clock import Clock, utc_now
 from wfed.config import DEFAULT_OUTPUT_MAX_BYTES, Config, load_config
-from wfed.engine import bulk, control, creation, output, output_view, runbooks, views
+from wfed.engine import bulk, control, output_view, reading, views
 from wfed.engine import health as fleet_health
 from wfed.engine import snapshot as snapshots
-from wfed.engine.inline import InlineRun
 from wfed.engine.retention import PURGEABLE, purge_finished
 from wfed.engine.views import EventView, Workflow, WorkflowSummary
 from wfed.errors import (
     WorkflowNotFound,
 )
 from wfed.logging import get_logger
-from wfed.states import EventKind, Operation, Request, WorkflowState
-from wfed.steps.definition import StepPlan, parse_context, parse_definition
+from wfed.states import Operation, WorkflowState
 from wfed.steps.registry import StepRegistry
 from wfed.store import events as event_store
 from wfed.store import migrate
@@ -44,18 +42,11 @@ from wfed.store import workflows as workflow_store
 from wfed.store.database import DATABASE_ERRORS, Database, explained_errors, redacted, url_password
 from wfed.store.rows import WorkflowRow
 
-log = get_logger("wfed.engine")
+if TYPE_CHECKING:
+    from wfed.engine import runbooks
+    from wfed.steps.definition import StepPlan
 
-# Which events explain a halt, per halted state (for `show`).
-_HALT_EVENTS = {
-    WorkflowState.PAUSED: [EventKind.PAUSED.value, EventKind.PAUSE_REQUESTED.value],
-    WorkflowState.STOPPED: [EventKind.STOPPED.value, EventKind.STOP_REQUESTED.value],
-}
-# The event of the request waiting on a running workflow.
-_REQUEST_EVENTS = {
-    Request.PAUSE: [EventKind.PAUSE_REQUESTED.value],
-    Request.STOP: [EventKind.STOP_REQUESTED.value],
-}
+log = get_logger("wfed.engine")
 
 
 def default_actor() -> str:
@@ -145,6 +136,11 @@ class Engine:
 
     def plan(self, steps: Any, context: Any = None, name: str | None = None) -> list[StepPlan]:
         """Validate a definition, context and name without writing anything (`--dry-run`)."""
+        # Validating steps (and creating workflows) loads their models here: reading and
+        # controlling workflows never does.
+        from wfed.engine import creation  # noqa: PLC0415
+        from wfed.steps.definition import parse_context, parse_definition  # noqa: PLC0415
+
         if name is not None:
             creation.check_name(name)
         parse_context(context)
@@ -164,6 +160,8 @@ class Engine:
         """Create a pending workflow. InvalidDefinition before anything is written if the
         steps or context are wrong; WorkflowExists on a duplicate name. `provenance`
         (where the definition came from) is recorded in the `created` event."""
+        from wfed.engine import creation  # noqa: PLC0415
+
         await creation.create(
             control.Operator(self.db, self.actor, self.clock),
             self.registry,
@@ -188,6 +186,8 @@ class Engine:
         queue: str | None = None,
     ) -> tuple[runbooks.Enqueue, list[StepPlan]]:
         """What `run_runbook` would enqueue, validated, writing nothing (`--dry-run`)."""
+        from wfed.engine import runbooks  # noqa: PLC0415
+
         row = runbooks.enqueue(
             runbooks.load_runbook(path), params or {}, now=self.clock(), name=name, queue=queue
         )
@@ -217,6 +217,8 @@ class Engine:
 
     def lint_runbooks(self, directory: str) -> list[str]:
         """Every problem of the runbook files under `directory`, one line each."""
+        from wfed.engine import runbooks  # noqa: PLC0415
+
         return runbooks.lint(directory, self.plan)
 
     # -- reading ----------------------------------------------------------------------
@@ -224,10 +226,7 @@ class Engine:
     async def get(self, name: str) -> Workflow:
         """A workflow with its steps and, if halted, why (WorkflowNotFound if none)."""
         async with self.db.transaction() as conn:
-            row = await self._require(conn, name)
-            steps = await step_store.steps_get(conn, row.id)
-            reason = await self._halt_reason(conn, row)
-        return Workflow(row=row, steps=steps, halt_reason=reason)
+            return await reading.read_workflow(conn, name)
 
     async def list(
         self,
@@ -262,21 +261,6 @@ class Engine:
     async def _require(self, conn: AsyncConnection, name: str) -> WorkflowRow:
         return await control.require(conn, name)
 
-    async def _halt_reason(self, conn: AsyncConnection, row: WorkflowRow) -> str | None:
-        if row.state is WorkflowState.ERROR:
-            return row.last_error
-        kinds = _HALT_EVENTS.get(row.state)
-        if row.state is WorkflowState.RUNNING and row.requested is not None:
-            kinds = _REQUEST_EVENTS[row.requested]
-        if kinds is None:
-            return None
-        event = await event_store.event_latest(conn, row.id, kinds)
-        if event is None:
-            return None
-        actor = event.detail.get("requested_by", event.actor)
-        by = f"{event.kind.replace('_', ' ')} by {actor}"
-        return f"{by}: {event.reason}" if event.reason else by
-
     # -- for operators: the fleet, the steps, the database ----------------------------
 
     async def fleet(self) -> views.Fleet:
@@ -297,6 +281,13 @@ class Engine:
 
     display_url = staticmethod(redacted)
     url_password = staticmethod(url_password)
+
+    # -- for wfectl: who holds a workflow ----------------------------------------------
+
+    async def owner(self, workflow: Workflow) -> views.DaemonStatus | None:
+        """The registered daemon holding a running workflow, alive or not (its last
+        heartbeat); None if unclaimed or not held by a registered daemon."""
+        return await reading.owner(self.db, workflow, self.clock())
 
     @contextlib.asynccontextmanager
     async def session(self, *, check: bool = True, schema: bool = True) -> AsyncIterator[Engine]:
@@ -428,6 +419,11 @@ class Engine:
         ErrorState (it was in `error` already). A completed workflow is returned as is;
         a pending one whose `run_after` is still ahead is waited for.
         """
+        # The runner, its steps' machinery and the metrics load here: reading and
+        # controlling workflows (all wfectl does) never needs them.
+        from wfed.engine import output  # noqa: PLC0415
+        from wfed.engine.inline import InlineRun  # noqa: PLC0415
+
         inline = InlineRun(
             self.db,
             self.registry,

@@ -1,21 +1,32 @@
 """Schema creation and upgrades (Alembic, run on wfed's own connection), and the check the
-daemon makes at start-up that the schema is current."""
+daemon and wfectl make that the schema is current.
+
+The check reads the version table with one plain query and compares it with `REVISIONS`:
+Alembic, and the migration scripts it loads, are imported only by an upgrade.
+"""
 
 from __future__ import annotations
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection, inspect, text
 
 from wfed.errors import SchemaOutdated
 from wfed.store.database import Database
 
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
 VERSION_TABLE = "wfed_schema_version"
+REVISIONS = ("0001", "0002")
+"""The `revision` of every migration in wfed/store/migrations/versions, oldest first (a
+test compares them with the scripts): a new migration adds its own here."""
+HEAD = REVISIONS[-1]
 
 
 def _alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig  # noqa: PLC0415 - upgrades only
+
     config = AlembicConfig()
     config.set_main_option("script_location", "wfed.store:migrations")
     config.attributes["version_table"] = VERSION_TABLE
@@ -25,16 +36,28 @@ def _alembic_config(connection: Connection | None = None) -> AlembicConfig:
 
 
 def head_revision() -> str:
-    """The newest schema revision this wfed knows."""
+    """The newest schema revision this wfed knows, as its migration scripts say."""
+    from alembic.script import ScriptDirectory  # noqa: PLC0415 - upgrades only
+
     head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
     if head is None:
         raise AssertionError("no schema migrations are packaged")
     return head
 
 
+def script_revisions() -> list[str]:
+    """The revisions of the migration scripts, oldest first (what `REVISIONS` lists)."""
+    from alembic.script import ScriptDirectory  # noqa: PLC0415 - upgrades only
+
+    scripts = ScriptDirectory.from_config(_alembic_config())
+    return [script.revision for script in reversed(list(scripts.walk_revisions()))]
+
+
 def _current(connection: Connection) -> str | None:
-    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-    return context.get_current_revision()
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    revision = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+    return None if revision is None else str(revision)
 
 
 async def current_revision(db: Database) -> str | None:
@@ -48,6 +71,8 @@ async def upgrade(db: Database) -> tuple[str | None, str]:
 
     Returns the revisions before and after.
     """
+
+    from alembic import command  # noqa: PLC0415 - upgrades only
 
     def _upgrade(connection: Connection) -> str | None:
         before = _current(connection)
@@ -63,11 +88,10 @@ async def upgrade(db: Database) -> tuple[str | None, str]:
 async def require_current(db: Database) -> None:
     """Raise SchemaOutdated unless the schema is at the head revision."""
     current = await current_revision(db)
-    head = head_revision()
+    head = HEAD
     if current == head:
         return
-    scripts = ScriptDirectory.from_config(_alembic_config())
-    if current is not None and current not in {s.revision for s in scripts.walk_revisions()}:
+    if current is not None and current not in REVISIONS:
         raise SchemaOutdated(
             f"the wfed schema in {db.display_url} is at revision {current}, newer than this "
             f"wfed knows (up to {head}): upgrade wfed on this host"
