@@ -307,3 +307,32 @@ def test_usage_errors(wfectl: Wfectl, unique: str) -> None:
     assert "NAME, or a filter" in results[0].err
     assert "not both" in results[1].err
     assert "retry does not apply to paused" in results[3].err
+
+
+def test_a_running_workflow_gets_a_request(wfectl: Wfectl, unique: str) -> None:
+    """pause and stop of a running workflow leave a request for its owner (reported as
+    `pause_requested` / `stop_requested`); the workflow is still running."""
+    queue = f"q-{unique}"
+    names = [f"bulk-{unique}-run-{i}" for i in range(2)]
+    create_many(wfectl.url, names, queue)
+
+    async def claim(engine: Engine) -> None:
+        async with engine.db.transaction() as conn:  # as a daemon's claim would
+            await conn.execute(
+                update(workflows)
+                .where(workflows.c.name.in_(names))
+                .values(state="running", claimed_by="some-daemon:1")
+            )
+
+    with_engine(wfectl.url, claim)
+    paused = wfectl("pause", "--name-like", names[0], "--yes", "--json").json()
+    stopped = wfectl("stop", "--queue", queue, "--state", "running", "--yes", "--json").json()
+    assert [(o["name"], o["action"], o["state"]) for o in paused["workflows"]] == [
+        (names[0], "pause_requested", "running")
+    ]
+    assert [(o["name"], o["action"]) for o in stopped["workflows"]] == [
+        (names[0], "stop_requested"),
+        (names[1], "stop_requested"),
+    ]
+    shown = wfectl("show", names[1], "--json").json()
+    assert (shown["state"], shown["requested"]) == ("running", "stop")
