@@ -631,9 +631,9 @@ def test_version_and_help_with_examples(wfectl_config: Path) -> None:
         assert isinstance(subgroup, typer.core.TyperGroup)
         commands.update({f"{group_name} {n}": c for n, c in subgroup.commands.items()})
     expected = {
-        "db upgrade", "create", "list", "show", "history", "export", "daemons", "steps",
-        "pause", "resume", "stop", "retry", "skip", "restart", "delete", "ctx", "health",
-        "purge", "run", "runbook lint", "watch", "logs",
+        "db upgrade", "db grants", "create", "list", "show", "history", "export", "daemons",
+        "steps", "pause", "resume", "stop", "retry", "skip", "restart", "delete", "ctx",
+        "health", "purge", "run", "runbook lint", "watch", "logs",
     }  # fmt: skip
     assert set(commands) == expected
     for command_name, command in commands.items():

@@ -288,3 +288,7 @@ def test_run_after_is_shown_only_while_it_holds_a_workflow_back(cli: Wfectl, uni
         .values(state="error", last_error="step 0 'sleep' failed: boom"),
     )
     assert "run after" not in ok(cli("show", name), "error", "boom")
+
+
+def test_db_grants_on_sqlite_says_it_has_no_accounts(cli: Wfectl) -> None:
+    refused(cli("db", "grants", "--database", "wfed"), "SQLite has no accounts", cli.url[20:])

@@ -13,6 +13,7 @@ This module holds the one Typer app, its global options, the options the command
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -37,7 +38,7 @@ app = typer.Typer(
 db_app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
-    help="The database schema.",
+    help="The database: its schema and its accounts.",
 )
 app.add_typer(db_app, name="db")
 
@@ -127,6 +128,46 @@ def db_upgrade(cli: typer.Context) -> None:
         render.say(f"schema of {where} is up to date (revision {after})")
     else:
         render.say(f"schema of {where} upgraded: {before or 'none'} -> {after}")
+
+
+@db_app.command("grants")
+def db_grants(
+    cli: typer.Context,
+    database: Annotated[
+        str, typer.Option("--database", metavar="NAME", help="The database the accounts use.")
+    ],
+    daemon_user: Annotated[
+        str, typer.Option("--daemon-user", metavar="U", help="The daemons' account.")
+    ] = "wfed_daemon",
+    operator_user: Annotated[
+        str, typer.Option("--operator-user", metavar="U", help="wfectl's account.")
+    ] = "wfed_operator",
+    migrate_user: Annotated[
+        str,
+        typer.Option("--migrate-user", metavar="U", help="The account of `db upgrade`."),
+    ] = "wfed_migrate",
+) -> None:
+    """Print the SQL that creates wfed's accounts, for the configured backend.
+
+    The migrate, daemon and operator accounts, each with the least privileges its role
+    needs, on MariaDB/MySQL or PostgreSQL, in the order to run them (said in comments):
+    the migrate account, then `wfectl db upgrade` as that account, then the daemon and
+    operator accounts, whose grants name the tables. Nothing is run.
+
+    Example: wfectl db grants --database wfed_prod --daemon-user wfed_d > grants.sql
+    """
+    from wfed.engine import Engine
+
+    url = settings_of(cli).config().database.url
+    sys.stdout.write(
+        Engine.grant_statements(
+            url,
+            database,
+            migrate_user=migrate_user,
+            daemon_user=daemon_user,
+            operator_user=operator_user,
+        )
+    )
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ from wfed.logging import get_logger
 from wfed.states import Operation, WorkflowState
 from wfed.steps.registry import StepRegistry
 from wfed.store import events as event_store
-from wfed.store import migrate
+from wfed.store import grants, migrate
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
 from wfed.store.database import DATABASE_ERRORS, Database, explained_errors, redacted, url_password
@@ -282,12 +282,14 @@ class Engine:
     display_url = staticmethod(redacted)
     url_password = staticmethod(url_password)
 
-    # -- for wfectl: who holds a workflow ----------------------------------------------
+    # -- for wfectl: who holds a workflow, the accounts --------------------------------
 
     async def owner(self, workflow: Workflow) -> views.DaemonStatus | None:
         """The registered daemon holding a running workflow, alive or not (its last
         heartbeat); None if unclaimed or not held by a registered daemon."""
         return await reading.owner(self.db, workflow, self.clock())
+
+    grant_statements = staticmethod(grants.script)
 
     @contextlib.asynccontextmanager
     async def session(self, *, check: bool = True, schema: bool = True) -> AsyncIterator[Engine]:
