@@ -24,10 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.clock import Clock, utc_now
 from wfed.config import DEFAULT_OUTPUT_MAX_BYTES, Config, load_config
-from wfed.engine import bulk, control, output_view, reading, views
+from wfed.engine import bulk, control, reading, views
 from wfed.engine import health as fleet_health
-from wfed.engine import snapshot as snapshots
+from wfed.engine.output_api import OutputReads
 from wfed.engine.retention import PURGEABLE, purge_finished
+from wfed.engine.runbook_api import RunbookFiles
 from wfed.engine.views import EventView, Workflow, WorkflowSummary
 from wfed.errors import (
     WorkflowNotFound,
@@ -37,13 +38,11 @@ from wfed.states import Operation, WorkflowState
 from wfed.steps.registry import StepRegistry
 from wfed.store import events as event_store
 from wfed.store import grants, migrate
-from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
 from wfed.store.database import DATABASE_ERRORS, Database, explained_errors, redacted, url_password
 from wfed.store.rows import WorkflowRow
 
 if TYPE_CHECKING:
-    from wfed.engine import runbooks
     from wfed.steps.definition import StepPlan
 
 log = get_logger("wfed.engine")
@@ -58,7 +57,7 @@ def default_actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-class Engine:
+class Engine(RunbookFiles, OutputReads):
     """A connection to a wfed database plus the registry of runnable steps."""
 
     def __init__(
@@ -174,52 +173,6 @@ class Engine:
             provenance=provenance,
         )
         return await self.get(name)
-
-    # -- runbook files ----------------------------------------------------------------
-
-    def plan_runbook(
-        self,
-        path: str,
-        params: dict[str, str] | None = None,
-        *,
-        name: str | None = None,
-        queue: str | None = None,
-    ) -> tuple[runbooks.Enqueue, list[StepPlan]]:
-        """What `run_runbook` would enqueue, validated, writing nothing (`--dry-run`)."""
-        from wfed.engine import runbooks  # noqa: PLC0415
-
-        row = runbooks.enqueue(
-            runbooks.load_runbook(path), params or {}, now=self.clock(), name=name, queue=queue
-        )
-        return row, runbooks.checked(path, lambda: self.plan(row.steps, row.context, row.name))
-
-    async def run_runbook(
-        self,
-        path: str,
-        params: dict[str, str] | None = None,
-        *,
-        name: str | None = None,
-        queue: str | None = None,
-        run_after: datetime | None = None,
-    ) -> Workflow:
-        """Enqueue a runbook file with its parameters given as text; its path, sha256 and
-        the parameters go into the workflow's first event."""
-        row, _ = self.plan_runbook(path, params, name=name, queue=queue)
-        return await self.create_workflow(
-            row.name,
-            row.context,
-            row.steps,
-            queue=row.queue,
-            priority=row.priority,
-            run_after=run_after,
-            provenance=row.provenance,
-        )
-
-    def lint_runbooks(self, directory: str) -> list[str]:
-        """Every problem of the runbook files under `directory`, one line each."""
-        from wfed.engine import runbooks  # noqa: PLC0415
-
-        return runbooks.lint(directory, self.plan)
 
     # -- reading ----------------------------------------------------------------------
 
@@ -438,58 +391,3 @@ class Engine:
         with output.recording(self.db, name, self.output_max_bytes):
             await inline.run(name)
         return await self.get(name)
-
-    # -- live step output -------------------------------------------------------------
-
-    async def output(
-        self,
-        name: str,
-        *,
-        position: int | None = None,
-        attempt: int | None = None,
-        after: int | None = None,
-    ) -> builtins.list[output_view.OutputLine]:
-        """The lines a step attempt printed, in order (see `wfed.engine.output_view`).
-
-        By default the running step, else the step the workflow stopped at if it printed,
-        else the last step before it that printed; and that step's current attempt if it
-        runs, else its last attempt that printed. `after` is a cursor: only the lines of
-        chunks after that `seq` (the `seq` of the last line read). WorkflowNotFound;
-        StepNotFound for a position the workflow has no step at."""
-        async with self.db.transaction() as conn:
-            row = await self._require(conn, name)
-            steps = await step_store.steps_get(conn, row.id)
-            return await output_view.read_output(
-                conn, row, steps, position=position, attempt=attempt, after=after
-            )
-
-    async def snapshot(
-        self, name: str, cursor: snapshots.OutputCursor | None = None
-    ) -> snapshots.Snapshot:
-        """The workflow, its steps and the new output lines `cursor` asks for (by default
-        those of the running step), from one indexed SELECT whatever the number of steps:
-        what `wfectl watch` and `logs --follow` poll (see `wfed.engine.snapshot`). The
-        context is not read, nor why a workflow halted (`get` tells). WorkflowNotFound."""
-        return await snapshots.snapshot(
-            self.db, name, cursor or snapshots.OutputCursor.of_running()
-        )
-
-    async def output_attempt(
-        self, name: str, *, position: int | None = None, attempt: int | None = None
-    ) -> tuple[int, int] | None:
-        """(position, attempt) whose lines `output` reads with these arguments, even before
-        there are any (a follower starts here); None while the workflow has no step rows
-        (enqueued with SQL, not claimed yet). WorkflowNotFound; StepNotFound."""
-        async with self.db.transaction() as conn:
-            row = await self._require(conn, name)
-            steps = await step_store.steps_get(conn, row.id)
-            return await output_view.choose(conn, row, steps, position=position, attempt=attempt)
-
-    async def step_running(self, name: str, position: int, attempt: int | None = None) -> bool:
-        """Whether step `position` of the workflow is running (in its attempt `attempt`,
-        if given): a follower of its output reads once more after this turns False, then
-        stops. WorkflowNotFound; StepNotFound."""
-        async with self.db.transaction() as conn:
-            row = await self._require(conn, name)
-            steps = await step_store.steps_get(conn, row.id)
-        return output_view.step_running(row, steps, position, attempt)
