@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from wfed.engine.control import Expected
-from wfed.engine.views import iso
+from wfed.engine.json_values import iso
 from wfed.errors import InvalidTransition
 from wfed.states import Operation, WorkflowState, sources
 from wfed.store import selection as selection_store

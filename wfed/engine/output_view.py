@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wfed.engine.views import iso
+from wfed.engine.json_values import iso
 from wfed.errors import WfedError
 from wfed.states import StepState, WorkflowState
 from wfed.store import output as output_store

@@ -8,24 +8,20 @@ other module builds a `--json` document.
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from wfed.states import Request, StepState, WorkflowState
+from wfed.engine.json_values import iso, jsonable
+from wfed.engine.step_times import StepTime, step_time
+from wfed.states import Request, WorkflowState
 from wfed.store.rows import EventRow, WorkflowRow
 from wfed.store.rows import StepRow as StepRow  # noqa: PLC0414 - re-exported: Workflow.steps
 
 if TYPE_CHECKING:
     from wfed.steps.base import Step
     from wfed.steps.definition import StepPlan
-
-
-def iso(moment: datetime | None) -> str | None:
-    """A stored (naive UTC) timestamp as ISO-8601 with its zone."""
-    return None if moment is None else moment.isoformat(timespec="milliseconds") + "Z"
 
 
 # -- workflows ------------------------------------------------------------------------
@@ -107,69 +103,6 @@ def _workflow_step_json(step: StepRow) -> dict[str, Any]:
         "started_at": iso(step.started_at),
         "finished_at": iso(step.finished_at),
     }
-
-
-@dataclass(frozen=True)
-class StepTime:
-    """A step's own run time, as far as the data tells (`wfectl show`).
-
-    A step row has the start of its current attempt (`started_at`) and the moment its
-    end was committed (`finished_at`). A step cut off — its owner killed, or shut down
-    past its grace — has no end of its own: its row keeps `running` until a claim finds
-    it, and `finished_at` is then when it was found. Only a forced shutdown records when
-    (a `released` event); otherwise the run ended at most by the time it was found."""
-
-    seconds: float | None
-    """The run time; so far, when `running`; None when nothing tells."""
-    running: bool = False
-    """Running now: its workflow runs, and the step row says it runs."""
-    owner_silent: bool = False
-    """Running as far as the rows say, but the owner's lease has expired: it may have
-    died, and the step with it."""
-    cut_off: bool = False
-    """Its run was cut off (interrupted): `seconds` is exact only if not `at_most`."""
-    at_most: bool = False
-    """`seconds` is an upper bound: until the cut-off run was found."""
-
-
-def step_time(workflow: Workflow, step: StepRow, now: datetime) -> StepTime:
-    """See `StepTime`."""
-    started, finished = step.started_at, step.finished_at
-    row = workflow.row
-    if started is None:
-        return StepTime(None)
-    if step.state is StepState.RUNNING and row.state is WorkflowState.RUNNING:
-        silent = row.lease_expires_at is not None and row.lease_expires_at < now
-        return StepTime((now - started).total_seconds(), running=True, owner_silent=silent)
-    cut_off = _cut_off(workflow, step, started)
-    if cut_off is not None:
-        return cut_off
-    if finished is not None and finished >= started:
-        return StepTime((finished - started).total_seconds())
-    return StepTime(None)
-
-
-def _cut_off(workflow: Workflow, step: StepRow, started: datetime) -> StepTime | None:
-    """The run time of a step that was cut off; None if it was not."""
-    released = workflow.released_at
-    if step.state is StepState.RUNNING:
-        # Its workflow does not run, so neither does the step: it was cut off, when a
-        # forced shutdown released it if that is recorded.
-        if released is not None and released >= started:
-            return StepTime((released - started).total_seconds(), cut_off=True)
-        return StepTime(None, cut_off=True)
-    found = workflow.interrupted
-    if (
-        step.state is not StepState.ERROR
-        or found is None
-        or found.position != step.position
-        or found.detail.get("rerun")
-        or found.at < started
-    ):
-        return None
-    if released is not None and started <= released <= found.at:
-        return StepTime((released - started).total_seconds(), cut_off=True)
-    return StepTime((found.at - started).total_seconds(), cut_off=True, at_most=True)
 
 
 @dataclass(frozen=True)
@@ -330,7 +263,7 @@ class StepInfo:
                 required=param.default is inspect.Parameter.empty,
                 default=None
                 if param.default is inspect.Parameter.empty
-                else _jsonable(param.default),
+                else jsonable(param.default),
             )
             for param in step_class.parameters().values()
             if param.kind not in {inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL}
@@ -352,14 +285,6 @@ class StepInfo:
         """One element of `steps --json`: the fields above, in their order, are its keys
         (`args`: {name, required, default} each)."""
         return asdict(self)
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
-    return value
 
 
 # -- the fleet ------------------------------------------------------------------------
