@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_args
@@ -26,8 +25,8 @@ import typer
 from wfed.errors import InvalidTransition, WorkflowNotFound
 from wfed.states import Operation, WorkflowState
 
-from . import render
 from .app import settings_of
+from .bulk_report import confirm, report
 from .parse import parse_assignments
 from .run import fail, run_engine
 
@@ -38,7 +37,6 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., None])
 
 PANEL = "Instead of NAME: every workflow a filter matches"
-SHOWN = 10
 """Workflows named in the confirmation question (the rest are counted)."""
 
 _FILTER_PARAMETERS = [
@@ -320,10 +318,10 @@ def run_bulk(
     except InvalidTransition as exc:  # a --state the operation never applies to
         raise typer.BadParameter(str(exc), param_hint="--state") from None
     if not selected:
-        _report(operation, filter_, [], reason, as_json)
+        report(operation, filter_, [], reason, as_json)
         return
     if not yes:
-        _confirm(operation, selected, as_json)
+        confirm(operation, selected, as_json)
 
     async def apply(engine: Engine) -> list[Outcome]:
         outcomes = []
@@ -334,9 +332,9 @@ def run_bulk(
                 outcomes.append(_left_alone(selection, str(exc)))
             except BaseException:
                 # The database went away (or worse): say what was done, then fail.
-                _report(operation, filter_, outcomes, reason, as_json, engine, partial=True)
+                report(operation, filter_, outcomes, reason, as_json, engine, partial=True)
                 raise
-        _report(operation, filter_, outcomes, reason, as_json, engine)
+        report(operation, filter_, outcomes, reason, as_json, engine)
         return outcomes
 
     outcomes = run_engine(settings, apply)
@@ -352,63 +350,3 @@ def _left_alone(selection: Selection, why: str) -> Outcome:
     from wfed.engine.bulk import Outcome
 
     return Outcome(selection.name, selection.state, changed=False, message=why)
-
-
-def _confirm(operation: Operation, selected: list[Selection], as_json: bool) -> None:
-    """Say how many match and ask; refuse without a terminal to ask on."""
-    count = len(selected)
-    noun = "workflow matches" if count == 1 else "workflows match"
-    by_state: dict[str, int] = {}
-    for selection in selected:
-        by_state[selection.state.value] = by_state.get(selection.state.value, 0) + 1
-    states = ", ".join(f"{n} {state}" for state, n in sorted(by_state.items()))
-    if not sys.stdin.isatty():
-        fail(
-            f"{count} {noun} ({states}); add --yes to {operation.value} them "
-            "without a terminal to confirm on"
-        )
-    names = ", ".join(selection.name for selection in selected[:SHOWN])
-    more = f" and {count - SHOWN} more" if count > SHOWN else ""
-    out = sys.stderr if as_json else sys.stdout
-    out.write(f"{count} {noun} ({states}): {names}{more}\n")
-    out.flush()
-    question = f"{operation.value.capitalize()} {'it' if count == 1 else f'these {count}'}?"
-    if not typer.confirm(question, default=False, err=as_json):
-        fail(f"nothing was done: {count} {noun}, not confirmed")
-
-
-def _report(
-    operation: Operation,
-    filter_: Filter,
-    outcomes: list[Outcome],
-    reason: str | None,
-    as_json: bool,
-    engine: Engine | None = None,
-    *,
-    partial: bool = False,
-) -> None:
-    """Each workflow's outcome (a line each, or the `--json` document), then the count."""
-    from wfed.clock import utc_now
-    from wfed.engine.bulk import bulk_json, counts
-    from wfed.engine.facade import default_actor
-
-    if as_json:
-        actor = engine.actor if engine is not None else default_actor()
-        render.print_json(
-            bulk_json(operation, filter_, outcomes, reason=reason, actor=actor, at=utc_now())
-        )
-        return
-    if not outcomes and not partial:
-        render.say("no workflows match")
-        return
-    for outcome in outcomes:
-        if outcome.changed:
-            did = (outcome.action or "").replace("_", " ")
-            render.say(f"{did} {outcome.name} (was {outcome.selected_state.value})")
-        else:
-            render.say(f"left alone {outcome.name}: {outcome.message}")
-    changed, left = counts(outcomes)
-    summary = f"{operation.value}: {changed} of {len(outcomes)} workflows changed"
-    if left:
-        summary += f", {left} left alone"
-    render.say(summary + (" before the failure below" if partial else ""))

@@ -18,7 +18,7 @@ from wfed.clock import utc_now
 from wfed.errors import WfedError
 from wfed.states import Operation, WorkflowState
 
-from . import render
+from . import render, render_fleet
 from .app import Name, Reason, app, settings_of
 from .bulk import by_filter
 from .parse import parse_assignments
@@ -86,7 +86,7 @@ def stop(cli: typer.Context, name: Name, reason: Reason = None) -> None:
     workflow, owner = run_engine(settings, work)
     if workflow.state is WorkflowState.RUNNING:
         interval = settings.config().daemon.control_interval
-        render.say(render.stop_requested(workflow, owner, interval, utc_now()))
+        render.say(render_fleet.stop_requested(workflow, owner, interval, utc_now()))
     else:
         render.say(f"stopped {name}")
 

@@ -9,7 +9,7 @@ import typer
 
 from wfed.clock import utc_now
 
-from . import render
+from . import render, render_steps
 from .app import app, settings_of
 from .parse import parse_assignments, parse_json_object, parse_step, parse_when
 from .run import run_engine
@@ -85,7 +85,7 @@ def create(
         plans = run_engine(settings, plan, connect=False)
         count = render.plural(len(plans), "step")
         render.say(f"dry run: {name} would get {count}, {where}; nothing was written")
-        render.console().print(render.plan_view(plans, context))
+        render.console().print(render_steps.plan_view(plans, context))
         return
 
     async def work(engine: Engine) -> Workflow:

@@ -17,7 +17,7 @@ from wfed.durations import parse_duration
 from wfed.errors import WfedError
 from wfed.states import WorkflowState
 
-from . import render
+from . import render, render_fleet
 from .app import AsJson, app, settings_of
 from .run import run_engine, scrub
 
@@ -49,10 +49,10 @@ def daemons(cli: typer.Context, as_json: AsJson = False) -> None:
         render.print_json(fleet.to_json())
         return
     if fleet.daemons:
-        render.console().print(render.daemons_table(fleet, utc_now()))
+        render.console().print(render_fleet.daemons_table(fleet, utc_now()))
     else:
         render.say("no daemons registered")
-    render.say(render.awaiting_recovery(fleet.awaiting_recovery))
+    render.say(render_fleet.awaiting_recovery(fleet.awaiting_recovery))
 
 
 # -- health ---------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import typer
 from wfed.clock import utc_now
 from wfed.states import WorkflowState
 
-from . import render
+from . import render, render_steps
 from .app import AsJson, Name, app, settings_of
 from .run import run_engine
 
@@ -111,4 +111,4 @@ def steps(cli: typer.Context, as_json: AsJson = False) -> None:
     if as_json:
         render.print_json([step.to_json() for step in found])
     else:
-        render.console().print(render.steps_table(found))
+        render.console().print(render_steps.steps_table(found))

@@ -11,7 +11,6 @@ that prints one line (`say`) or JSON never imports it.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from collections.abc import Iterable
@@ -27,11 +26,7 @@ if TYPE_CHECKING:
     from rich.text import Text
 
     from wfed.engine.views import (
-        DaemonStatus,
         EventView,
-        Fleet,
-        PlannedStep,
-        StepInfo,
         StepRow,
         Workflow,
         WorkflowSummary,
@@ -56,8 +51,6 @@ _EVENT_STYLES = {
     "paused": "yellow",
 }
 _CURRENT = "> "
-_LATE_BEATS = 3
-"""Heartbeats a daemon may miss (of one per control interval) before it counts as late."""
 _HALTED = {WorkflowState.PAUSED, WorkflowState.STOPPED, WorkflowState.ERROR}
 
 
@@ -375,153 +368,5 @@ def events_table(events: Iterable[EventView], now: datetime) -> Table:
             Text(event.actor),
             _cell(event.reason),
             _cell(_compact(event.detail, 80) if event.detail else None),
-        )
-    return table
-
-
-# -- create --dry-run ----------------------------------------------------------------
-
-
-def plan_view(plans: Iterable[PlannedStep], context: dict[str, Any]) -> Group:
-    """`create --dry-run`: the validated steps with their policies, and the context."""
-    from rich.console import Group
-    from rich.text import Text
-
-    return Group(_plan_table(plans), Text(""), Text("context", style="bold"), _json(context))
-
-
-def _plan_table(plans: Iterable[PlannedStep]) -> Table:
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(show_edge=False, header_style="bold")
-    table.add_column("#", justify="right")
-    for column in ("step", "label", "args", "retries", "timeout", "idempotent"):
-        table.add_column(column)
-    for plan in plans:
-        retries = str(plan.retries)
-        if plan.retries:
-            retries += f" (every {plan.retry_delay:g}s"
-            retries += f", x{plan.backoff:g})" if plan.backoff != 1 else ")"
-        table.add_row(
-            Text(str(plan.position)),
-            Text(plan.name),
-            _cell(plan.label),
-            _cell(_compact(plan.args) if plan.args else None),
-            Text(retries),
-            _cell(f"{plan.timeout:g}s" if plan.timeout else None),
-            Text("yes" if plan.idempotent else "no"),
-        )
-    return table
-
-
-# -- daemons ------------------------------------------------------------------------
-
-
-def daemons_table(fleet: Fleet, now: datetime) -> Table:
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(show_edge=False, header_style="bold")
-    for column in ("id", "host", "pid", "version", "queues", "max"):
-        table.add_column(column)
-    table.add_column("running", justify="right")
-    for column in ("started", "heartbeat", "status"):
-        table.add_column(column)
-    for daemon in fleet.daemons:
-        running = Text(str(daemon.running))
-        if not daemon.alive and daemon.running:
-            running = Text(f"{daemon.running} awaiting recovery", style="bold red")
-        table.add_row(
-            Text(daemon.id, style="bold"),
-            Text(daemon.host),
-            Text(str(daemon.pid)),
-            Text(daemon.version),
-            Text(", ".join(str(q) for q in daemon.queues)),
-            Text(str(daemon.max_workflows)),
-            running,
-            Text(when(daemon.started_at, now)),
-            Text(age(daemon.heartbeat_at, now)),
-            Text("alive", style="green")
-            if daemon.alive
-            else Text(
-                f"dead (heartbeat older than its {daemon.lease_seconds}s lease)", style="bold red"
-            ),
-        )
-    return table
-
-
-def stop_requested(
-    workflow: Workflow, owner: DaemonStatus | None, interval: float, now: datetime
-) -> str:
-    """What `stop` on a running workflow will do, as its owner's heartbeat tells: a
-    daemon that beats cancels the current step within about a control interval; one gone
-    silent does nothing, and the stop takes effect only once a live daemon serving the
-    queue takes the workflow over, after its lease expires."""
-    row = workflow.row
-    said = f"stop requested for {row.name} (running"
-    holder = row.claimed_by or "nobody"
-    lease = row.lease_expires_at
-    left = (lease - now).total_seconds() if lease is not None else 0.0
-    takeover = f"a live daemon serving queue {row.queue!r} takes the workflow over"
-    if owner is None:
-        return (
-            f"{said} under {holder}, not a registered daemon: if it is alive it cancels the "
-            f"current step within about {interval:g}s; if not, the stop takes effect "
-            + (f"when its lease expires, in ≤ {math.ceil(left)}s, and " if left > 0 else "when ")
-            + f"{takeover})"
-        )
-    if owner.alive and owner.heartbeat_age <= _LATE_BEATS * interval + 1:
-        return f"{said}: its daemon {owner.id} cancels the current step within about {interval:g}s)"
-    beat = f"its owner {owner.id} last sent a heartbeat {span(owner.heartbeat_age)} ago"
-    if left > 0:
-        return (
-            f"{said}, but {beat}: if it is dead, the stop takes effect when its lease "
-            f"expires, in ≤ {math.ceil(left)}s, and {takeover})"
-        )
-    return (
-        f"{said}, but {beat} and its lease expired {age(lease, now)}: the stop takes effect "
-        f"when {takeover})"
-    )
-
-
-def awaiting_recovery(count: int) -> str:
-    """The line under `daemons`: running workflows no live owner holds."""
-    if count == 0:
-        return "no running workflows await recovery"
-    noun = "workflow awaits" if count == 1 else "workflows await"
-    return (
-        f"{count} running {noun} recovery (owner dead or not a daemon, or lease expired): "
-        "a live daemon serving the queue takes it over once the lease has expired"
-    )
-
-
-# -- steps --------------------------------------------------------------------------
-
-
-def steps_table(steps: Iterable[StepInfo]) -> Table:
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(show_edge=False, header_style="bold")
-    for column in ("name", "kind", "idempotent", "retries", "timeout", "args"):
-        table.add_column(column)
-    table.add_column("description", overflow="fold")
-    for step in steps:
-        args = ", ".join(
-            arg.name if arg.required else f"{arg.name}={_compact(arg.default, 16)}"
-            for arg in step.args
-        )
-        retries = str(step.retries)
-        if step.retries:
-            retries += f" (every {step.retry_delay:g}s)"
-        table.add_row(
-            Text(step.name, style="bold"),
-            Text(step.kind),
-            Text("yes" if step.idempotent else "no"),
-            Text(retries),
-            _cell(f"{step.timeout:g}s" if step.timeout else None),
-            _cell(args),
-            _cell(step.description),
         )
     return table

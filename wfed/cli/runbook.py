@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from . import render
+from . import render, render_steps
 from .app import app, settings_of
 from .parse import parse_when
 from .run import run_engine
@@ -133,7 +133,7 @@ def run_runbook(
         render.say(
             f"dry run: {workflow} would get {len(steps)} steps, {where}; nothing was written"
         )
-        render.console().print(render.plan_view(steps, context))
+        render.console().print(render_steps.plan_view(steps, context))
         return
 
     from .watch import finish, watch_workflow
