@@ -152,6 +152,7 @@ def test_without_the_step_modules_only_validating_steps_fails(
         ["health", "--queue", f"idle-{unique}"],
         ["purge", "--older-than", "3650d", "--dry-run"],
         ["delete", name],
+        ["db", "upgrade"],
     ):
         result = admin(*args)
         assert result.code == 0, result
