@@ -83,14 +83,19 @@ async def names_of(engine: AsyncEngine, ids: list[int]) -> list[str]:
 
 
 async def fences(engine: AsyncEngine, ids: list[int]) -> dict[int, tuple[int, str | None]]:
+    return {i: (fence, owner) for i, (fence, owner, _) in (await rows_of(engine, ids)).items()}
+
+
+async def rows_of(engine: AsyncEngine, ids: list[int]) -> dict[int, tuple[int, str | None, str]]:
+    """{workflow id: (fence, claimed_by, state)}."""
     async with engine.connect() as conn:
         rows = await conn.execute(
-            text("SELECT id, fence, claimed_by FROM workflows WHERE id IN :ids").bindparams(
+            text("SELECT id, fence, claimed_by, state FROM workflows WHERE id IN :ids").bindparams(
                 bindparam("ids", expanding=True)
             ),
             {"ids": ids},
         )
-        return {row.id: (row.fence, row.claimed_by) for row in rows}
+        return {row.id: (row.fence, row.claimed_by, row.state) for row in rows}
 
 
 async def last_event_id(engine: AsyncEngine) -> int:
@@ -182,22 +187,30 @@ async def test_sigstop_of_an_owner_hands_its_workflows_over_and_fences_it(
             by_owner = await owned(engine, queue)
             if not by_owner:
                 break
-            victim_id, held = max(by_owner.items(), key=lambda item: len(item[1]))
+            victim_id = max(by_owner.items(), key=lambda item: len(item[1]))[0]
             victim = fleet.by_id(victim_id)
             assert victim is not None, victim_id
             victim.signal(signal.SIGSTOP)
             frozen_at = time.monotonic()
+            # What it holds once frozen (it may have finished some since the look above).
+            held = (await owned(engine, queue)).get(victim_id, {})
             ids = list(held)
 
             async def all_taken_over(ids: list[int] = ids, held: dict[int, int] = held) -> bool:
-                now = await fences(engine, ids)
-                return all(now[i][0] != held[i] for i in ids)
+                # Taken over: a new fence. A commit the frozen daemon had sent may still
+                # land and end its workflow (same fence, no longer running): not stuck.
+                now = await rows_of(engine, ids)
+                return all(now[i][0] != held[i] or now[i][2] != "running" for i in ids)
 
-            await wait_until(
-                all_taken_over,
-                limit=RECOVERY_BOUND * 3,
-                what=f"{len(ids)} workflows of the frozen {victim_id} taken over",
-            )
+            try:
+                await wait_until(
+                    all_taken_over,
+                    limit=RECOVERY_BOUND * 3,
+                    what=f"{len(ids)} workflows of the frozen {victim_id} taken over",
+                )
+            except AssertionError as exc:
+                sessions = await server_sessions(engine, local_ports(victim.pid))
+                raise AssertionError(f"{exc}; its sessions: {sessions}") from None
             took = time.monotonic() - frozen_at
             takeovers.append(took)
             journal_lines_before = sum(len(v) for v in read_journal(journal).values())
@@ -307,6 +320,28 @@ async def open_locking_transaction(
     return None
 
 
+async def server_sessions(engine: AsyncEngine, ports: set[int]) -> list[Any]:
+    """What the server says of the sessions on `ports` (for a failure's message)."""
+    async with engine.connect() as conn:
+        if engine.dialect.name == "mysql":
+            rows = await conn.execute(
+                text(
+                    "SELECT p.host, p.command, p.time, p.state, p.info, t.trx_state, "
+                    "t.trx_rows_locked FROM information_schema.processlist p "
+                    "LEFT JOIN information_schema.innodb_trx t ON t.trx_mysql_thread_id = p.id"
+                )
+            )
+            return [tuple(row) for row in rows if _port(row[0]) in ports]
+        rows = await conn.execute(
+            text(
+                "SELECT client_port, state, wait_event_type, wait_event, xact_start, "
+                "state_change, left(query, 120) FROM pg_stat_activity "
+                "WHERE datname = current_database()"
+            )
+        )
+        return [tuple(row) for row in rows if row[0] in ports]
+
+
 async def freeze_inside_a_transaction(
     engine: AsyncEngine, victim: DaemonProcess, limit: float
 ) -> tuple[str, int]:
@@ -378,6 +413,14 @@ async def test_sigstop_inside_the_heartbeat_transaction_delays_recovery_by_no_mo
             return len((await owned(engine, q)).get(victim_id, {})) == n
 
         await wait_until(holds_all, limit=60, what=f"{victim_id} running every workflow")
+
+        async def all_started(prefix: str = f"hb{cycle}", n: int = held_count) -> bool:
+            # Every first step started: the runners' first transactions are over, and the
+            # only transactions the daemon makes now are its heartbeats.
+            tags = read_journal(journal)
+            return sum(t.startswith(prefix) and t.endswith("s0") for t in tags) >= n
+
+        await wait_until(all_started, limit=60, what="every first step started")
         rescuer = start_daemon(
             backend_url,
             queue=cycle_queue,
@@ -399,7 +442,11 @@ async def test_sigstop_inside_the_heartbeat_transaction_delays_recovery_by_no_mo
             now = await fences(engine, ids)
             return all(owner == daemon_id(rescuer) for _, owner in now.values())
 
-        await wait_until(rescued, limit=60, what="the rescuer owning every workflow")
+        try:
+            await wait_until(rescued, limit=60, what="the rescuer owning every workflow")
+        except AssertionError as exc:
+            sessions = await server_sessions(engine, local_ports(victim.pid))
+            raise AssertionError(f"{exc}; frozen in: {what}; its sessions: {sessions}") from None
         recoveries.append(time.monotonic() - frozen_at)
         await thaw_and_check_fencing(engine, victim, held)
 
