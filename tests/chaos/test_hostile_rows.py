@@ -260,6 +260,10 @@ async def test_sqlite_row_with_an_unreadable_timestamp_stops_no_daemon(
         await wait_until(settled, limit=60, what="every row finished or the daemon gone")
         final = await states(engine, names)
     finally:
+        # The SQLite file is the whole session's: a row no reader can decode must not
+        # outlive this test.
+        async with engine.begin() as conn:
+            await conn.execute(text("DELETE FROM workflows WHERE queue = :q"), {"q": queue})
         await engine.dispose()
     assert daemon.proc.poll() is None, daemon.log_path.read_text()[-2000:]
     assert final[f"{queue}-bad"][0] == "error"
