@@ -82,6 +82,7 @@ def test_a_committed_step_run_again_is_counted(tmp_path: Path) -> None:
 
 
 def test_a_non_idempotent_rerun_is_counted(tmp_path: Path) -> None:
+    """A `slow` step started by pid 1 and again by pid 2 is a non-idempotent re-run."""
     lines = ["start w0 1", "end w0 1", "start w1 1", "start w1 2", "end w1 2", "ran w2 2"]
     context = {"w0_by": 1, "w1_by": 2, "w2_by": 2}
     steps = [("completed", 1), ("completed", 2), ("completed", 1)]
@@ -89,11 +90,13 @@ def test_a_non_idempotent_rerun_is_counted(tmp_path: Path) -> None:
 
 
 def test_a_run_without_an_attempt_is_counted(tmp_path: Path) -> None:
+    """A step that ran once while its row says 0 attempts is a run without an attempt."""
     steps = [("completed", 1), ("completed", 1), ("completed", 0)]
     assert run_audit(tmp_path, CLEAN, "completed", steps, BY_1)["unrecorded_runs"] == 1
 
 
 def test_an_interrupted_non_idempotent_step_is_an_allowed_error(tmp_path: Path) -> None:
+    """An interrupted non-idempotent step in error is allowed, unless no error is."""
     lines = ["start w0 1", "end w0 1", "start w1 1"]
     steps = [("completed", 1), ("error", 1), ("pending", 0)]
     figures = run_audit(tmp_path, lines, "error", steps, {"w0_by": 1}, INTERRUPTED)
@@ -106,6 +109,7 @@ def test_an_interrupted_non_idempotent_step_is_an_allowed_error(tmp_path: Path) 
 
 
 def test_any_other_error_is_counted(tmp_path: Path) -> None:
+    """A workflow in error for anything but an interruption is a bad error."""
     lines = ["start w0 1", "end w0 1", "start w1 1", "end w1 1"]
     steps = [("completed", 1), ("error", 1), ("pending", 0)]
     figures = run_audit(tmp_path, lines, "error", steps, {"w0_by": 1}, "RuntimeError: boom")
@@ -113,6 +117,7 @@ def test_any_other_error_is_counted(tmp_path: Path) -> None:
 
 
 def test_a_workflow_left_running_is_lost(tmp_path: Path) -> None:
+    """A workflow still running at the end is lost."""
     steps = [("completed", 1), ("running", 1), ("pending", 0)]
     assert run_audit(tmp_path, CLEAN[:3], "running", steps, {"w0_by": 1})["lost"] == 1
 
