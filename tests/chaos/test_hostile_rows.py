@@ -173,6 +173,14 @@ async def test_hostile_rows_end_in_error_and_break_nothing_else(
         peak_rss = max([peak_rss, *fleet.rss_peaks_kib()])
         final = await states(engine, names)
     finally:
+        # The SQLite and PostgreSQL databases are the whole session's: the corpus (a 50 MB
+        # context among it) must not outlive this test.
+        async with engine.begin() as conn:
+            await conn.execute(text("DELETE FROM workflows WHERE queue = :q"), {"q": queue})
+            await conn.execute(
+                text("DELETE FROM workflow_events WHERE workflow_name LIKE :names"),
+                {"names": f"{queue}-%"},
+            )
         await engine.dispose()
     not_error = {
         hostile[n].label: (state, (error or "")[:200])
