@@ -11,6 +11,7 @@ and the steps so that neither depends on the other.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 
@@ -42,3 +43,17 @@ def read_json(text: str | bytes) -> Any:
 
 def _as_text(text: str | bytes) -> str:
     return text.decode(errors="replace") if isinstance(text, bytes) else text
+
+
+class UnreadableTimestamp(datetime):
+    """A timestamp column's value that is no timestamp (SQLite stores anything in one).
+    It reads as the earliest time, so that nothing comparing it fails; `text` keeps what
+    the column held, and the row's workflow goes to error naming it."""
+
+    text: str = ""
+
+    @classmethod
+    def of(cls, value: Any) -> UnreadableTimestamp:
+        stamp = cls(1, 1, 1)
+        stamp.text = str(value)[:80]
+        return stamp

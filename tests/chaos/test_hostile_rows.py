@@ -223,17 +223,6 @@ async def test_hostile_rows_end_in_error_and_break_nothing_else(
     assert peak_rss < RSS_LIMIT_KIB, f"daemon RSS peaked at {peak_rss // 1024} MiB"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "SQLite lets any value into a timestamp column; a claimed row whose run_after or "
-        "created_at is not ISO text (1999-99-99, or the integer 0) fails to decode in "
-        "_claim_selected (wfed/store/claims.py; SQLAlchemy's str_to_datetime raises "
-        "ValueError or TypeError), which the claimer loop (Claimer.run, "
-        "wfed/daemon/claimer.py) does not catch: every daemon serving the queue exits with "
-        "'stopped after an internal error', and again after each restart"
-    ),
-)
 @pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize(
     ("column", "value"), [("run_after", "1999-99-99 99:99:99"), ("created_at", 0)]

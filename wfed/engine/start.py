@@ -10,6 +10,7 @@ writes in the daemon's group commit.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import fields
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -24,7 +25,8 @@ from wfed.store import events as event_store
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
 from wfed.store.events import Event
-from wfed.store.rows import StepRow
+from wfed.store.rows import StepRow, WorkflowRow
+from wfed.unreadable_json import UnreadableTimestamp
 
 log = get_logger("wfed.runner")
 
@@ -52,6 +54,9 @@ class TurnStart:
     async def prepare(self, write: Write) -> tuple[list[StepPlan], Next]:
         """The workflow's step plans and what comes first; Halted if the turn is over."""
         row = self.writer.workflow
+        unreadable = _unreadable_timestamp(row)
+        if unreadable is not None:
+            raise Halted(await self._reject(write, unreadable))
         try:
             plans = parse_definition(row.steps, self.registry)
             context = parse_context(row.context)
@@ -199,3 +204,16 @@ async def start_again(
     await step_store.step_start(conn, lease.workflow_id, again.position, writer.clock())
     await event_store.events_insert(conn, retry)
     return again
+
+
+def _unreadable_timestamp(row: WorkflowRow) -> str | None:
+    """What is wrong with a timestamp column of the row that holds no timestamp (SQLite
+    stores anything), or None."""
+    for column in fields(row):
+        value = getattr(row, column.name)
+        if isinstance(value, UnreadableTimestamp):
+            return (
+                f"{column.name} holds {value.text!r}, not a timestamp "
+                "(write UTC as 'YYYY-MM-DD HH:MM:SS', or NULL)"
+            )
+    return None

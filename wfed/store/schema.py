@@ -33,7 +33,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 from wfed.states import Request, StepState, WorkflowState
-from wfed.unreadable_json import read_json
+from wfed.unreadable_json import UnreadableTimestamp, read_json
 
 metadata = MetaData(
     naming_convention={
@@ -46,9 +46,37 @@ metadata = MetaData(
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY.
 Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
 # Microseconds matter for leases and ordering; MySQL's DATETIME drops them unless asked.
 # All timestamps are naive UTC.
-Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+class _SQLiteTimestamp(TypeDecorator[datetime]):
+    """SQLite's DATETIME, but a value that is no timestamp reads as UnreadableTimestamp
+    instead of raising: SQLite stores anything an INSERT gives, and one such row must
+    end in `error`, not fail the claim of every row beside it."""
+
+    impl = sqlite.DATETIME
+    cache_ok = True
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        parse = self.impl_instance.result_processor(dialect, coltype)
+
+        def process(value: Any) -> Any:
+            if value is None or parse is None:
+                return value
+            try:
+                return parse(value)
+            except (TypeError, ValueError):
+                return UnreadableTimestamp.of(value)
+
+        return process
+
+
+Timestamp = (
+    DateTime()
+    .with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+    .with_variant(_SQLiteTimestamp(), "sqlite")
+)
 
 
 class _SQLiteJson(TypeDecorator[Any]):
