@@ -9,6 +9,7 @@ writes in the daemon's group commit.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import fields
 from typing import Any
@@ -49,6 +50,7 @@ class TurnStart:
         self.registry = registry
         self.count = count
         self.prior_attempts: list[int] = []
+        self._found: list[Callable[[], Any]] = []
         self.log = log.bind(workflow=writer.workflow.name, workflow_id=writer.workflow.id)
 
     async def prepare(self, write: Write) -> tuple[list[StepPlan], Next]:
@@ -64,12 +66,17 @@ class TurnStart:
             raise Halted(await self._reject(write, str(exc))) from None
 
         async def body(conn: AsyncConnection) -> Next:
+            # A transaction may be tried again (a lock wait, an outage): what it found is
+            # logged once, after it committed.
+            self._found.clear()
             return await self._begin(conn, plans, context)
 
         try:
             first: Next = await write(body, shared=True)
         except InvalidDefinition as exc:
             raise Halted(await self._reject(write, str(exc))) from None
+        for line in self._found:
+            line()
         if isinstance(first, RunResult):
             raise Halted(first)
         return plans, first
@@ -157,7 +164,14 @@ class TurnStart:
         is idempotent (None), else put the workflow in error."""
         self.count(plan.name, "interrupted")
         if plan.idempotent:
-            self.log.warning("step_interrupted_rerun", position=plan.position, step=plan.name)
+            self._found.append(
+                functools.partial(
+                    self.log.warning,
+                    "step_interrupted_rerun",
+                    position=plan.position,
+                    step=plan.name,
+                )
+            )
             rerun = self.writer.event(
                 EventKind.STEP_INTERRUPTED, position=plan.position, rerun=True
             )
@@ -168,7 +182,11 @@ class TurnStart:
             "idempotent, so it was not re-run: check what it did, then `wfectl retry` or "
             "`wfectl skip`"
         )
-        self.log.error("step_interrupted", position=plan.position, step=plan.name)
+        self._found.append(
+            functools.partial(
+                self.log.error, "step_interrupted", position=plan.position, step=plan.name
+            )
+        )
         end = TurnEnd(
             Operation.INTERRUPT,
             values={"last_error": message},
