@@ -11,8 +11,6 @@ import signal
 import sys
 from pathlib import Path
 
-from wfed.steps.group_leader import CANNOT_RUN
-
 POLL = 0.05
 _DAEMON = """
 import asyncio, sys
@@ -57,8 +55,3 @@ async def test_a_command_ignoring_sigterm_is_killed_after_the_grace(procs, tmp_p
         f'echo "$$ $!" > "{pidfile}.tmp" && mv "{pidfile}.tmp" "{pidfile}"; wait'
     )
     await _killed_daemon_leaves_nothing(procs, tmp_path, command, 0.5)
-
-
-def test_the_marker_of_a_command_that_cannot_start_is_the_leaders_own() -> None:
-    """The leader's 'cannot run' line is one no command prints by accident."""
-    assert CANNOT_RUN.startswith("wfed-group-leader: ")
