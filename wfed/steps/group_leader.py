@@ -33,6 +33,9 @@ class _DaemonGone(Exception):
 
 
 def _daemon_gone(_signum: int, _frame: FrameType | None) -> None:
+    # The kernel may say so more than once (seen: twice for one daemon's death); a second
+    # exception raised while the group is being ended would leave the group running.
+    signal.signal(signal.SIGUSR1, _ignore)
     raise _DaemonGone
 
 
