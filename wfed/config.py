@@ -127,6 +127,34 @@ class OutputConfig(_Section):
     output is cut there with a marker line. 0 records none."""
 
 
+# --- Fleet coordination: each feature owns its section class below -----------------------
+
+
+class LocksConfig(_Section):
+    """[locks]: concurrency keys."""
+
+    limits: dict[str, int] = Field(default_factory=dict)
+    """Slots per key, by exact key or key prefix (e.g. "pool:web" = 2); default 1."""
+
+
+class SchedulesConfig(_Section):
+    """[schedules]: cron schedules fired by the daemons."""
+
+    catchup: Literal["once", "skip"] = "once"
+    """A tick missed while no daemon ran: fired once at start-up, or skipped."""
+
+
+class WindowsConfig(_Section):
+    """[windows]: maintenance windows per queue."""
+
+    queues: dict[str, list[str]] = Field(default_factory=dict)
+    """Queue name -> windows such as "sat 02:00-05:00 Europe/Paris"."""
+
+
+class NotifyConfig(_Section):
+    """[notify]: webhooks for chosen events."""
+
+
 class Config(_Section):
     """The whole configuration; sections and keys as in config.toml."""
 
@@ -137,6 +165,10 @@ class Config(_Section):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    locks: LocksConfig = Field(default_factory=LocksConfig)
+    schedules: SchedulesConfig = Field(default_factory=SchedulesConfig)
+    windows: WindowsConfig = Field(default_factory=WindowsConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
 
     def database_password(self) -> str | None:
         """The password from `password_file` (trailing newline stripped), if one is set."""

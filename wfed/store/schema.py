@@ -157,6 +157,10 @@ workflows = Table(
     Column("created_at", Timestamp, nullable=False, server_default=NOW),
     Column("updated_at", Timestamp, nullable=False, server_default=NOW),
     Column("finished_at", Timestamp, nullable=True),
+    # Fleet coordination (migration 0003): concurrency keys and maintenance windows.
+    Column("locks", Json, nullable=True),
+    Column("windows", Json, nullable=True),
+    Column("window_paused", String(255), nullable=True),
     UniqueConstraint("name"),
     CheckConstraint(_in("state", WORKFLOW_STATES), name="state"),
     CheckConstraint(
@@ -263,4 +267,98 @@ workflow_step_output = Table(
     # Reading one attempt in order (and the foreign key's index).
     UniqueConstraint("workflow_id", "position", "attempt", "seq"),
     CheckConstraint(_in("stream", OUTPUT_STREAMS), name="stream"),
+)
+
+
+# --- Fleet coordination (migration 0003) --------------------------------------------------
+# Each feature owns one block below and the matching block of migration 0003.
+
+# Concurrency keys. `workflows.locks` (a JSON list of key names, e.g. ["cluster:db1"]) says
+# which keys a workflow needs; a row here is one held slot of one key. The primary key
+# makes the database, not a check in Python, refuse a second holder of the same slot, so
+# daemons claiming at once can never exceed a key's limit (slots 0 … limit-1).
+workflow_locks = Table(
+    "workflow_locks",
+    metadata,
+    Column("lock_key", String(255), primary_key=True),
+    Column("slot", Integer, primary_key=True, autoincrement=False),
+    Column(
+        "workflow_id",
+        Id,
+        ForeignKey("workflows.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("acquired_at", Timestamp, nullable=False, server_default=NOW),
+    # One slot per key per workflow (and the foreign key's index).
+    UniqueConstraint("workflow_id", "lock_key"),
+)
+
+# Schedules: a cron expression in a time zone, and what to enqueue at each tick.
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False),
+    Column("cron", String(255), nullable=False),
+    Column("timezone", String(64), nullable=False, server_default="UTC"),
+    # What each tick enqueues: steps, context, queue, priority, locks, windows, and where
+    # it came from (a runbook file's path and sha256 and its parameters).
+    Column("template", Json, nullable=False),
+    Column("state", String(16), nullable=False, server_default="active"),
+    # NULL: the [schedules] catchup setting decides.
+    Column("catchup", String(8), nullable=True),
+    # The next tick to fire (naive UTC); NULL until a daemon has computed it.
+    Column("next_fire_at", Timestamp, nullable=True),
+    Column("last_fired_at", Timestamp, nullable=True),
+    Column("created_by", String(255), nullable=False),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Column("updated_at", Timestamp, nullable=False, server_default=NOW),
+    UniqueConstraint("name"),
+    CheckConstraint(_in("state", ["active", "paused"]), name="state"),
+    Index("ix_schedules_due", "state", "next_fire_at"),
+    sqlite_autoincrement=True,
+)
+
+# One row per fired tick: the primary key makes each (schedule, tick) enqueue exactly once
+# across every daemon of the fleet.
+schedule_fires = Table(
+    "schedule_fires",
+    metadata,
+    Column(
+        "schedule_id",
+        Id,
+        ForeignKey("schedules.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("tick_at", Timestamp, primary_key=True),
+    Column("workflow_name", String(255), nullable=False),
+    Column("fired_by", String(255), nullable=False),
+    Column("fired_at", Timestamp, nullable=False, server_default=NOW),
+)
+
+# Maintenance windows: `workflows.windows` (a JSON list such as ["sat 02:00-05:00
+# Europe/Paris"]) and `workflows.window_paused` (the window whose closing paused the
+# workflow; NULL when an operator paused it or it is not paused), declared on `workflows`.
+
+# Notifications: one row per (event, webhook) to deliver; the unique key makes one delivery
+# per event however many daemons see it.
+notification_deliveries = Table(
+    "notification_deliveries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("event_id", Id, nullable=False),
+    Column("target", String(255), nullable=False),
+    Column("state", String(16), nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", Timestamp, nullable=True),
+    Column("claimed_by", String(255), nullable=True),
+    Column("claimed_until", Timestamp, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", Timestamp, nullable=False, server_default=NOW),
+    Column("sent_at", Timestamp, nullable=True),
+    UniqueConstraint("event_id", "target"),
+    CheckConstraint(_in("state", ["pending", "sent", "failed"]), name="state"),
+    Index("ix_notification_deliveries_due", "state", "next_attempt_at"),
+    sqlite_autoincrement=True,
 )
