@@ -157,17 +157,6 @@ class LostCompletionReply:
 COM_QUERY = 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a workflow's completing COMMIT lands but its reply is lost; before the retry, the "
-        "heartbeat (wfed/daemon/heartbeat.py, Heartbeat._tell) no longer finds the workflow "
-        "running under the daemon and calls runner.lose(); the retry loop "
-        "(wfed/engine/lease.py, Lease.write) then raises LeaseLost before re-reading, so "
-        "a completed workflow is reported as a lost lease (lease_lost, runner outcome "
-        "'lost', wfed_leases_lost_total) and workflow_completed is never logged"
-    ),
-)
 async def test_a_lost_reply_to_a_completing_commit_is_no_lost_lease(
     private_mariadb_url: str,
     chaos_mariadb: PrivateMariaDB,

@@ -184,6 +184,37 @@ async def test_a_runner_whose_workflow_changed_hands_is_told_it_lost(
     assert harness.runners[taken_id].told == ["lose"]
 
 
+async def test_a_workflow_its_own_runner_ended_is_no_lost_lease(
+    engine: Engine, create: CreateFn, queue: str, harness: Harness
+) -> None:
+    """A workflow that left `running` under its runner's own fence was ended by that
+    runner (its completing commit landed, its reply may be lost): the beat neither renews
+    it nor tells the runner it lost it; a workflow ended under another fence is lost."""
+    own_id, own_fence = await held(engine, create, queue, harness)
+    other_id, other_fence = await held(engine, create, queue, harness)
+    async with engine.db.transaction() as conn:
+        await conn.execute(
+            workflows.update()
+            .where(workflows.c.id == own_id)
+            .values(state="completed", claimed_by=None, lease_expires_at=None)
+        )
+        await conn.execute(
+            workflows.update()
+            .where(workflows.c.id == other_id)
+            .values(state="completed", claimed_by=None, fence=other_fence + 1)
+        )
+    expires = harness.now + timedelta(seconds=LEASE)
+    harness.runners[own_id] = FakeRunner(own_fence, expires)
+    harness.runners[other_id] = FakeRunner(other_fence, expires)
+
+    beat = await harness.heartbeat.run_once()
+
+    assert (beat.renewed, beat.lost) == (0, 1)
+    assert harness.runners[own_id].told == []
+    assert harness.runners[own_id].lease_expires_at == expires
+    assert harness.runners[other_id].told == ["lose"]
+
+
 async def test_a_stop_request_is_passed_on_once(
     engine: Engine, create: CreateFn, queue: str, harness: Harness
 ) -> None:

@@ -122,22 +122,34 @@ class Heartbeat:
             self._told_to_stop.clear()
             return Beat(refreshed=await self._idle_beat(now))
 
-        async def attempt() -> dict[int, Held]:
+        async def attempt() -> tuple[dict[int, Held], set[int]]:
             async with self.db.transaction() as conn:
                 if not await daemon_store.daemon_heartbeat(conn, self.daemon.id, now):
                     # Our row is gone (pruned while we looked dead): register again.
                     self.log.warning("daemon_reregistered")
                     await daemon_store.daemon_register(conn, self._row(now))
-                return await leases.workflow_renew_owned(
+                owned = await leases.workflow_renew_owned(
                     conn, owner=self.daemon.id, ids=owned_ids, now=now, lease=self.settings.lease
                 )
+                gone = {
+                    workflow_id: runner.fence
+                    for workflow_id, runner in self.runners.items()
+                    if workflow_id in owned_ids
+                    and (workflow_id not in owned or owned[workflow_id].fence != runner.fence)
+                }
+                return owned, await leases.workflows_ended_under(conn, gone)
 
-        owned: dict[int, Held] = await run_retrying(attempt)
+        owned, ended = await run_retrying(attempt)
         self._beaten_at = self.monotonic()
-        return self._tell(owned_ids, owned, now + timedelta(seconds=self.settings.lease))
+        return self._tell(owned_ids, owned, ended, now + timedelta(seconds=self.settings.lease))
 
-    def _tell(self, owned_ids: list[int], owned: dict[int, Held], expires: datetime) -> Beat:
-        """Pass what the database said on to the runners."""
+    def _tell(
+        self, owned_ids: list[int], owned: dict[int, Held], ended: set[int], expires: datetime
+    ) -> Beat:
+        """Pass what the database said on to the runners. A workflow its runner ended
+        itself (the commit landed, the runner may not know yet: its reply can be lost) is
+        neither renewed nor lost: the runner learns of the end when it retries, and if it
+        never does, its lease runs out on its own clock."""
         renewed = lost = stopped = 0
         told: dict[int, Leased] = {}
         for workflow_id in owned_ids:
@@ -145,6 +157,8 @@ class Heartbeat:
             if runner is None:
                 continue
             held = owned.get(workflow_id)
+            if workflow_id in ended:
+                continue
             if held is None or held.fence != runner.fence:
                 runner.lose()
                 lost += 1

@@ -99,6 +99,13 @@ class Lease:
             owned, request = await leases.workflow_renew_lease(
                 conn, self.workflow_id, fence=self.fence, now=now, lease=self.seconds
             )
+            # Our own end of turn landed (its reply perhaps lost): not a lost lease; the
+            # write being retried finds it.
+            ended = not owned and bool(
+                await leases.workflows_ended_under(conn, {self.workflow_id: self.fence})
+            )
+        if ended:
+            return None
         if not owned:
             self.lose()
             raise LeaseLost

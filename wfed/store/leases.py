@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wfed.states import Operation, Request
+from wfed.states import Operation, Request, sources
 from wfed.store.guards import state_in
 from wfed.store.schema import workflows
 from wfed.store.workflows import workflow_update
@@ -33,6 +33,19 @@ async def workflow_renew_lease(
         return False, None
     requested = await conn.scalar(select(W.requested).where(W.id == workflow_id))
     return True, Request(requested) if requested else None
+
+
+async def workflows_ended_under(conn: AsyncConnection, fences: dict[int, int]) -> set[int]:
+    """Of `fences` (workflow id -> an owner's fence), the workflows that are no longer
+    running but still carry that fence: their owner's own end of turn was committed
+    (perhaps with its reply lost). Nobody else takes a workflow out of `running` without
+    bumping its fence, so these were not taken over: their owner learns of the end when it
+    retries its write, and must not be told its lease is lost."""
+    if not fences:
+        return set()
+    rows = await conn.execute(select(W.id, W.fence, W.state).where(W.id.in_(list(fences))))
+    running = sources(Operation.RENEW)
+    return {row.id for row in rows if row.fence == fences[row.id] and row.state not in running}
 
 
 @dataclass(frozen=True)
