@@ -204,6 +204,8 @@ class WorkflowRunner:
             self.log.debug("step_started")
             self._count(plan.name, "started")
             self._attempt = StepAttempt(plan, working)
+            if self.lease.expired():  # frozen past the lease since its start committed
+                self.lease.lose()
             if self._stop_reason is not None or self.lease.lost:
                 self._attempt.cancel()  # control arrived between steps
             try:
