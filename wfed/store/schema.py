@@ -25,12 +25,12 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from wfed.states import Request, StepState, WorkflowState
 from wfed.unreadable_json import UnreadableTimestamp, read_json
@@ -72,11 +72,30 @@ class _SQLiteTimestamp(TypeDecorator[datetime]):
         return process
 
 
-Timestamp = (
-    DateTime()
-    .with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-    .with_variant(_SQLiteTimestamp(), "sqlite")
-)
+def _is_mysql(dialect: Dialect) -> bool:
+    return dialect.name in ("mysql", "mariadb")
+
+
+# The types below pick their MySQL/MariaDB or PostgreSQL form when a database of that kind
+# is used, and import its dialect only then: importing the dialects up front would cost
+# every wfectl call on SQLite about 25 ms.
+
+
+class _Timestamp(TypeDecorator[datetime]):
+    impl = DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if _is_mysql(dialect):
+            from sqlalchemy.dialects.mysql import DATETIME  # noqa: PLC0415 - see above
+
+            return dialect.type_descriptor(DATETIME(fsp=6))
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(_SQLiteTimestamp())
+        return dialect.type_descriptor(DateTime())
+
+
+Timestamp = _Timestamp()
 
 
 class _SQLiteJson(TypeDecorator[Any]):
@@ -96,7 +115,21 @@ class _SQLiteJson(TypeDecorator[Any]):
         return process
 
 
-Json = JSON().with_variant(postgresql.JSONB(), "postgresql").with_variant(_SQLiteJson(), "sqlite")
+class _Json(TypeDecorator[Any]):
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSONB  # noqa: PLC0415 - see _Timestamp
+
+            return dialect.type_descriptor(JSONB())
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(_SQLiteJson())
+        return dialect.type_descriptor(JSON())
+
+
+Json = _Json()
 
 
 class utc_now(FunctionElement[datetime]):  # noqa: N801 - reads as the SQL function it is
@@ -239,9 +272,23 @@ daemons = Table(
 )
 
 OUTPUT_STREAMS = ["stdout", "stderr"]
+
+
 # A chunk of output holds up to 256 Ki characters: MySQL's TEXT (64 KiB) would hold only a
 # sixteenth of that; MEDIUMTEXT holds 16 MiB.
-OutputText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+class _OutputText(TypeDecorator[str]):
+    impl = Text
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if _is_mysql(dialect):
+            from sqlalchemy.dialects.mysql import MEDIUMTEXT  # noqa: PLC0415 - see _Timestamp
+
+            return dialect.type_descriptor(MEDIUMTEXT())
+        return dialect.type_descriptor(Text())
+
+
+OutputText = _OutputText()
 
 # A step attempt's live output (the `shell` step's stdout and stderr, line by line), in
 # chunks of lines written while the step runs. Purged with its workflow.
