@@ -142,6 +142,14 @@ class SchedulesConfig(_Section):
 
     catchup: Literal["once", "skip"] = "once"
     """A tick missed while no daemon ran: fired once at start-up, or skipped."""
+    grace: float = Field(default=60.0, gt=0, le=86_400)
+    """Seconds after its time a tick still fires as on time; an older one was missed
+    (and `catchup` decides)."""
+
+    @field_validator("grace", mode="before")
+    @classmethod
+    def _int_is_a_float(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class WindowsConfig(_Section):

@@ -31,6 +31,7 @@ from wfed.daemon.claimer import Claimer
 from wfed.daemon.committer import StepCommitter
 from wfed.daemon.heartbeat import Heartbeat
 from wfed.daemon.runners import Runners
+from wfed.daemon.scheduler import Scheduler
 from wfed.engine import output
 from wfed.engine.runner import WorkflowRunner
 from wfed.errors import WfedError
@@ -111,6 +112,16 @@ class Daemon:
         self.retention = Retention(
             db, config.retention, daemon_id=self.id, lease=settings.lease, clock=clock
         )
+        self.scheduler = Scheduler(
+            db,
+            self.registry,
+            config.schedules,
+            daemon_id=self.id,
+            interval=settings.poll_interval,
+            lease=settings.lease,
+            metrics=metrics,
+            clock=clock,
+        )
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -137,6 +148,7 @@ class Daemon:
                     "claimer": self.claimer.run(self._stopping),
                     "heartbeat": self.heartbeat.run(self._finished),
                     "pruner": self.pruner.run(self._stopping),
+                    "scheduler": self.scheduler.run(self._stopping),
                 }
                 if self.config.metrics.listen:
                     loops["state_counter"] = self.counter.run(self._finished)

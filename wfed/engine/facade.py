@@ -29,6 +29,7 @@ from wfed.engine import health as fleet_health
 from wfed.engine.output_api import OutputReads
 from wfed.engine.retention import PURGEABLE, purge_finished
 from wfed.engine.runbook_api import RunbookFiles
+from wfed.engine.schedule_api import ScheduleApi
 from wfed.engine.views import EventView, Workflow, WorkflowSummary
 from wfed.errors import (
     WorkflowNotFound,
@@ -57,7 +58,7 @@ def default_actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-class Engine(RunbookFiles, OutputReads):
+class Engine(RunbookFiles, OutputReads, ScheduleApi):
     """A connection to a wfed database plus the registry of runnable steps."""
 
     def __init__(

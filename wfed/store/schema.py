@@ -358,6 +358,8 @@ schedules = Table(
     Column("next_fire_at", Timestamp, nullable=True),
     Column("last_fired_at", Timestamp, nullable=True),
     Column("created_by", String(255), nullable=False),
+    # Who last paused or resumed it (user@host); NULL until then.
+    Column("updated_by", String(255), nullable=True),
     Column("created_at", Timestamp, nullable=False, server_default=NOW),
     Column("updated_at", Timestamp, nullable=False, server_default=NOW),
     UniqueConstraint("name"),

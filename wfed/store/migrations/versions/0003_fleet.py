@@ -57,6 +57,7 @@ def _schedules() -> None:
         sa.Column("next_fire_at", Timestamp, nullable=True),
         sa.Column("last_fired_at", Timestamp, nullable=True),
         sa.Column("created_by", sa.String(255), nullable=False),
+        sa.Column("updated_by", sa.String(255), nullable=True),
         sa.Column("created_at", Timestamp, nullable=False, server_default=NOW),
         sa.Column("updated_at", Timestamp, nullable=False, server_default=NOW),
         sa.UniqueConstraint("name", name="uq_schedules_name"),

@@ -1,0 +1,75 @@
+"""The scheduler: every daemon fires the schedules that are due (docs/schedules.md).
+
+Each poll is one indexed query for due schedules, then a transaction per due tick
+(`wfed.engine.schedule_firing`). Every daemon of a fleet runs one; the database, not
+this loop, makes each tick enqueue once. A database outage is logged and waited out
+with backoff, like the claimer's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import structlog
+
+from wfed.clock import Clock, utc_now
+from wfed.config import SchedulesConfig
+from wfed.daemon.loops import LOOP_ERRORS, query_limit, ridden_out, ride_out, wait_for
+from wfed.engine.schedule_firing import Fired, ScheduleFirer
+from wfed.metrics import Metrics
+from wfed.steps.registry import StepRegistry
+from wfed.store.database import Database
+
+log = structlog.get_logger("wfed.daemon")
+
+
+class Scheduler:
+    """Fires due schedules every `interval` seconds until stopped."""
+
+    def __init__(
+        self,
+        db: Database,
+        registry: StepRegistry,
+        config: SchedulesConfig,
+        *,
+        daemon_id: str,
+        interval: float,
+        lease: float,
+        metrics: Metrics,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.db = db
+        self.interval = interval
+        self.lease = lease
+        self.metrics = metrics
+        self.log = log.bind(daemon=daemon_id)
+        self.firer = ScheduleFirer(
+            db,
+            registry,
+            actor=daemon_id,
+            catchup=config.catchup,
+            grace=timedelta(seconds=config.grace),
+            clock=clock,
+        )
+
+    async def run_once(self) -> Fired:
+        """One poll: fire every due tick this daemon wins. Database errors propagate."""
+        limit = query_limit(self.db, self.lease)
+        async with asyncio.timeout(limit):
+            return await self.firer.fire_due()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Poll at once (a tick missed while no daemon ran is caught up at start-up), then
+        every `interval` until `stopping`; an outage is waited out with backoff."""
+        delay = self.interval
+        while not stopping.is_set():
+            try:
+                await self.run_once()
+            except LOOP_ERRORS as exc:
+                if not ridden_out(exc):
+                    raise
+                delay = await ride_out(self.log, self.metrics, "schedules", exc, delay, stopping)
+                continue
+            delay = self.interval
+            await wait_for(stopping, self.interval)
