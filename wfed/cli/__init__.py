@@ -7,6 +7,7 @@
 # (tests/acceptance/test_wfectl_startup.py checks what `--help`, `show` and `pause` load).
 from wfed.cli import create  # noqa: F401, I001
 from wfed.cli import runbook  # noqa: F401
+from wfed.cli import schedule  # noqa: F401
 from wfed.cli import reading  # noqa: F401
 from wfed.cli import watch  # noqa: F401
 from wfed.cli import logs  # noqa: F401
