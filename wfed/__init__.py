@@ -24,7 +24,10 @@ from wfed.errors import (
     WorkflowLocked,
     WorkflowNotFound,
 )
+from wfed.sqlalchemy_without_orm import install as _install_sqlalchemy_without_orm
 from wfed.states import StepState, WorkflowState
+
+_install_sqlalchemy_without_orm()
 
 if TYPE_CHECKING:
     from wfed.engine.facade import Engine

@@ -2,7 +2,8 @@
 a host without the runbook code.
 
 `--help` imports neither SQLAlchemy nor rich nor the configuration's validation; reading
-and controlling workflows import no Alembic, no structlog, no step module, and
+and controlling workflows import no Alembic, no SQLAlchemy ORM, no structlog, no step
+module, and
 controlling (one line of output) no rich either. The step modules are imported where
 steps are validated (`create`, `steps`, dry runs), and one that does not import is named
 there with its error.
@@ -104,6 +105,8 @@ def test_read_and_control_import_no_alembic_structlog_or_steps(
     assert sqlite_cli("create", name, "--queue", f"q-{unique}", "--step", "sleep").code == 0
     never = {
         "alembic",
+        # SQLAlchemy Core only: sqlalchemy.ext.asyncio comes without its ORM session.
+        "sqlalchemy.orm",
         "structlog",
         "prometheus_client",
         "httpx",
