@@ -159,8 +159,82 @@ class WindowsConfig(_Section):
     """Queue name -> windows such as "sat 02:00-05:00 Europe/Paris"."""
 
 
+NotifyEventName = Literal["error", "paused", "gate", "stopped", "completed", "interrupted"]
+"""What a webhook may ask for (docs/notifications.md maps each to the event kinds)."""
+_HALTS: tuple[NotifyEventName, ...] = ("error", "paused", "stopped", "interrupted")
+
+
+class WebhookConfig(_Section):
+    """One `[[notify.webhooks]]` entry: where to POST, and for which events."""
+
+    name: str = Field(min_length=1, max_length=255)
+    """Names the webhook in deliveries, logs, metrics and `wfectl notify test NAME`."""
+    url: str
+    events: list[NotifyEventName] = Field(default_factory=lambda: list(_HALTS), min_length=1)
+    queues: list[str] = Field(default_factory=list)
+    """Only workflows of these queues; empty: every queue."""
+    format: Literal["json", "slack"] = "json"
+    """"json": the whole event as a JSON object; "slack": {"text": "<one line>"}."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: float = Field(default=10.0, gt=0, le=300)
+    """Seconds one POST may take, all told."""
+    retries: int = Field(default=3, ge=0, le=100)
+    """POSTs tried again after the first failed, before the delivery is `failed`."""
+    backoff: float = Field(default=5.0, ge=0)
+    """Seconds before the first retry, doubled for each next one, up to `backoff_max`."""
+    backoff_max: float = Field(default=300.0, ge=0)
+
+    @field_validator("timeout", "backoff", "backoff_max", mode="before")
+    @classmethod
+    def _int_is_a_float(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("url")
+    @classmethod
+    def _an_http_url(cls, value: str) -> str:
+        scheme, _, rest = value.partition("://")
+        if scheme.lower() not in {"http", "https"} or not rest.split("/", 1)[0]:
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value
+
+
 class NotifyConfig(_Section):
     """[notify]: webhooks for chosen events."""
+
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
+    poll_interval: float = Field(default=2.0, gt=0)
+    """How often a daemon looks for events it was not told of (other daemons' and
+    wfectl's transitions) and for deliveries due again."""
+    max_age: str = "1h"
+    """Events older than this are never notified (a notifier back after a long absence
+    does not flood the channel); e.g. "30m", "1d"."""
+
+    @field_validator("poll_interval", mode="before")
+    @classmethod
+    def _int_is_a_float(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("max_age")
+    @classmethod
+    def _a_duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @field_validator("webhooks")
+    @classmethod
+    def _names_unique(cls, value: list[WebhookConfig]) -> list[WebhookConfig]:
+        names = [hook.name for hook in value]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"webhook names must be unique: {', '.join(twice)} given twice")
+        return value
+
+    def webhook(self, name: str) -> WebhookConfig | None:
+        """The webhook called `name`, if configured."""
+        return next((hook for hook in self.webhooks if hook.name == name), None)
+
+    def oldest(self) -> timedelta:
+        return parse_duration(self.max_age)
 
 
 class Config(_Section):

@@ -65,6 +65,13 @@ class Metrics:
             "wfed_running_workflows", "Workflows this daemon is running", registry=r
         )
         self.free_slots = Gauge("wfed_free_slots", "Free workflow slots of this daemon", registry=r)
+        self.notifications = Counter(
+            "wfed_notifications",
+            "Webhook POSTs of this daemon by webhook and outcome "
+            "(sent; retried: failed, tried again later; failed: failed for good)",
+            ["webhook", "outcome"],
+            registry=r,
+        )
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 

@@ -30,10 +30,12 @@ from wfed.daemon.chores import DaemonPruner, Retention, StateCounter
 from wfed.daemon.claimer import Claimer
 from wfed.daemon.committer import StepCommitter
 from wfed.daemon.heartbeat import Heartbeat
+from wfed.daemon.notifier import Notifier
 from wfed.daemon.runners import Runners
 from wfed.daemon.scheduler import Scheduler
 from wfed.engine import output
 from wfed.engine.runner import WorkflowRunner
+from wfed.engine.turn import Outcome
 from wfed.errors import WfedError
 from wfed.metrics import Metrics
 from wfed.steps.registry import StepRegistry
@@ -49,6 +51,8 @@ log = structlog.get_logger("wfed.daemon")
 COMMITTERS = 4
 # How long shutdown waits for live step output still being written.
 OUTPUT_SETTLE_SECONDS = 5.0
+# Turns whose end records an event a webhook may want.
+NOTIFIED_OUTCOMES = frozenset({Outcome.COMPLETED, Outcome.ERROR, Outcome.PAUSED, Outcome.STOPPED})
 
 
 class Daemon:
@@ -112,6 +116,11 @@ class Daemon:
         self.retention = Retention(
             db, config.retention, daemon_id=self.id, lease=settings.lease, clock=clock
         )
+        self.notifier = (
+            Notifier(db, config.notify, daemon_id=self.id, metrics=metrics, clock=clock)
+            if config.notify.webhooks
+            else None
+        )
         self.scheduler = Scheduler(
             db,
             self.registry,
@@ -154,6 +163,8 @@ class Daemon:
                     loops["state_counter"] = self.counter.run(self._finished)
                 if self.config.retention.purge_after:
                     loops["retention"] = self.retention.run(self._stopping)
+                if self.notifier is not None:
+                    loops["notifier"] = self.notifier.run(self._finished)
                 for name, body in loops.items():
                     group.create_task(self._side_loop(name, body))
                 # SQLite takes one writer at a time: a second committer would only wait.
@@ -246,6 +257,9 @@ class Daemon:
         try:
             with output.recording(self.db, runner.workflow.name, self.config.output.max_bytes):
                 result = await runner.run()
+            if self.notifier is not None and result.outcome in NOTIFIED_OUTCOMES:
+                # The turn's end is committed: its events are the notifier's to send now.
+                self.notifier.wake()
             self.log.info(
                 "runner_finished",
                 workflow=runner.workflow.name,

@@ -411,3 +411,15 @@ notification_deliveries = Table(
     Index("ix_notification_deliveries_due", "state", "next_attempt_at"),
     sqlite_autoincrement=True,
 )
+
+# How far each webhook has read `workflow_events`: every event at or below `event_id` has
+# had its deliveries recorded (or was given up as never committed). A webhook's row is
+# made at the newest event the first time a daemon serves it, so a new webhook is not
+# sent the whole history.
+notification_cursors = Table(
+    "notification_cursors",
+    metadata,
+    Column("target", String(255), primary_key=True),
+    Column("event_id", Id, nullable=False),
+    Column("updated_at", Timestamp, nullable=False, server_default=NOW),
+)

@@ -112,3 +112,9 @@ def _notifications() -> None:
         "notification_deliveries",
         ["state", "next_attempt_at"],
     )
+    op.create_table(
+        "notification_cursors",
+        sa.Column("target", sa.String(255), primary_key=True),
+        sa.Column("event_id", Id, nullable=False),
+        sa.Column("updated_at", Timestamp, nullable=False, server_default=NOW),
+    )

@@ -1,0 +1,334 @@
+"""The notifier: a daemon's service that tells webhooks of workflow events
+(docs/notifications.md).
+
+A pass does two things, each a short transaction:
+
+1. **Record.** Read the events committed since the last pass (`EventScan`: one range scan
+   of the events' primary key, gaps asked for again until they settle), and INSERT a
+   pending delivery per (event, webhook that wants it). The unique key (event_id, target)
+   refuses a pair recorded already, by this daemon or another, so each event gets one
+   delivery per webhook across the fleet. How far the events are read is stored per
+   webhook (`notification_cursors`), so a daemon that died between a commit and its
+   send, or a transition made by wfectl or plain SQL, is caught up by whichever daemon
+   reads next.
+2. **Deliver.** Claim due deliveries (`FOR UPDATE SKIP LOCKED`; a claim expires, so a
+   dead daemon's are taken over), POST each in a task of its own with the webhook's
+   timeout, and write the outcome under the claim: `sent`, due again after a backoff,
+   or `failed` once the retries are spent.
+
+The runners never wait for any of it: the daemon wakes the notifier when a workflow's
+turn ended (committed), so the daemon that made a transition is normally the one that
+sends it; otherwise the notifier polls every `[notify] poll_interval`. A webhook that
+fails or hangs is logged and counted (`wfed_notifications_total`), never more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import structlog
+
+from wfed.clock import Clock, utc_now
+from wfed.config import NotifyConfig, WebhookConfig
+from wfed.daemon.loops import LOOP_ERRORS, describe, ridden_out, ride_out, wait_any
+from wfed.engine import notifications
+from wfed.engine.notify_scan import EventScan
+from wfed.engine.webhook import WebhookFailed, client, post
+from wfed.metrics import Metrics
+from wfed.store import notifications as store
+from wfed.store.database import OUTAGE_ERRORS, Database, run_retrying
+
+if TYPE_CHECKING:
+    import httpx
+
+log = structlog.get_logger("wfed.daemon")
+
+GAP_SETTLE = 60.0
+"""Seconds a missing event id is waited for before the stored cursors pass it: longer
+than any transaction that writes events lasts (a daemon's are cut at half a lease)."""
+EVENT_BATCH = 500
+"""Events read per pass at most (a pass reads on at once when it got that many)."""
+IN_FLIGHT_MAX = 16
+"""POSTs of one daemon under way at once."""
+CLAIM_MARGIN = 30.0
+"""Seconds a claim outlives the webhook's timeout: the POST and the write of its outcome."""
+FINAL_GRACE = 5.0
+"""Seconds a stopping daemon waits for its POSTs under way (their claims then expire and
+another daemon sends them)."""
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What became of one delivery a pass sent."""
+
+    delivery_id: int
+    target: str
+    outcome: str
+    """sent, retried, failed, or lost (the claim was taken over: nothing written)."""
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class NotifierPass:
+    """What one `run_once` did."""
+
+    recorded: int
+    sent: list[Sent]
+
+
+class Notifier:
+    """One daemon's notifier; `run_once()` for tests, `run()` in the daemon."""
+
+    def __init__(
+        self,
+        db: Database,
+        config: NotifyConfig,
+        *,
+        daemon_id: str,
+        metrics: Metrics,
+        clock: Clock = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+        settle: float = GAP_SETTLE,
+        batch: int = EVENT_BATCH,
+    ) -> None:
+        self.db = db
+        self.config = config
+        self.hooks: dict[str, WebhookConfig] = {hook.name: hook for hook in config.webhooks}
+        self.daemon_id = daemon_id
+        self.metrics = metrics
+        self.clock = clock
+        self.monotonic = monotonic
+        self.settle = settle
+        self.batch = batch
+        self.log = log.bind(daemon=daemon_id)
+        self._woken = asyncio.Event()
+        self._scan: EventScan | None = None
+        self._read_from: dict[str, int] = {}
+        """Each webhook's cursor when this notifier first read it: the events at or
+        below were another notifier's to record (or history, for a new webhook)."""
+        self._stored = 0
+        self._sending: dict[int, asyncio.Task[Sent]] = {}
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.hooks)
+
+    def wake(self) -> None:
+        """A transition was committed: look for its events now, not at the next poll."""
+        self._woken.set()
+
+    # -- recording --------------------------------------------------------------------
+
+    async def _open(self) -> EventScan:
+        """Read the webhooks' cursors, making those missing at the newest event."""
+        if not self.hooks:
+            return EventScan(settled=0)
+        async with self.db.transaction() as conn:
+            cursors = await store.cursors_read(conn, self.targets)
+            missing = [target for target in self.targets if target not in cursors]
+            if missing:
+                newest = await store.events_newest_id(conn)
+                await store.cursors_create(conn, missing, newest, self.clock())
+                cursors = await store.cursors_read(conn, self.targets)
+        self._read_from = cursors
+        self._stored = min(cursors.values())
+        return EventScan(settled=self._stored)
+
+    async def record(self) -> tuple[int, bool]:
+        """Record the deliveries of the events committed since the last read: how many
+        (event, webhook) pairs were offered, and whether more events wait to be read."""
+        if self._scan is None:
+            self._scan = await self._open()
+        started = self._scan
+
+        async def attempt() -> tuple[EventScan, int, int]:
+            scan = started.copy()
+            now = self.clock()
+            oldest = now - self.config.oldest()
+            async with self.db.transaction() as conn:
+                items = await store.events_after(
+                    conn, scan.read_to, also=scan.gaps_to_ask(), limit=self.batch
+                )
+                fresh = set(scan.take([i.event.id for i in items], self.monotonic(), self.settle))
+                pairs = [
+                    (item.event.id, target)
+                    for item in items
+                    if item.event.id in fresh
+                    and item.event.kind in notifications.NOTIFIABLE_KINDS
+                    and isinstance(item.event.at, datetime)
+                    and item.event.at >= oldest
+                    for target in notifications.recipients(
+                        self.hooks.values(), item, self._read_from
+                    )
+                ]
+                await store.deliveries_record(conn, pairs, now)
+                if scan.settled > self._stored:
+                    await store.cursors_advance(conn, self.targets, scan.settled, now)
+            return scan, len(pairs), len(items)
+
+        scan, recorded, read = await run_retrying(attempt)
+        self._scan = scan
+        self._stored = max(self._stored, scan.settled)
+        return recorded, read >= self.batch
+
+    # -- delivering -------------------------------------------------------------------
+
+    async def deliver(self, *, wait: bool = True) -> list[Sent]:
+        """Claim the due deliveries (as many as free sending slots) and POST each in a
+        task; with `wait`, wait for them and return what became of each."""
+        free = IN_FLIGHT_MAX - len(self._sending)
+        if free <= 0:
+            return []
+        now = self.clock()
+        longest = max(hook.timeout for hook in self.hooks.values())
+        until = now + timedelta(seconds=longest + CLAIM_MARGIN)
+        async with self.db.transaction() as conn:
+            claimed = await store.deliveries_claim(
+                conn,
+                self.targets,
+                owner=self.daemon_id,
+                now=now,
+                until=until,
+                limit=free,
+                skip_locked=self.db.supports_skip_locked,
+            )
+            events = await store.events_by_id(conn, [d.event_id for d in claimed])
+        tasks = []
+        for delivery in claimed:
+            task = asyncio.create_task(self._send(delivery, events.get(delivery.event_id)))
+            self._sending[delivery.id] = task
+            task.add_done_callback(functools.partial(self._sent, delivery.id))
+            tasks.append(task)
+        if not wait or not tasks:
+            return []
+        return list(await asyncio.gather(*tasks))
+
+    def _sent(self, delivery_id: int, _task: asyncio.Task[Sent]) -> None:
+        self._sending.pop(delivery_id, None)
+
+    async def _send(self, delivery: store.DeliveryRow, item: store.NotifiableEvent | None) -> Sent:
+        hook = self.hooks[delivery.target]
+        attempt = delivery.attempts + 1
+        error: str | None = None
+        final = False
+        workflow = item.event.workflow_name if item is not None else None
+        if item is None:
+            error, final = "its event was deleted before it was sent", True
+        else:
+            try:
+                if self._http is None:
+                    self._http = client()
+                await post(self._http, hook, notifications.body(hook, item))
+            except WebhookFailed as exc:
+                error = str(exc)
+            except Exception as exc:  # whatever went wrong, a message is never fatal
+                self.log.exception("notification_crashed", webhook=hook.name)
+                error = describe(exc)
+        now = self.clock()
+        retry_at = None
+        if error is not None and not final and attempt <= hook.retries:
+            delay = min(hook.backoff * 2 ** (attempt - 1), hook.backoff_max)
+            retry_at = now + timedelta(seconds=delay)
+        try:
+            async with self.db.transaction() as conn:
+                if error is None:
+                    held = await store.delivery_sent(
+                        conn, delivery.id, owner=self.daemon_id, now=now
+                    )
+                else:
+                    held = await store.delivery_failed(
+                        conn, delivery.id, owner=self.daemon_id, error=error, retry_at=retry_at
+                    )
+        except OUTAGE_ERRORS as exc:
+            # The claim expires and the delivery is tried again: a POST that went through
+            # may then be sent twice, which the payload's `id` lets a receiver tell.
+            self.log.warning("notification_unrecorded", webhook=hook.name, error=describe(exc))
+            return Sent(delivery.id, hook.name, "lost", error)
+        outcome = "sent" if error is None else "retried" if retry_at is not None else "failed"
+        if not held:
+            outcome = "lost"
+        self._count(hook.name, outcome, delivery, workflow, attempt, error, retry_at, now)
+        return Sent(delivery.id, hook.name, outcome, error)
+
+    def _count(
+        self,
+        webhook: str,
+        outcome: str,
+        delivery: store.DeliveryRow,
+        workflow: str | None,
+        attempt: int,
+        error: str | None,
+        retry_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        where = {"webhook": webhook, "delivery": delivery.id, "workflow": workflow}
+        if outcome == "lost":
+            self.log.warning("notification_claim_lost", **where)
+            return
+        self.metrics.notifications.labels(webhook, outcome).inc()
+        if outcome == "sent":
+            self.log.info("notification_sent", attempt=attempt, **where)
+        elif outcome == "retried" and retry_at is not None:
+            self.log.warning(
+                "notification_retry",
+                attempt=attempt,
+                error=error,
+                retry_in=round((retry_at - now).total_seconds(), 3),
+                **where,
+            )
+        else:
+            self.log.error("notification_failed", attempts=attempt, error=error, **where)
+
+    # -- the service ------------------------------------------------------------------
+
+    async def run_once(self) -> NotifierPass:
+        """One pass: record the new events' deliveries (all of them), then send what is
+        due and wait for the POSTs."""
+        recorded = 0
+        more = True
+        while more:
+            count, more = await self.record()
+            recorded += count
+        return NotifierPass(recorded, await self.deliver(wait=True))
+
+    async def run(self, finished: asyncio.Event) -> None:
+        """Pass after pass until `finished` (the daemon's drain is over), at once when
+        woken, else every poll interval; then wait a little for the POSTs under way."""
+        delay = self.config.poll_interval
+        try:
+            while not finished.is_set():
+                self._woken.clear()
+                try:
+                    _, more = await self.record()
+                    await self.deliver(wait=False)
+                except LOOP_ERRORS as exc:
+                    if not ridden_out(exc):
+                        raise
+                    delay = await ride_out(self.log, self.metrics, "notify", exc, delay, finished)
+                    continue
+                delay = self.config.poll_interval
+                if not more:
+                    await wait_any(finished, self._woken, self.config.poll_interval)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Wait up to FINAL_GRACE for the POSTs under way, cancel the rest, close."""
+        if self._sending:
+            await asyncio.wait(list(self._sending.values()), timeout=FINAL_GRACE)
+        for task in list(self._sending.values()):
+            task.cancel()
+        if self._sending:
+            await asyncio.wait(list(self._sending.values()))
+        if self._http is not None:
+            with contextlib.suppress(Exception):
+                await self._http.aclose()
+            self._http = None
