@@ -25,6 +25,7 @@ from wfed.store import claims
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
 from wfed.store.rows import WorkflowRow
+from wfed.store.steps import StepMove
 from wfed.store.workflows import Advance
 
 
@@ -192,7 +193,7 @@ def _slow_advance(row: WorkflowRow, context: dict[str, Any], result: Any):
             current_step=1,
             now=now,
         )
-        await step_store.step_finish_and_start_next(conn, row.id, 0, now)
+        await step_store.step_finish_and_start_next(conn, StepMove(row.id, 0, now), now)
         return result
 
     return body
@@ -347,7 +348,7 @@ async def test_batched_advance_finds_rows_by_index_on_mariadb(
                 now = utc_now()
                 moved = await workflow_store.workflows_advance_many(conn, moves, now=now)
                 await step_store.steps_finish_and_start_next_many(
-                    conn, [(r.id, 0) for r in rows], now
+                    conn, [StepMove(r.id, 0, now) for r in rows], now
                 )
                 after = await scanned()
             assert moved == 5

@@ -36,6 +36,7 @@ from wfed.errors import WfedError
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
 from wfed.store.database import Database, is_outage
+from wfed.store.steps import StepMove
 
 log = structlog.get_logger("wfed.daemon")
 
@@ -164,7 +165,16 @@ class StepCommitter:
         if moved != len(advances):
             raise _Diverged
         await step_store.steps_finish_and_start_next_many(
-            conn, [(advance.move.workflow_id, advance.move.position) for advance in advances], now
+            conn,
+            [
+                StepMove(
+                    advance.move.workflow_id,
+                    advance.move.position,
+                    advance.finished_at or advance.now,
+                )
+                for advance in advances
+            ],
+            now,
         )
 
     @staticmethod

@@ -22,6 +22,7 @@ from wfed.states import HONOURED, Operation, sources
 from wfed.steps.definition import StepPlan
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
+from wfed.store.steps import StepMove
 from wfed.store.workflows import Advance
 
 
@@ -38,10 +39,12 @@ class StepAdvance:
     def batchable(self, applies: Callable[[], bool]) -> BatchableAdvance:
         """The advance as data for a group commit (built anew for each attempt)."""
         lease = self.writer.lease
+        now = self.writer.clock()
         return BatchableAdvance(
             Advance(lease.workflow_id, lease.fence, self.plan.position, self.following.context),
-            self.writer.clock(),
+            now,
             self.following,
+            finished_at=self.writer.finished_at(now),
             lease_expires_at=lease.renewal_due(),
             applies=applies,
         )
@@ -61,8 +64,11 @@ class StepAdvance:
                 lease_expires_at=lease.renewal_due(),
             )
             if moved:
+                now = self.writer.clock()
                 await step_store.step_finish_and_start_next(
-                    conn, lease.workflow_id, self.plan.position, self.writer.clock()
+                    conn,
+                    StepMove(lease.workflow_id, self.plan.position, self.writer.finished_at(now)),
+                    now,
                 )
                 return self.following
             end = await self._why_not(conn)

@@ -33,6 +33,8 @@ class BatchableAdvance:
     move: Advance
     now: datetime
     result: Any
+    finished_at: datetime | None = None
+    """When the completed step ended (its own run time, not the commit's); else `now`."""
     lease_expires_at: datetime | None = None
     applies: Callable[[], bool] = field(default=lambda: True)
 

@@ -204,6 +204,7 @@ class WorkflowRunner:
             self.log.debug("step_started")
             self._count(plan.name, "started")
             self._attempt = StepAttempt(plan, working)
+            self.writer.step_finished_at = None
             if self.lease.expired():  # frozen past the lease since its start committed
                 self.lease.lose()
             if self._stop_reason is not None or self.lease.lost:
@@ -226,6 +227,7 @@ class WorkflowRunner:
                 return await self._failed(plan, now, exc)
             finally:
                 self._attempt = None
+                self.writer.step_finished_at = self.clock()
             self.log.info("step_completed", seconds=round(time.monotonic() - started, 3))
             self._count(plan.name, "completed", started)
             if self._stop_reason is not None:

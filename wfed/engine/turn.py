@@ -138,6 +138,14 @@ class TurnWriter:
         self.lease = lease
         self.actor = actor
         self.clock = clock
+        self.step_finished_at: datetime | None = None
+        """When the step just run ended, for its `finished_at`: a commit that waits out a
+        database outage must not lengthen the step's recorded run time."""
+
+    def finished_at(self, now: datetime) -> datetime:
+        """The finish time of the step just run (never after `now`), else `now`."""
+        ended = self.step_finished_at
+        return now if ended is None else min(ended, now)
 
     def event(
         self,
@@ -187,7 +195,12 @@ class TurnWriter:
             )
         elif end.step is not None and end.step.state is not None:
             await step_store.step_finish(
-                conn, workflow_id, end.step.position, end.step.state, now, end.step.error
+                conn,
+                workflow_id,
+                end.step.position,
+                end.step.state,
+                self.finished_at(now),
+                end.step.error,
             )
         reason, detail = end.reason, dict(end.detail)
         if end.on_request:

@@ -8,6 +8,7 @@ without a token of their own.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -127,6 +128,10 @@ def _finish_and_start_many(size: int) -> Update:
         *[(ids[i], bindparam(f"b_position_{i}", type_=S.position.type)) for i in range(size)],
         value=S.workflow_id,
     )
+    finished = case(
+        *[(ids[i], bindparam(f"b_finished_{i}", type_=S.finished_at.type)) for i in range(size)],
+        value=S.workflow_id,
+    )
     now: BindParameter[datetime] = bindparam("b_now", type_=S.started_at.type)
     return (
         update(workflow_steps)
@@ -137,27 +142,36 @@ def _finish_and_start_many(size: int) -> Update:
             ),
             attempts=case((S.position == done, S.attempts), else_=S.attempts + 1),
             started_at=case((S.position == done, S.started_at), else_=now),
-            finished_at=case((S.position == done, now), else_=None),
+            finished_at=case((S.position == done, finished), else_=None),
             error=None,
         )
     )
 
 
-async def step_finish_and_start_next(
-    conn: AsyncConnection, workflow_id: int, position: int, now: datetime
-) -> None:
-    """Complete step `position` and start step `position + 1` in one statement."""
-    await steps_finish_and_start_next_many(conn, [(workflow_id, position)], now)
+@dataclass(frozen=True)
+class StepMove:
+    """Step `position` of a workflow completed at `finished_at`; the next one starts."""
+
+    workflow_id: int
+    position: int
+    finished_at: datetime
+
+
+async def step_finish_and_start_next(conn: AsyncConnection, move: StepMove, now: datetime) -> None:
+    """Complete step `move.position` and start the next one (at `now`) in one statement."""
+    await steps_finish_and_start_next_many(conn, [move], now)
 
 
 async def steps_finish_and_start_next_many(
-    conn: AsyncConnection, moves: Sequence[tuple[int, int]], now: datetime
+    conn: AsyncConnection, moves: Sequence[StepMove], now: datetime
 ) -> None:
-    """`step_finish_and_start_next` for many (workflow id, completed position) pairs."""
+    """`step_finish_and_start_next` for many workflows. A step's finish time is its own,
+    not the commit's: a commit that waited out a database outage does not lengthen it."""
     params: dict[str, Any] = {"b_now": now}
-    for i, (workflow_id, position) in enumerate(moves):
-        params[f"b_id_{i}"] = workflow_id
-        params[f"b_position_{i}"] = position
+    for i, move in enumerate(moves):
+        params[f"b_id_{i}"] = move.workflow_id
+        params[f"b_position_{i}"] = move.position
+        params[f"b_finished_{i}"] = min(move.finished_at, now)
     await conn.execute(_finish_and_start_many(len(moves)), params)
 
 
