@@ -131,7 +131,8 @@ def run_runbook(
         workflow, on, priority, context, steps = run_engine(settings, plan, connect=False)
         where = _where(on, priority, run_after)
         render.say(
-            f"dry run: {workflow} would get {len(steps)} steps, {where}; nothing was written"
+            f"dry run: {workflow} would get {render.plural(len(steps), 'step')}, {where}; "
+            "nothing was written"
         )
         render.console().print(render_steps.plan_view(steps, context))
         return
@@ -167,7 +168,8 @@ def _where(queue: str, priority: int, run_after: object) -> str:
 def _created(workflow: Workflow, path: str, run_after: object) -> None:
     row = workflow.row
     render.say(
-        f"created {workflow.name} from {path}: {render.step_count(workflow)} steps, "
+        f"created {workflow.name} from {path}: "
+        f"{render.plural(render.step_count(workflow), 'step')}, "
         f"{_where(row.queue, row.priority, run_after)}"
     )
 

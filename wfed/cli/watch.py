@@ -110,7 +110,7 @@ def _completed(workflow: Workflow) -> Ending:
         took = (
             f" in {render.span((workflow.row.finished_at - steps[0].started_at).total_seconds())}"
         )
-    return Ending(0, f"{workflow.name} completed: {len(steps)} steps{took}")
+    return Ending(0, f"{workflow.name} completed: {render.plural(len(steps), 'step')}{took}")
 
 
 async def _halted(engine: Engine, snapshot: Snapshot, view: _View) -> Ending:
@@ -238,7 +238,7 @@ def _workflow_line(workflow: Workflow, *, first: bool) -> str:
     if row.requested is not None:
         text += f", {row.requested.value} requested"
     if first or row.state is not WorkflowState.COMPLETED:
-        text += f"; {done} of {total} steps done"
+        text += f"; {done} of {render.plural(total, 'step')} done"
     return text
 
 
@@ -314,7 +314,7 @@ def _header(workflow: Workflow, now: datetime) -> RenderableType:
     header = Text.assemble((workflow.name, "bold"), "  ", render.state_text(row.state))
     total = render.step_count(workflow)
     if row.state is WorkflowState.COMPLETED:
-        header.append(f"  all {total} steps done")
+        header.append("  the step done" if total == 1 else f"  all {total} steps done")
     else:
         header.append(f"  step {row.current_step} of {total}")
     if row.requested is not None:
