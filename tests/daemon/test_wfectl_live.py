@@ -6,6 +6,7 @@ completes and 1 when it halts in error, and `run FILE --watch` does both in one 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -208,6 +209,56 @@ async def test_watch_exits_1_when_it_halts_in_error_and_says_why(
     again = wfectl(schema, "watch", name)
     assert again.code == 1, again
     assert again.err == done.err
+
+
+async def test_watch_json_prints_a_json_object_per_change_and_the_end(
+    schema: str,
+    engine: Engine,
+    start_daemon: DaemonFactory,
+    queue: str,
+) -> None:
+    """`watch --json`: every line is one JSON object; the workflow (as `show --json`) on
+    each change, the failing step's output lines, and last the end with the exit code,
+    which is also the process's."""
+    name = f"{queue}-json"
+    await engine.create_workflow(
+        name,
+        {},
+        [
+            {"step": "sleep", "args": {"seconds": 0}},
+            shell("echo trying; echo 'disk full' >&2; exit 3", retries=0),
+        ],
+        queue=queue,
+    )
+    start_daemon(schema, queue=queue)
+    done = wfectl(schema, "watch", name, "--json")
+    assert done.code == 1, done
+    assert done.err == ""
+    events = [json.loads(line) for line in done.out.splitlines()]
+    assert all(set(event) >= {"at", "event"} for event in events), events
+    workflows = [event["workflow"] for event in events if event["event"] == "workflow"]
+    assert workflows[-1]["name"] == name
+    assert workflows[-1]["state"] == "error"
+    assert [step["state"] for step in workflows[-1]["steps"]] == ["completed", "error"]
+    output = [event["line"] for event in events if event["event"] == "output"]
+    assert [(line["position"], line["text"]) for line in output][-2:] == [
+        (1, "trying"),
+        (1, "disk full"),
+    ], output
+    end = events[-1]
+    assert end["event"] == "end"
+    assert end["code"] == 1
+    assert end["message"].startswith(f"{name} halted in error: step 1 'shell' failed: ")
+
+    completing = f"{queue}-json-done"
+    await engine.create_workflow(
+        completing, {}, [{"step": "sleep", "args": {"seconds": 0}}], queue=queue
+    )
+    done = wfectl(schema, "watch", completing, "--json")
+    assert done.code == 0, done
+    events = [json.loads(line) for line in done.out.splitlines()]
+    assert events[-2]["workflow"]["state"] == "completed"
+    assert (events[-1]["event"], events[-1]["code"]) == ("end", 0)
 
 
 async def test_run_a_runbook_and_watch_it(

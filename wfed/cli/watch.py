@@ -25,7 +25,7 @@ import typer
 from wfed.states import StepState, WorkflowState
 
 from . import render
-from .app import Name, app, settings_of
+from .app import AsJson, Name, app, settings_of
 from .run import fail, run_engine
 
 if TYPE_CHECKING:
@@ -52,40 +52,54 @@ class Ending:
 
 
 @app.command()
-def watch(cli: typer.Context, name: Name) -> None:
+def watch(cli: typer.Context, name: Name, as_json: AsJson = False) -> None:
     """Follow a workflow live until it completes (exit code 0) or halts (1, saying why).
 
     On a terminal the view redraws: each step's state, attempts and duration, the running
-    step's elapsed time and last lines of output. In a pipe: one line per change.
+    step's elapsed time and last lines of output. In a pipe: one line per change. With
+    --json: one JSON object per line — {"at", "event": "workflow", "workflow": (as show
+    --json)} on each change, {"at", "event": "output", "line": {…}} per output line, and
+    last {"at", "event": "end", "code", "message"}.
 
-    Example: wfectl watch maint-42
+    Example: wfectl watch maint-42 --json | jq -c 'select(.event == "end")'
     """
 
     async def work(engine: Engine) -> Ending:
-        return await watch_workflow(engine, name)
+        return await watch_workflow(engine, name, as_json=as_json)
 
-    finish(run_engine(settings_of(cli), work))
+    finish(run_engine(settings_of(cli), work), as_json=as_json)
 
 
-def finish(ending: Ending) -> None:
+def finish(ending: Ending, *, as_json: bool = False) -> None:
     """Print how the watch ended; exit code 1 unless the workflow completed."""
+    if as_json:
+        _JsonView.emit("end", code=ending.code, message=ending.message)
+        if ending.code:
+            raise typer.Exit(ending.code)
+        return
     if ending.code:
         fail(ending.message)
     render.say(ending.message)
 
 
 async def watch_workflow(
-    engine: Engine, name: str, *, live: bool | None = None, poll: float = POLL_SECONDS
+    engine: Engine,
+    name: str,
+    *,
+    live: bool | None = None,
+    as_json: bool = False,
+    poll: float = POLL_SECONDS,
 ) -> Ending:
     """Watch `name` until it completes or halts: the live view on a terminal (or if
-    `live`), else a line per change. Ctrl-C ends the watch, not the workflow."""
+    `live`), else a line per change (JSON lines with `as_json`). Ctrl-C ends the watch,
+    not the workflow."""
     import asyncio
 
     from wfed.engine.snapshot import OutputCursor
 
     if live is None:
-        live = sys.stdout.isatty()
-    view: _View = _LiveView(name) if live else _LineView()
+        live = sys.stdout.isatty() and not as_json
+    view: _View = _JsonView() if as_json else _LiveView(name) if live else _LineView()
     cursor = OutputCursor.of_running()
     try:
         with view:
@@ -204,6 +218,46 @@ class _LineView(_View):
     def _say(self, text: str) -> None:
         render.say(f"{_stamp()} {text}")
         sys.stdout.flush()
+
+
+class _JsonView(_View):
+    """One JSON object per line: the workflow (as `show --json`) whenever its state, a
+    request, its owner or a step's state, attempts or error changed; each new output line."""
+
+    def __init__(self) -> None:
+        self._seen: object = None
+        self._attempts_shown: set[tuple[int, int]] = set()
+
+    @staticmethod
+    def emit(event: str, **fields: Any) -> None:
+        import json
+
+        from wfed.clock import utc_now
+
+        document = {"at": f"{utc_now():%Y-%m-%dT%H:%M:%S.%f}Z", "event": event, **fields}
+        sys.stdout.write(json.dumps(document, ensure_ascii=False, default=str) + "\n")
+        sys.stdout.flush()
+
+    def update(self, snapshot: Snapshot) -> None:
+        workflow = snapshot.workflow
+        row = workflow.row
+        seen = (
+            (row.state, row.requested, row.claimed_by, row.current_step),
+            [_step_key(step) for step in workflow.steps],
+        )
+        if seen != self._seen:
+            self._seen = seen
+            self.emit("workflow", workflow=workflow.to_json())
+        for line in snapshot.output:
+            self._attempts_shown.add((line.position, line.attempt))
+            self.emit("output", line=line.to_json())
+
+    def halted(self, workflow: Workflow, lines: list[OutputLine]) -> None:
+        self.emit("workflow", workflow=workflow.to_json())
+        # The last lines of the step it halted at, unless they were followed already.
+        if lines and (lines[-1].position, lines[-1].attempt) not in self._attempts_shown:
+            for line in lines:
+                self.emit("output", line=line.to_json())
 
 
 def _step_change(step: StepRow) -> str:
