@@ -26,6 +26,7 @@ from wfed.clock import Clock, utc_now
 from wfed.config import DEFAULT_OUTPUT_MAX_BYTES, Config, load_config
 from wfed.engine import bulk, control, reading, views
 from wfed.engine import health as fleet_health
+from wfed.engine.notify_api import Notifications
 from wfed.engine.output_api import OutputReads
 from wfed.engine.retention import PURGEABLE, purge_finished
 from wfed.engine.runbook_api import RunbookFiles
@@ -58,7 +59,7 @@ def default_actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-class Engine(RunbookFiles, OutputReads, ScheduleApi):
+class Engine(RunbookFiles, OutputReads, ScheduleApi, Notifications):
     """A connection to a wfed database plus the registry of runnable steps."""
 
     def __init__(

@@ -395,3 +395,44 @@ class Health:
             "runnable": self.runnable,
             "awaiting_recovery": None if fleet is None else fleet.awaiting_recovery,
         }
+
+
+# -- notifications --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeliveryView:
+    """One delivery of an event to a webhook (`wfectl notifications`)."""
+
+    id: int
+    webhook: str
+    state: str
+    attempts: int
+    next_attempt_at: datetime | None
+    claimed_by: str | None
+    last_error: str | None
+    created_at: datetime
+    sent_at: datetime | None
+    event_id: int
+    workflow: str | None
+    """The event's workflow, kind and time; None once the event was purged."""
+    kind: str | None
+    at: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The stable `notifications --json` element."""
+        return {
+            "id": self.id,
+            "webhook": self.webhook,
+            "state": self.state,
+            "attempts": self.attempts,
+            "next_attempt_at": iso(self.next_attempt_at),
+            "claimed_by": self.claimed_by,
+            "last_error": self.last_error,
+            "created_at": iso(self.created_at),
+            "sent_at": iso(self.sent_at),
+            "event_id": self.event_id,
+            "workflow": self.workflow,
+            "kind": self.kind,
+            "at": iso(self.at),
+        }

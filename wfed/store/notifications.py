@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, func, or_, select, update
-from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.store.bounded import bounded
@@ -75,6 +74,10 @@ async def _insert_ignoring_duplicates(
     """INSERT `rows`, each one a unique key refuses left out without an error."""
     if not rows:
         return
+    # The dialects' insert constructs are imported here: wfectl on SQLite never loads
+    # the MySQL or PostgreSQL dialect.
+    from sqlalchemy.dialects import mysql, postgresql, sqlite  # noqa: PLC0415
+
     dialect = conn.dialect.name
     if dialect == "postgresql":
         await conn.execute(postgresql.insert(table).on_conflict_do_nothing(), rows)
