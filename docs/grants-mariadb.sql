@@ -23,6 +23,13 @@ GRANT SELECT, INSERT ON wfed.workflow_events TO 'wfed_daemon'@'%';
 GRANT SELECT, INSERT, DELETE ON wfed.workflow_step_output TO 'wfed_daemon'@'%';
 GRANT SELECT, INSERT, UPDATE, DELETE ON wfed.daemons TO 'wfed_daemon'@'%';
 GRANT SELECT ON wfed.wfed_schema_version TO 'wfed_daemon'@'%';
+-- Notifications: it records a delivery per event and webhook, sends them, and keeps how
+-- far each webhook has read the events.
+GRANT SELECT, INSERT, UPDATE ON wfed.notification_deliveries TO 'wfed_daemon'@'%';
+GRANT SELECT, INSERT, UPDATE ON wfed.notification_cursors TO 'wfed_daemon'@'%';
+-- Schedules: it fires their ticks, recording each in schedule_fires.
+GRANT SELECT, UPDATE ON wfed.schedules TO 'wfed_daemon'@'%';
+GRANT SELECT, INSERT ON wfed.schedule_fires TO 'wfed_daemon'@'%';
 
 -- 3. The operator (wfectl): reads everything; creates and deletes workflows; changes only
 -- the columns that control needs; appends events but can never rewrite or delete them.
@@ -34,3 +41,7 @@ GRANT UPDATE (state, requested, context, current_step, last_error, run_after,
 GRANT INSERT, UPDATE (state, attempts, started_at, finished_at, error)
     ON wfed.workflow_steps TO 'wfed_operator'@'%';
 GRANT INSERT ON wfed.workflow_events TO 'wfed_operator'@'%';
+-- Schedules: adds, pauses, resumes and removes them (with their fired ticks).
+GRANT INSERT, DELETE, UPDATE (state, next_fire_at, updated_by, updated_at)
+    ON wfed.schedules TO 'wfed_operator'@'%';
+GRANT DELETE ON wfed.schedule_fires TO 'wfed_operator'@'%';

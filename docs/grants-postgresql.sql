@@ -31,6 +31,13 @@ GRANT SELECT, INSERT ON workflow_events TO wfed_daemon;
 GRANT SELECT, INSERT, DELETE ON workflow_step_output TO wfed_daemon;
 GRANT SELECT, INSERT, UPDATE, DELETE ON daemons TO wfed_daemon;
 GRANT SELECT ON wfed_schema_version TO wfed_daemon;
+-- Notifications: it records a delivery per event and webhook, sends them, and keeps how
+-- far each webhook has read the events.
+GRANT SELECT, INSERT, UPDATE ON notification_deliveries, notification_cursors TO wfed_daemon;
+GRANT USAGE ON SEQUENCE notification_deliveries_id_seq TO wfed_daemon;
+-- Schedules: it fires their ticks, recording each in schedule_fires.
+GRANT SELECT, UPDATE ON schedules TO wfed_daemon;
+GRANT SELECT, INSERT ON schedule_fires TO wfed_daemon;
 GRANT USAGE ON SEQUENCE workflows_id_seq, workflow_steps_id_seq, workflow_events_id_seq,
     workflow_step_output_id_seq TO wfed_daemon;
 
@@ -48,3 +55,8 @@ GRANT INSERT, UPDATE (state, attempts, started_at, finished_at, error)
 GRANT INSERT ON workflow_events TO wfed_operator;
 GRANT USAGE ON SEQUENCE workflows_id_seq, workflow_steps_id_seq, workflow_events_id_seq
     TO wfed_operator;
+-- Schedules: adds, pauses, resumes and removes them (with their fired ticks).
+GRANT INSERT, DELETE, UPDATE (state, next_fire_at, updated_by, updated_at)
+    ON schedules TO wfed_operator;
+GRANT DELETE ON schedule_fires TO wfed_operator;
+GRANT USAGE ON SEQUENCE schedules_id_seq TO wfed_operator;

@@ -15,7 +15,15 @@ import structlog
 
 from wfed.clock import Clock, utc_now
 from wfed.config import SchedulesConfig
-from wfed.daemon.loops import LOOP_ERRORS, query_limit, ridden_out, ride_out, wait_for
+from wfed.daemon.loops import (
+    LOOP_ERRORS,
+    OUTAGE_BACKOFF_MAX,
+    describe,
+    query_limit,
+    ridden_out,
+    ride_out,
+    wait_for,
+)
 from wfed.engine.schedule_firing import Fired, ScheduleFirer
 from wfed.metrics import Metrics
 from wfed.steps.registry import StepRegistry
@@ -61,15 +69,24 @@ class Scheduler:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Poll at once (a tick missed while no daemon ran is caught up at start-up), then
-        every `interval` until `stopping`; an outage is waited out with backoff."""
+        every `interval` until `stopping`; an outage is waited out with backoff, and any
+        other database error is logged and tried again later."""
         delay = self.interval
         while not stopping.is_set():
             try:
                 await self.run_once()
             except LOOP_ERRORS as exc:
-                if not ridden_out(exc):
-                    raise
-                delay = await ride_out(self.log, self.metrics, "schedules", exc, delay, stopping)
+                if ridden_out(exc):
+                    delay = await ride_out(
+                        self.log, self.metrics, "schedules", exc, delay, stopping
+                    )
+                    continue
+                # A table or a privilege missing (an account without the schedules' grants):
+                # schedules are never a reason to stop running workflows. Said loudly, and
+                # tried again now and then.
+                self.log.error("schedules_failed", error=describe(exc), retry_in=OUTAGE_BACKOFF_MAX)
+                self.metrics.database_errors.labels(type(exc).__name__).inc()
+                await wait_for(stopping, OUTAGE_BACKOFF_MAX)
                 continue
             delay = self.interval
             await wait_for(stopping, self.interval)

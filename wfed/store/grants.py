@@ -141,6 +141,13 @@ GRANT SELECT, INSERT ON {db}.workflow_events TO {daemon};
 GRANT SELECT, INSERT, DELETE ON {db}.workflow_step_output TO {daemon};
 GRANT SELECT, INSERT, UPDATE, DELETE ON {db}.daemons TO {daemon};
 GRANT SELECT ON {db}.wfed_schema_version TO {daemon};
+-- Notifications: it records a delivery per event and webhook, sends them, and keeps how
+-- far each webhook has read the events.
+GRANT SELECT, INSERT, UPDATE ON {db}.notification_deliveries TO {daemon};
+GRANT SELECT, INSERT, UPDATE ON {db}.notification_cursors TO {daemon};
+-- Schedules: it fires their ticks, recording each in schedule_fires.
+GRANT SELECT, UPDATE ON {db}.schedules TO {daemon};
+GRANT SELECT, INSERT ON {db}.schedule_fires TO {daemon};
 
 -- 3. The operator (wfectl): reads everything; creates and deletes workflows; changes only
 -- the columns that control needs; appends events but can never rewrite or delete them.
@@ -152,6 +159,10 @@ GRANT UPDATE (state, requested, context, current_step, last_error, run_after,
 GRANT INSERT, UPDATE (state, attempts, started_at, finished_at, error)
     ON {db}.workflow_steps TO {operator};
 GRANT INSERT ON {db}.workflow_events TO {operator};
+-- Schedules: adds, pauses, resumes and removes them (with their fired ticks).
+GRANT INSERT, DELETE, UPDATE (state, next_fire_at, updated_by, updated_at)
+    ON {db}.schedules TO {operator};
+GRANT DELETE ON {db}.schedule_fires TO {operator};
 """
 
 
@@ -217,6 +228,13 @@ GRANT SELECT, INSERT ON workflow_events TO {daemon};
 GRANT SELECT, INSERT, DELETE ON workflow_step_output TO {daemon};
 GRANT SELECT, INSERT, UPDATE, DELETE ON daemons TO {daemon};
 GRANT SELECT ON wfed_schema_version TO {daemon};
+-- Notifications: it records a delivery per event and webhook, sends them, and keeps how
+-- far each webhook has read the events.
+GRANT SELECT, INSERT, UPDATE ON notification_deliveries, notification_cursors TO {daemon};
+GRANT USAGE ON SEQUENCE notification_deliveries_id_seq TO {daemon};
+-- Schedules: it fires their ticks, recording each in schedule_fires.
+GRANT SELECT, UPDATE ON schedules TO {daemon};
+GRANT SELECT, INSERT ON schedule_fires TO {daemon};
 GRANT USAGE ON SEQUENCE {sequences},
     {_OUTPUT_SEQUENCE} TO {daemon};
 
@@ -234,6 +252,11 @@ GRANT INSERT, UPDATE (state, attempts, started_at, finished_at, error)
 GRANT INSERT ON workflow_events TO {operator};
 GRANT USAGE ON SEQUENCE {sequences}
     TO {operator};
+-- Schedules: adds, pauses, resumes and removes them (with their fired ticks).
+GRANT INSERT, DELETE, UPDATE (state, next_fire_at, updated_by, updated_at)
+    ON schedules TO {operator};
+GRANT DELETE ON schedule_fires TO {operator};
+GRANT USAGE ON SEQUENCE schedules_id_seq TO {operator};
 """
 
 
