@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from daemon_harness import DaemonFactory, journal_lines, wait_until
+from daemon_harness import STEP_MODULES, DaemonFactory, journal_lines, wait_until
 from sqlalchemy import delete, func, select
 
 from wfed import Engine, WorkflowState
@@ -42,7 +42,7 @@ async def test_a_fleet_enqueues_every_tick_of_a_schedule_exactly_once(
     """Four daemons fire a schedule ticking every second: each tick has exactly one fired
     row and one workflow (with one `created` event by the daemon that fired it), the
     ticks follow each other second by second, and the daemons run every workflow."""
-    engine = make_engine(fleet_url)
+    engine = make_engine(fleet_url, step_modules=STEP_MODULES)
     name = f"every-second-{uuid.uuid4().hex[:8]}"
     await engine.add_schedule(
         name,

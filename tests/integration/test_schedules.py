@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from conftest import STEP_MODULES, EngineFactory, unique_name
 from sqlalchemy import delete, func, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from wfed import Engine, WorkflowState
 from wfed.config import SchedulesConfig
@@ -508,3 +508,32 @@ async def test_the_database_refuses_a_second_fire_of_a_tick(
         async with engine.db.transaction() as conn:
             await conn.execute(insert(schedule_fires).values(**{**row, "fired_by": "b"}))
     assert await fired_ticks(engine, name) == [tick]
+
+
+async def test_a_database_error_the_scheduler_cannot_wait_out_does_not_stop_it(
+    tmp_path: Path, clock: SettableClock
+) -> None:
+    """On a database without the schedules' table (or without their grants), a poll
+    fails; the scheduler's loop logs and counts it and carries on until told to stop,
+    rather than taking the daemon's other services down with it."""
+    path = tmp_path / "no-schema.db"
+    path.touch()  # a database without wfed's tables
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    service = scheduler(db, clock)
+    try:
+        with pytest.raises(DBAPIError):
+            await service.run_once()
+        errors = service.metrics.database_errors.labels("OperationalError")
+        before = errors._value.get()
+        stopping = asyncio.Event()
+        loop = asyncio.create_task(service.run(stopping))
+        for _ in range(500):
+            if errors._value.get() > before or loop.done():
+                break
+            await asyncio.sleep(0.01)
+        assert not loop.done()
+        assert errors._value.get() == before + 1
+        stopping.set()
+        await asyncio.wait_for(loop, 5)
+    finally:
+        await db.dispose()
