@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import STEP_MODULES, EngineFactory, unique_name
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -31,6 +31,14 @@ from wfed.store.database import Database
 from wfed.store.schema import schedule_fires, schedules, workflow_events, workflows
 
 PARIS = "Europe/Paris"
+# As tests/integration/conftest.py's (not imported by name: another directory's conftest
+# may hold that module name when several directories are collected together).
+STEP_MODULES = ["stepmods.basic"]
+EngineFactory = Callable[..., Engine]
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 class SettableClock:
