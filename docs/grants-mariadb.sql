@@ -23,9 +23,9 @@ GRANT SELECT, INSERT ON wfed.workflow_events TO 'wfed_daemon'@'%';
 GRANT SELECT, INSERT, DELETE ON wfed.workflow_step_output TO 'wfed_daemon'@'%';
 GRANT SELECT, INSERT, UPDATE, DELETE ON wfed.daemons TO 'wfed_daemon'@'%';
 GRANT SELECT ON wfed.wfed_schema_version TO 'wfed_daemon'@'%';
--- Notifications: it records a delivery per event and webhook, sends them, and keeps how
--- far each webhook has read the events.
-GRANT SELECT, INSERT, UPDATE ON wfed.notification_deliveries TO 'wfed_daemon'@'%';
+-- Notifications: it records a delivery per event and webhook, sends them (deleting old
+-- ones), and keeps how far each webhook has read the events.
+GRANT SELECT, INSERT, UPDATE, DELETE ON wfed.notification_deliveries TO 'wfed_daemon'@'%';
 GRANT SELECT, INSERT, UPDATE ON wfed.notification_cursors TO 'wfed_daemon'@'%';
 -- Schedules: it fires their ticks, recording each in schedule_fires.
 GRANT SELECT, UPDATE ON wfed.schedules TO 'wfed_daemon'@'%';

@@ -31,9 +31,10 @@ GRANT SELECT, INSERT ON workflow_events TO wfed_daemon;
 GRANT SELECT, INSERT, DELETE ON workflow_step_output TO wfed_daemon;
 GRANT SELECT, INSERT, UPDATE, DELETE ON daemons TO wfed_daemon;
 GRANT SELECT ON wfed_schema_version TO wfed_daemon;
--- Notifications: it records a delivery per event and webhook, sends them, and keeps how
--- far each webhook has read the events.
-GRANT SELECT, INSERT, UPDATE ON notification_deliveries, notification_cursors TO wfed_daemon;
+-- Notifications: it records a delivery per event and webhook, sends them (deleting old
+-- ones), and keeps how far each webhook has read the events.
+GRANT SELECT, INSERT, UPDATE, DELETE ON notification_deliveries TO wfed_daemon;
+GRANT SELECT, INSERT, UPDATE ON notification_cursors TO wfed_daemon;
 GRANT USAGE ON SEQUENCE notification_deliveries_id_seq TO wfed_daemon;
 -- Schedules: it fires their ticks, recording each in schedule_fires.
 GRANT SELECT, UPDATE ON schedules TO wfed_daemon;

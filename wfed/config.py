@@ -229,12 +229,24 @@ class NotifyConfig(_Section):
             raise ValueError(f"webhook names must be unique: {', '.join(twice)} given twice")
         return value
 
+    keep: str = "7d"
+    """Deliveries sent or failed are deleted this long after they were recorded."""
+
+    @field_validator("keep")
+    @classmethod
+    def _kept_a_duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
     def webhook(self, name: str) -> WebhookConfig | None:
         """The webhook called `name`, if configured."""
         return next((hook for hook in self.webhooks if hook.name == name), None)
 
     def oldest(self) -> timedelta:
         return parse_duration(self.max_age)
+
+    def kept(self) -> timedelta:
+        return parse_duration(self.keep)
 
 
 class Config(_Section):

@@ -503,3 +503,27 @@ async def test_the_post_carries_the_configured_headers(setup: Setup) -> None:
     [request] = [r for r in setup.receiver.requests if r.path == f"/{hook.name}"]
     assert request.headers["Authorization"] == "Bearer s3cret"
     assert request.headers["Content-Type"] == "application/json"
+
+
+async def test_old_sent_and_failed_deliveries_are_pruned(setup: Setup) -> None:
+    """Deliveries sent or failed longer than `[notify] keep` ago are deleted; one still to
+    be retried is kept however old."""
+    sent = setup.hook("pruned-sent", events=["error"])
+    failing = setup.hook("pruned-failed", events=["error"], retries=0)
+    retrying = setup.hook("kept-pending", events=["error"], retries=5, backoff=3600.0)
+    setup.receiver.script(f"/{failing.name}", 500)
+    setup.receiver.script(f"/{retrying.name}", 500)
+    notifier = setup.notifier(sent, failing, retrying)
+    await notifier.run_once()
+    await setup.failed_workflow()
+    await notifier.run_once()
+    await notifier.prune()  # nothing of this test's is a week old yet
+    for target in (sent.name, failing.name, retrying.name):
+        assert len(await setup.deliveries(target)) == 1
+
+    setup.clock.ahead = timedelta(days=7, hours=1)
+    assert await notifier.prune() >= 2
+    assert await setup.deliveries(sent.name) == []
+    assert await setup.deliveries(failing.name) == []
+    [kept] = await setup.deliveries(retrying.name)
+    assert kept.state == "pending"

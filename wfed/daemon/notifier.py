@@ -37,13 +37,13 @@ import structlog
 
 from wfed.clock import Clock, utc_now
 from wfed.config import NotifyConfig, WebhookConfig
-from wfed.daemon.loops import LOOP_ERRORS, describe, ridden_out, ride_out, wait_any
+from wfed.daemon.loops import OUTAGE_BACKOFF_MAX, describe, ridden_out, ride_out, wait_any, wait_for
 from wfed.engine import notifications
 from wfed.engine.notify_scan import EventScan
 from wfed.engine.webhook import WebhookFailed, client, post
 from wfed.metrics import Metrics
 from wfed.store import notifications as store
-from wfed.store.database import OUTAGE_ERRORS, Database, run_retrying
+from wfed.store.database import Database, run_retrying
 
 if TYPE_CHECKING:
     import httpx
@@ -60,6 +60,9 @@ IN_FLIGHT_MAX = 16
 CLAIM_MARGIN = 30.0
 """Seconds a claim outlives the webhook's timeout: the POST and the write of its outcome."""
 FINAL_GRACE = 5.0
+PRUNE_INTERVAL = 3600.0
+"""Seconds between two deletions of old deliveries by one daemon."""
+PRUNE_BATCH = 1000
 """Seconds a stopping daemon waits for its POSTs under way (their claims then expire and
 another daemon sends them)."""
 
@@ -116,6 +119,7 @@ class Notifier:
         self._stored = 0
         self._sending: dict[int, asyncio.Task[Sent]] = {}
         self._http: httpx.AsyncClient | None = None
+        self._pruned_at: float | None = None
 
     @property
     def targets(self) -> list[str]:
@@ -247,9 +251,10 @@ class Notifier:
                     held = await store.delivery_failed(
                         conn, delivery.id, owner=self.daemon_id, error=error, retry_at=retry_at
                     )
-        except OUTAGE_ERRORS as exc:
-            # The claim expires and the delivery is tried again: a POST that went through
-            # may then be sent twice, which the payload's `id` lets a receiver tell.
+        except Exception as exc:
+            # An outage (or a privilege missing): the claim expires and the delivery is
+            # tried again, so a POST that went through may be sent twice, which the
+            # payload's `id` lets a receiver tell.
             self.log.warning("notification_unrecorded", webhook=hook.name, error=describe(exc))
             return Sent(delivery.id, hook.name, "lost", error)
         outcome = "sent" if error is None else "retried" if retry_at is not None else "failed"
@@ -287,6 +292,30 @@ class Notifier:
         else:
             self.log.error("notification_failed", attempts=attempt, error=error, **where)
 
+    # -- keeping the table small --------------------------------------------------------
+
+    async def prune(self) -> int:
+        """Delete the deliveries sent or failed longer than `[notify] keep` ago, a batch
+        at a time: how many went."""
+        before = self.clock() - self.config.kept()
+        pruned = 0
+        while True:
+            async with self.db.transaction() as conn:
+                count = await store.deliveries_prune(conn, before, limit=PRUNE_BATCH)
+            pruned += count
+            if count < PRUNE_BATCH:
+                break
+        if pruned:
+            self.log.info("notifications_pruned", count=pruned)
+        return pruned
+
+    async def _prune_now_and_then(self) -> None:
+        now = self.monotonic()
+        if self._pruned_at is not None and now - self._pruned_at < PRUNE_INTERVAL:
+            return
+        self._pruned_at = now
+        await self.prune()
+
     # -- the service ------------------------------------------------------------------
 
     async def run_once(self) -> NotifierPass:
@@ -309,10 +338,19 @@ class Notifier:
                 try:
                     _, more = await self.record()
                     await self.deliver(wait=False)
-                except LOOP_ERRORS as exc:
-                    if not ridden_out(exc):
-                        raise
-                    delay = await ride_out(self.log, self.metrics, "notify", exc, delay, finished)
+                    await self._prune_now_and_then()
+                except Exception as exc:
+                    if ridden_out(exc):
+                        delay = await ride_out(
+                            self.log, self.metrics, "notify", exc, delay, finished
+                        )
+                        continue
+                    # A table or a privilege missing (grants older than the notifications),
+                    # or a bug: notifications are never a reason to stop running
+                    # workflows. Said loudly, and tried again now and then.
+                    self.log.exception("notify_failed", retry_in=OUTAGE_BACKOFF_MAX)
+                    self.metrics.database_errors.labels(type(exc).__name__).inc()
+                    await wait_for(finished, OUTAGE_BACKOFF_MAX)
                     continue
                 delay = self.config.poll_interval
                 if not more:

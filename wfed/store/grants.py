@@ -141,9 +141,9 @@ GRANT SELECT, INSERT ON {db}.workflow_events TO {daemon};
 GRANT SELECT, INSERT, DELETE ON {db}.workflow_step_output TO {daemon};
 GRANT SELECT, INSERT, UPDATE, DELETE ON {db}.daemons TO {daemon};
 GRANT SELECT ON {db}.wfed_schema_version TO {daemon};
--- Notifications: it records a delivery per event and webhook, sends them, and keeps how
--- far each webhook has read the events.
-GRANT SELECT, INSERT, UPDATE ON {db}.notification_deliveries TO {daemon};
+-- Notifications: it records a delivery per event and webhook, sends them (deleting old
+-- ones), and keeps how far each webhook has read the events.
+GRANT SELECT, INSERT, UPDATE, DELETE ON {db}.notification_deliveries TO {daemon};
 GRANT SELECT, INSERT, UPDATE ON {db}.notification_cursors TO {daemon};
 -- Schedules: it fires their ticks, recording each in schedule_fires.
 GRANT SELECT, UPDATE ON {db}.schedules TO {daemon};
@@ -228,9 +228,10 @@ GRANT SELECT, INSERT ON workflow_events TO {daemon};
 GRANT SELECT, INSERT, DELETE ON workflow_step_output TO {daemon};
 GRANT SELECT, INSERT, UPDATE, DELETE ON daemons TO {daemon};
 GRANT SELECT ON wfed_schema_version TO {daemon};
--- Notifications: it records a delivery per event and webhook, sends them, and keeps how
--- far each webhook has read the events.
-GRANT SELECT, INSERT, UPDATE ON notification_deliveries, notification_cursors TO {daemon};
+-- Notifications: it records a delivery per event and webhook, sends them (deleting old
+-- ones), and keeps how far each webhook has read the events.
+GRANT SELECT, INSERT, UPDATE, DELETE ON notification_deliveries TO {daemon};
+GRANT SELECT, INSERT, UPDATE ON notification_cursors TO {daemon};
 GRANT USAGE ON SEQUENCE notification_deliveries_id_seq TO {daemon};
 -- Schedules: it fires their ticks, recording each in schedule_fires.
 GRANT SELECT, UPDATE ON schedules TO {daemon};

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, func, or_, select, update
+from sqlalchemy import Table, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.store.bounded import bounded
@@ -283,3 +283,20 @@ async def deliveries_list(
     if state is not None:
         query = query.where(D.state == state)
     return [DeliveryRow.from_mapping(row) for row in (await conn.execute(query)).mappings()]
+
+
+async def deliveries_prune(conn: AsyncConnection, before: datetime, *, limit: int = 1000) -> int:
+    """Delete up to `limit` deliveries sent or failed that were recorded before `before`:
+    how many went."""
+    ids = list(
+        await conn.scalars(
+            select(D.id)
+            .where(D.state.in_(["sent", "failed"]), D.created_at < before)
+            .order_by(D.id)
+            .limit(limit)
+        )
+    )
+    if not ids:
+        return 0
+    result = await conn.execute(delete(notification_deliveries).where(D.id.in_(ids)))
+    return int(result.rowcount)
