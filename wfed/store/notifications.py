@@ -134,7 +134,7 @@ def _notifiable_events() -> Any:
         select(
             workflow_events,
             workflows.c.queue,
-            func.coalesce(steps.label, steps.step).label("step_name"),
+            steps.step.label("step_name"),
         )
         .select_from(
             workflow_events.outerjoin(workflows, workflows.c.id == E.workflow_id).outerjoin(
