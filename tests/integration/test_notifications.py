@@ -20,6 +20,8 @@ from wfed.clock import utc_now
 from wfed.config import NotifyConfig, WebhookConfig
 from wfed.daemon.notifier import Notifier
 from wfed.metrics import Metrics
+from wfed.store import claims
+from wfed.store import steps as step_store
 from wfed.store.database import Database
 from wfed.store.notifications import DeliveryRow
 from wfed.store.schema import notification_cursors, notification_deliveries, workflow_events
@@ -527,3 +529,32 @@ async def test_old_sent_and_failed_deliveries_are_pruned(setup: Setup) -> None:
     assert await setup.deliveries(failing.name) == []
     [kept] = await setup.deliveries(retrying.name)
     assert kept.state == "pending"
+
+
+async def test_an_interrupted_step_is_notified(setup: Setup) -> None:
+    """A non-idempotent step found cut off by its owner's death: the webhook asking for
+    `interrupted` and `error` is told of both events, each saying the workflow is in
+    error at that step."""
+    hook = setup.hook("crashes", events=["interrupted", "error"])
+    notifier = setup.notifier(hook)
+    await notifier.run_once()
+    name = await setup.workflow([{"step": "record", "args": {"key": "k"}}, "noop"])
+    row = (await setup.engine.get(name)).row
+    long_ago = utc_now() - timedelta(seconds=120)
+    async with setup.engine.db.transaction() as conn:  # its owner died in step 0
+        assert await claims.workflow_claim_by_id(
+            conn, row.id, owner="crashed-daemon", now=long_ago, lease=60
+        )
+        await step_store.step_start(conn, row.id, 0, long_ago)
+    with pytest.raises(StepError, match="interrupted"):
+        await setup.engine.run(name)
+    await notifier.run_once()
+
+    bodies = setup.receiver.to(f"/{hook.name}")
+    assert [(b["event"], b["state"], b["position"], b["step"]) for b in bodies] == [
+        ("interrupted", "error", 0, "record"),
+        ("error", "error", 0, "record"),
+    ]
+    assert bodies[0]["text"].startswith(
+        f"wfed: workflow {name!r} had a step interrupted (not re-run) at step 0 'record'"
+    )
