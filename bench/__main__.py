@@ -1,4 +1,7 @@
-"""`python -m bench [--only mariadb,postgresql,sqlite] [--quick] [--workloads floor,throughput]`."""
+"""`python -m bench [--only mariadb,postgresql,sqlite] [--quick] [--workloads floor,throughput]`.
+
+`--workloads` also takes `default` (every workload but the opt-in ones) and `all`, so that
+`--workloads default,fleet` is the full run plus the fleet."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import argparse
 import logging
 import sys
 
-from bench.context import WORKLOADS, Sizes
+from bench.context import DEFAULT_WORKLOADS, WORKLOADS, Sizes
 from bench.databases import BACKENDS
 from bench.run import main, rerender
 
@@ -21,12 +24,19 @@ def _backends(text: str) -> list[str]:
     return [name for name in BACKENDS if name in chosen]
 
 
+_GROUPS = {"default": DEFAULT_WORKLOADS, "all": WORKLOADS}
+
+
 def _workloads(text: str) -> frozenset[str]:
-    chosen = {part.strip() for part in text.split(",") if part.strip()}
+    chosen: set[str] = set()
+    for part in (part.strip() for part in text.split(",")):
+        if part:
+            chosen.update(_GROUPS.get(part, (part,)))
     unknown = sorted(chosen - set(WORKLOADS))
     if unknown or not chosen:
         raise argparse.ArgumentTypeError(
-            f"unknown workload {', '.join(unknown) or '(none)'}; choose from {', '.join(WORKLOADS)}"
+            f"unknown workload {', '.join(unknown) or '(none)'}; choose from "
+            f"{', '.join(WORKLOADS)}, or default, all"
         )
     return frozenset(chosen)
 
@@ -53,9 +63,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--workloads",
         type=_workloads,
-        default=frozenset(WORKLOADS),
+        default=frozenset(DEFAULT_WORKLOADS),
         metavar="NAMES",
-        help=f"comma-separated subset of: {','.join(WORKLOADS)} (written to bench/out/)",
+        help=f"comma-separated subset of: {','.join(WORKLOADS)}; or default (all but "
+        "fleet and ten_thousand, which run only when named), all. Fewer than the default "
+        "are written to bench/out/",
     )
     parser.add_argument(
         "--rerender",

@@ -28,7 +28,13 @@ WORKLOADS = (
     "memory",
     "growth",
     "cli_latency",
+    "fleet",
+    "ten_thousand",
 )
+# Run only when asked for by name: each takes minutes and loads the machine well past
+# what the ten-minute default run can afford.
+OPT_IN_WORKLOADS = frozenset({"fleet", "ten_thousand"})
+DEFAULT_WORKLOADS = tuple(name for name in WORKLOADS if name not in OPT_IN_WORKLOADS)
 
 
 @dataclass(frozen=True)
@@ -36,15 +42,16 @@ class Sizes:
     """How big each workload is. The defaults are the full run (`make bench`, about ten
     minutes on two cores); `quick()` is a smoke run of about a minute.
 
-    MariaDB runs every workload at full size. PostgreSQL and SQLite run smaller batches
-    and fewer 1 s-poll samples so that the whole run fits in ten minutes; the tables say
-    so wherever a size differs.
+    MariaDB runs every workload at full size. PostgreSQL runs the same throughput batch
+    (its ratio targets are MariaDB's), SQLite a smaller one, and both take fewer 1 s-poll
+    samples so that the whole run fits in ten minutes; the tables say so wherever a size
+    differs. `fleet` and `ten_thousand` run only when named (`--workloads`).
     """
 
     floor_seconds: float = 2.0
     floor_connections: int = 64
     workflows: dict[str, int] = field(
-        default_factory=lambda: {"mariadb": 1000, "postgresql": 200, "sqlite": 200}
+        default_factory=lambda: {"mariadb": 1000, "postgresql": 1000, "sqlite": 200}
     )
     steps_per_workflow: int = 10
     max_workflows: int = 64
@@ -57,6 +64,7 @@ class Sizes:
         }
     )
     control_samples: int = 20
+    fast_control_interval: float = 0.25
     pause_step_seconds: float = 0.5
     history_rows: int = 1_000_000
     growth_backends: tuple[str, ...] = ("mariadb",)
@@ -75,6 +83,13 @@ class Sizes:
     cli_runs: int = 20
     cli_warmups: int = 2
     cli_backends: tuple[str, ...] = ("sqlite",)
+    fleet_daemons: int = 20
+    fleet_seconds: float = 30.0
+    fleet_backends: tuple[str, ...] = ("mariadb",)
+    ten_thousand_workflows: int = 10_000
+    ten_thousand_stops: int = 20
+    ten_thousand_wire_seconds: float = 10.0
+    ten_thousand_backends: tuple[str, ...] = ("mariadb",)
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -100,6 +115,11 @@ class Sizes:
             output_workflows=8,
             output_rounds=1,
             cli_runs=5,
+            fleet_daemons=3,
+            fleet_seconds=5.0,
+            ten_thousand_workflows=300,
+            ten_thousand_stops=5,
+            ten_thousand_wire_seconds=3.0,
         )
 
 

@@ -6,7 +6,8 @@
   reported separately (paused - end of the step that was running). Exactness is checked
   from the step rows: no step may have started after its pause request was committed.
 * stop: workflows in a 60 s step; each gets a stop request at a random moment. Latency is
-  request → `stopped`; the daemon reads requests every `control_interval`.
+  request → `stopped`; the daemon reads requests every `control_interval`: 1 s (the
+  default), and again at 0.25 s.
 """
 
 from __future__ import annotations
@@ -127,45 +128,66 @@ def _stop_figures(
     return {"latency": summary(latencies), "not_stopped": not_stopped}
 
 
-async def control_latency(bench: Bench) -> dict[str, Any]:
-    """Pause and stop requests, sent at random moments to one daemon's running workflows."""
-    sizes = bench.sizes
-    count = sizes.control_samples
-    step = sizes.pause_step_seconds
-    pause_queue, stop_queue = bench.queue("pause"), bench.queue("stop")
+async def _pause_series(bench: Bench, control_interval: float) -> dict[str, Any]:
+    """Pause requests at random moments to one daemon's workflows of short sleep steps."""
+    count = bench.sizes.control_samples
+    step = bench.sizes.pause_step_seconds
+    queue = bench.queue("pause")
     # A pause workflow must still be running when its request comes, whatever the spread.
-    pause_steps = [{"step": "sleep", "args": {"seconds": step}}] * (
-        int((SPREAD_SECONDS + 10) / step) + 1
-    )
-    daemons = [
-        bench.daemons.start(
-            bench.url,
-            DaemonSettings(queue=queue, max_workflows=count, control_interval=CONTROL_INTERVAL),
-        )
-        for queue in (pause_queue, stop_queue)
-    ]
+    steps = [{"step": "sleep", "args": {"seconds": step}}] * (int((SPREAD_SECONDS + 10) / step) + 1)
+    settings = DaemonSettings(queue=queue, max_workflows=count, control_interval=control_interval)
+    daemon = await bench.daemons.start_ready(bench.url, settings)
     try:
-        await asyncio.gather(*(daemon.wait_ready() for daemon in daemons))
-        await bench.enqueue(pause_queue, count, pause_steps)
-        await bench.enqueue(stop_queue, count, ["sleep60"])
-        await _wait_state(bench, pause_queue, ["running"], count)
-        await _wait_state(bench, stop_queue, ["running"], count)
-        rng = random.Random(bench.run_id)
-        jobs = [
-            _request(bench, f"{queue}-{i}", request, rng.uniform(0, SPREAD_SECONDS))
-            for queue, request in ((pause_queue, "pause"), (stop_queue, "stop"))
-            for i in range(1, count + 1)
-        ]
-        done = await asyncio.gather(*jobs)
-        await _wait_state(bench, pause_queue, ["paused", "completed", "error"], count)
-        await _wait_state(bench, stop_queue, ["stopped", "completed", "error"], count)
-        pauses = [r for r in done if r[0].startswith(pause_queue)]
-        stops = [r for r in done if r[0].startswith(stop_queue)]
-        return {
-            "pause": _pause_figures(pauses, await _outcomes(bench, pause_queue), step),
-            "stop": _stop_figures(stops, await _outcomes(bench, stop_queue)),
-            "control_interval": CONTROL_INTERVAL,
-        }
+        await bench.enqueue(queue, count, steps)
+        await _wait_state(bench, queue, ["running"], count)
+        rng = random.Random(f"{bench.run_id}-pause")
+        done = await asyncio.gather(
+            *(
+                _request(bench, f"{queue}-{i}", "pause", rng.uniform(0, SPREAD_SECONDS))
+                for i in range(1, count + 1)
+            )
+        )
+        await _wait_state(bench, queue, ["paused", "completed", "error"], count)
+        return _pause_figures(list(done), await _outcomes(bench, queue), step)
     finally:
-        for daemon in daemons:
-            daemon.kill()
+        daemon.kill()
+
+
+async def stop_series(bench: Bench, control_interval: float) -> dict[str, Any]:
+    """Stop requests at random moments to one daemon's workflows, each in a 60 s step;
+    the daemon reads requests every `control_interval`."""
+    count = bench.sizes.control_samples
+    queue = bench.queue(f"stop{control_interval:g}".replace(".", "_"))
+    settings = DaemonSettings(queue=queue, max_workflows=count, control_interval=control_interval)
+    daemon = await bench.daemons.start_ready(bench.url, settings)
+    try:
+        await bench.enqueue(queue, count, ["sleep60"])
+        await _wait_state(bench, queue, ["running"], count)
+        rng = random.Random(f"{bench.run_id}-stop-{control_interval}")
+        done = await asyncio.gather(
+            *(
+                _request(bench, f"{queue}-{i}", "stop", rng.uniform(0, SPREAD_SECONDS))
+                for i in range(1, count + 1)
+            )
+        )
+        await _wait_state(bench, queue, ["stopped", "completed", "error"], count)
+        figures = _stop_figures(list(done), await _outcomes(bench, queue))
+    finally:
+        daemon.kill()
+    return {**figures, "control_interval": control_interval}
+
+
+async def control_latency(bench: Bench) -> dict[str, Any]:
+    """Pause and stop at control_interval 1 s (side by side, as two daemons), then stop
+    again at the short control interval (`fast_control_interval`, 0.25 s): what a
+    polling backend can offer when stop latency matters more than its queries."""
+    pause, stop = await asyncio.gather(
+        _pause_series(bench, CONTROL_INTERVAL), stop_series(bench, CONTROL_INTERVAL)
+    )
+    fast = await stop_series(bench, bench.sizes.fast_control_interval)
+    return {
+        "pause": pause,
+        "stop": stop,
+        "control_interval": CONTROL_INTERVAL,
+        "fast_stop": fast,
+    }

@@ -99,11 +99,11 @@ async def server_version(backend: Backend) -> str:
     return str(version).split(" on ")[0].removeprefix("PostgreSQL ")
 
 
-async def _create(name: str, workdir: Path) -> Backend:
+async def _create(name: str, workdir: Path, server: URL | None) -> Backend:
     if name == "sqlite":
         path = workdir / "wfed-bench.db"
         return Backend(name, URL.create("sqlite+aiosqlite", database=str(path)), None)
-    admin = server_url(name)
+    admin = server or server_url(name)
     database = f"{DATABASE_PREFIX}{secrets.token_hex(4)}"
     if name == "mariadb":
         await _admin(admin, f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
@@ -139,9 +139,12 @@ async def _drop(backend: Backend) -> None:
 
 
 @contextlib.asynccontextmanager
-async def bench_database(name: str, workdir: Path) -> AsyncIterator[Backend]:
-    """A fresh database with the wfed schema; dropped on the way out, even on errors."""
-    backend = await _create(name, workdir)
+async def bench_database(
+    name: str, workdir: Path, server: URL | None = None
+) -> AsyncIterator[Backend]:
+    """A fresh database with the wfed schema, on `server` (an admin URL; default: the
+    backend's server from the environment); dropped on the way out, even on errors."""
+    backend = await _create(name, workdir, server)
     try:
         db = Database(backend.url_string)
         try:

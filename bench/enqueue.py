@@ -66,7 +66,7 @@ async def _sample(bench: Bench, queue: str, number: int) -> tuple[datetime, date
             await asyncio.sleep(WATCH_INTERVAL)
 
 
-def _claim_times(daemon: DaemonProcess) -> list[datetime]:
+def claim_times(daemon: DaemonProcess) -> list[datetime]:
     """When the daemon logged `workflows_claimed` (naive UTC), in order."""
     found = []
     for record in daemon.log_events("workflows_claimed"):
@@ -112,7 +112,7 @@ async def latency_series(bench: Bench, poll_interval: float, samples: int) -> di
     finally:
         daemon.kill()
     latencies = [(started - inserted).total_seconds() for inserted, started in taken]
-    waits, starts = _split(taken, _claim_times(daemon))
+    waits, starts = _split(taken, claim_times(daemon))
     return {
         "poll_interval": poll_interval,
         **summary(latencies),

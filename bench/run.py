@@ -7,7 +7,8 @@ disturbing each other's timings:
    Their daemons are idle but for one sample at a time, so they barely use the CPU;
    the 200 samples at a 1 s poll interval dominate the run.
 2. load (one backend after another): floor, throughput, control, statements per step,
-   profile, memory, growth — each of which saturates the machine.
+   profile, memory, growth — each of which saturates the machine — and, when named,
+   the fleet of idle daemons and the ten thousand running workflows.
 
 Each workload's failure is recorded and the run goes on; daemons are killed and the
 databases dropped on every way out (Ctrl-C and SIGTERM included).
@@ -37,15 +38,17 @@ from bench import (
     cli_latency,
     control,
     enqueue,
+    fleet,
     floor,
     growth,
     idle,
     memory,
     output,
     report,
+    ten_thousand,
     throughput,
 )
-from bench.context import WORKLOADS, Bench, Sizes
+from bench.context import DEFAULT_WORKLOADS, WORKLOADS, Bench, Sizes
 from bench.daemons import REPO, DaemonPool
 from bench.databases import LABELS, bench_database, server_version
 
@@ -81,7 +84,7 @@ async def _step(
 
 
 async def latency_phase(
-    bench: Bench, figures: dict[str, Any], chosen: frozenset[str] = frozenset(WORKLOADS)
+    bench: Bench, figures: dict[str, Any], chosen: frozenset[str] = frozenset(DEFAULT_WORKLOADS)
 ) -> None:
     name = bench.backend.label
     steps = [
@@ -101,7 +104,7 @@ async def load_phase(
     bench: Bench,
     figures: dict[str, Any],
     out_dir: Path,
-    chosen: frozenset[str] = frozenset(WORKLOADS),
+    chosen: frozenset[str] = frozenset(DEFAULT_WORKLOADS),
 ) -> None:
     name = bench.backend.label
     backend = bench.backend.name
@@ -122,6 +125,12 @@ async def load_phase(
         steps.append(("growth", "growth", lambda: growth.growth(bench)))
     if backend in sizes.cli_backends:
         steps.append(("cli_latency", "wfectl latency", lambda: cli_latency.cli_latency(bench)))
+    if backend in sizes.fleet_backends:
+        steps.append(("fleet", "fleet of idle daemons", lambda: fleet.fleet(bench)))
+    if backend in sizes.ten_thousand_backends:
+        steps.append(
+            ("ten_thousand", "ten thousand running workflows", lambda: ten_thousand.run(bench))
+        )
     for key, label, work in steps:
         if key in chosen:
             await _step(figures, key, f"{name}: {label}", work)
@@ -184,12 +193,15 @@ def _software(git_start: str) -> str:
 
 
 async def run(
-    backends: list[str], sizes: Sizes, quick: bool, chosen: frozenset[str] = frozenset(WORKLOADS)
+    backends: list[str],
+    sizes: Sizes,
+    quick: bool,
+    chosen: frozenset[str] = frozenset(DEFAULT_WORKLOADS),
 ) -> int:
     """Run the benchmark on `backends`; write the results; 0 if MariaDB (when asked) ran.
-    A quick run, or one of only some workloads, writes to bench/out/, never over the
-    figures of a full run."""
-    partial = quick or chosen != frozenset(WORKLOADS)
+    A quick run, or one of fewer than the default workloads, writes to bench/out/, never
+    over the figures of a full run (a full run with opt-in workloads added is full)."""
+    partial = quick or not frozenset(DEFAULT_WORKLOADS) <= chosen
     started = time.perf_counter()
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine = _machine()
@@ -289,7 +301,10 @@ def rerender() -> int:
 
 
 def main(
-    backends: list[str], sizes: Sizes, quick: bool, chosen: frozenset[str] = frozenset(WORKLOADS)
+    backends: list[str],
+    sizes: Sizes,
+    quick: bool,
+    chosen: frozenset[str] = frozenset(DEFAULT_WORKLOADS),
 ) -> int:
     """Run with SIGTERM treated like Ctrl-C: cancel, clean up, exit."""
 

@@ -11,6 +11,10 @@ tallies:
 * PostgreSQL: simple queries (`Q`) by first keyword, and extended-protocol executions
   (`E`) by the first keyword of the statement bound to them (`P`/`B`); each `Sync` or
   simple query is one round trip. The daemon must connect without TLS (`?ssl=disable`).
+
+Besides, statements whose text matches a watched pattern (e.g. an UPDATE that sets
+`lease_expires_at`) are counted under the watch's name: a keyword alone does not tell a
+lease renewal from any other UPDATE.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import asyncio
 import contextlib
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Final
 
 _MYSQL_COMMANDS: Final = {
@@ -47,15 +51,23 @@ def keyword(sql: bytes) -> str:
 
 
 class _Tally:
-    """Counts by statement keyword, and a few distinct statement texts for each."""
+    """Counts by statement keyword, a few distinct statement texts for each, and the
+    statements that match each watched pattern."""
 
-    def __init__(self) -> None:
+    def __init__(self, watch: Mapping[str, re.Pattern[bytes]]) -> None:
         self.counts: Counter[str] = Counter()
         self.examples: dict[str, set[str]] = {}
+        self.watch = dict(watch)
+        self.matched: Counter[str] = Counter()
+
+    def watched(self, sql: bytes) -> list[str]:
+        """The names of the watched patterns `sql` matches."""
+        return [name for name, pattern in self.watch.items() if pattern.search(sql)]
 
     def statement(self, sql: bytes) -> str:
         word = keyword(sql[:200])
         self.counts[word] += 1
+        self.matched.update(self.watched(sql))
         seen = self.examples.setdefault(word, set())
         if len(seen) < 5:
             seen.add(" ".join(sql[:160].decode(errors="replace").split()))
@@ -99,7 +111,9 @@ class _PostgresParser:
         self.buffer = bytearray()
         self.started = False
         self.statements: dict[bytes, str] = {}
+        self.statement_watches: dict[bytes, list[str]] = {}
         self.bound = "(unknown)"
+        self.bound_watches: list[str] = []
 
     def feed(self, data: bytes) -> None:
         self.buffer += data
@@ -132,6 +146,7 @@ class _PostgresParser:
         elif kind == b"P":
             name, _, rest = body.partition(b"\0")
             self.statements[name] = keyword(rest[:200])
+            self.statement_watches[name] = self.tally.watched(rest.partition(b"\0")[0])
             self.counts["(parse)"] += 1
             seen = self.tally.examples.setdefault(self.statements[name], set())
             if len(seen) < 5:
@@ -140,8 +155,10 @@ class _PostgresParser:
             _portal, _, rest = body.partition(b"\0")
             name = rest.partition(b"\0")[0]
             self.bound = self.statements.get(name, "(unknown)")
+            self.bound_watches = self.statement_watches.get(name, [])
         elif kind == b"E":
             self.counts[self.bound] += 1
+            self.tally.matched.update(self.bound_watches)
         elif kind == b"S":
             self.counts[ROUND_TRIPS] += 1
         elif kind == b"X":
@@ -149,14 +166,21 @@ class _PostgresParser:
 
 
 class WireCounter:
-    """Listen on 127.0.0.1:<ephemeral>, forward to the server, count what clients send."""
+    """Listen on 127.0.0.1:<ephemeral>, forward to the server, count what clients send;
+    `watch` names patterns of statement text to count the statements matching them."""
 
-    def __init__(self, protocol: str, host: str, port: int) -> None:
+    def __init__(
+        self,
+        protocol: str,
+        host: str,
+        port: int,
+        watch: Mapping[str, re.Pattern[bytes]] | None = None,
+    ) -> None:
         if protocol not in {"mysql", "postgresql"}:
             raise ValueError(f"no wire protocol parser for {protocol!r}")
         self.protocol = protocol
         self.upstream = (host, port)
-        self.tally = _Tally()
+        self.tally = _Tally(watch or {})
         self.connections = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -192,6 +216,10 @@ class WireCounter:
 
     def snapshot(self) -> Counter[str]:
         return Counter(self.tally.counts)
+
+    def matched(self) -> Counter[str]:
+        """Statements so far that matched each watched pattern, by watch name."""
+        return Counter(self.tally.matched)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
