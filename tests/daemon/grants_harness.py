@@ -101,7 +101,35 @@ async def run_and_control(
         await operator.restart(held)
         await operator.delete(held)
         assert [e.kind for e in await operator.history(held)][-1] == "deleted"
+        await _schedule_fired_and_run(operator, queue, str(journal), steps)
     return daemon
+
+
+async def _schedule_fired_and_run(
+    operator: Engine, queue: str, journal: str, steps: list[dict[str, object]]
+) -> None:
+    """The operator adds a schedule, the daemon fires it and runs what it enqueued; the
+    operator pauses, resumes and removes it."""
+    schedule = f"{queue}-every-second"
+    await operator.add_schedule(
+        schedule, "* * * * * *", steps=steps, context={"journal": journal}, queue=queue
+    )
+
+    async def fired() -> bool:
+        return (await operator.schedule(schedule)).row.last_fired_at is not None
+
+    await wait_until(fired, what="a schedule fired under the daemon account")
+    await operator.pause_schedule(schedule)
+    tick = (await operator.schedule(schedule)).row.last_fired_at
+    assert tick is not None
+    enqueued = f"{schedule}-{tick:%Y%m%dT%H%M%S}Z"
+
+    async def ran() -> bool:
+        return (await operator.get(enqueued)).state is WorkflowState.COMPLETED
+
+    await wait_until(ran, what="a scheduled workflow completed under the daemon account")
+    await operator.resume_schedule(schedule)
+    await operator.remove_schedule(schedule)
 
 
 async def check_refusals(refused: Refused, daemon_url: str, operator_url: str) -> None:
