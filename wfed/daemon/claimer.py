@@ -23,7 +23,14 @@ import structlog
 
 from wfed.clock import Clock, utc_now
 from wfed.config import DaemonConfig
-from wfed.daemon.loops import LOOP_ERRORS, query_limit, ridden_out, ride_out, wait_any
+from wfed.daemon.loops import (
+    LOOP_ERRORS,
+    query_limit,
+    ridden_out,
+    ride_out,
+    wait_any,
+    wait_first,
+)
 from wfed.metrics import Metrics
 from wfed.store import claims
 from wfed.store.claims import workflows_claimable_any
@@ -89,6 +96,7 @@ class Claimer:
         self._pending_idle = False
         self._expired_idle = True
         self._expired_looked_at = -math.inf
+        self._woken = asyncio.Event()
 
     async def run_once(self, free: int) -> Claimed:
         """One pass: claim into `free` slots the workflows whose lease expired, then
@@ -170,12 +178,19 @@ class Claimer:
                 self.log.warning("workflows_recovered", count=len(rows))
         return rows
 
+    def wake(self) -> None:
+        """Start a pass now rather than at the next poll (work was notified): a claim,
+        without first asking whether there is anything to claim."""
+        self._pending_idle = False
+        self._woken.set()
+
     async def run(self, stopping: asyncio.Event) -> None:
         """Claim until `stopping` is set."""
         poll = self.settings.poll_interval
         delay = poll
         while not stopping.is_set():
             started = self.monotonic()
+            self._woken.clear()
             free = self.slots.free()
             if free <= 0:
                 # Full: the next pass is when a slot frees up.
@@ -196,4 +211,4 @@ class Claimer:
             # Passes start every poll_interval, however long the last one took: a new
             # workflow waits poll_interval / 2 on average, not half of a longer cycle.
             remaining = started + poll - self.monotonic()
-            await wait_any(self.slots.freed, stopping, max(remaining, 0.0))
+            await wait_first((self.slots.freed, stopping, self._woken), max(remaining, 0.0))

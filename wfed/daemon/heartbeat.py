@@ -23,7 +23,13 @@ import structlog
 from wfed.clock import Clock, utc_now
 from wfed.config import DaemonConfig
 from wfed.daemon import sdnotify
-from wfed.daemon.loops import LOOP_ERRORS, query_limit, ridden_out, ride_out, wait_for
+from wfed.daemon.loops import (
+    LOOP_ERRORS,
+    query_limit,
+    ridden_out,
+    ride_out,
+    wait_first,
+)
 from wfed.metrics import Metrics
 from wfed.states import Request
 from wfed.store import daemons as daemon_store
@@ -95,6 +101,7 @@ class Heartbeat:
         # a second stop cancels its step again, which a step may take as "kill at once"
         # (the shell step's SIGKILL), cutting its graceful stop short.
         self._told_to_stop: dict[int, Leased] = {}
+        self._woken = asyncio.Event()
 
     async def register(self) -> None:
         """Write the daemon's row afresh (at start-up, and when it was found gone)."""
@@ -199,6 +206,10 @@ class Heartbeat:
                 lost += 1
         return lost
 
+    def wake(self) -> None:
+        """Beat now rather than at the next interval (a request was notified)."""
+        self._woken.set()
+
     async def run(self, finished: asyncio.Event) -> None:
         """Beat every `control_interval` (or the watchdog's, if shorter) until `finished`."""
         interval = self.settings.control_interval
@@ -206,7 +217,11 @@ class Heartbeat:
         if watchdog is not None:
             interval = min(interval, watchdog)
         delay = interval
-        while not await wait_for(finished, delay):
+        while True:
+            await wait_first((finished, self._woken), delay)
+            if finished.is_set():
+                break
+            self._woken.clear()
             if watchdog is not None:
                 # The watchdog guards against a wedged event loop, not a database away:
                 # outages are ridden out (see docs/operations.md).

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 from wfed.metrics import Metrics
@@ -45,7 +46,12 @@ async def wait_for(event: asyncio.Event, seconds: float) -> bool:
 
 async def wait_any(first: asyncio.Event, second: asyncio.Event, seconds: float) -> None:
     """Wait until either event is set, or `seconds`."""
-    waits = {asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())}
+    await wait_first((first, second), seconds)
+
+
+async def wait_first(events: Sequence[asyncio.Event], seconds: float) -> None:
+    """Wait until one of `events` is set, or `seconds`."""
+    waits = {asyncio.ensure_future(event.wait()) for event in events}
     try:
         await asyncio.wait(waits, timeout=seconds, return_when="FIRST_COMPLETED")
     finally:

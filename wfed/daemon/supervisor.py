@@ -33,6 +33,7 @@ from wfed.daemon.heartbeat import Heartbeat
 from wfed.daemon.notifier import Notifier
 from wfed.daemon.runners import Runners
 from wfed.daemon.scheduler import Scheduler
+from wfed.daemon.wakeups import Wakeups
 from wfed.engine import output
 from wfed.engine.runner import WorkflowRunner
 from wfed.engine.turn import Outcome
@@ -111,6 +112,14 @@ class Daemon:
             metrics=metrics,
             clock=clock,
         )
+        # PostgreSQL pushes: new work and requests wake the claimer and the heartbeat.
+        self.wakeups = Wakeups(
+            db,
+            settings.queues,
+            wake_claimer=self.claimer.wake,
+            wake_heartbeat=self.heartbeat.wake,
+            runs=lambda workflow_id: workflow_id in self.runners.by_id,
+        )
         self.pruner = DaemonPruner(db, daemon_id=self.id, clock=clock)
         self.counter = StateCounter(db, metrics)
         self.retention = Retention(
@@ -159,6 +168,8 @@ class Daemon:
                     "pruner": self.pruner.run(self._stopping),
                     "scheduler": self.scheduler.run(self._stopping),
                 }
+                if self.db.backend == "postgresql":
+                    loops["wakeups"] = self.wakeups.run(self._stopping)
                 if self.config.metrics.listen:
                     loops["state_counter"] = self.counter.run(self._finished)
                 if self.config.retention.purge_after:

@@ -332,6 +332,11 @@ class Database:
             async with self._autocommit_engine.connect() as conn:
                 yield conn
 
+    def dedicated_engine(self) -> AsyncEngine:
+        """An engine of its own for one long-held autocommit connection (a LISTEN), so
+        that holding it takes nothing from the pools the transactions use."""
+        return create_engine(self.url, self._password, pool_size=1, lean_pool=True, autocommit=True)
+
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection]:
         """A connection without a transaction of wfed's (for Alembic, which runs its own)."""
