@@ -53,9 +53,9 @@ EXPECTED: dict[Op, dict[WorkflowState, WorkflowState | Request | _Unchanged]] = 
     Op.RESUME: {S.PAUSED: S.PENDING},
     Op.RETRY: {S.ERROR: S.PENDING},
     Op.SKIP: {S.PAUSED: S.PENDING, S.ERROR: S.PENDING},
-    # §6: restart --from-step K works from any non-running state.
+    # wfectl (README): restart --from-step K works from any non-running state.
     Op.RESTART: dict.fromkeys(NON_RUNNING, S.PENDING),
-    # §6: delete refuses only a running workflow; ctx edits need a non-running one.
+    # wfectl (README): delete refuses only a running workflow; ctx edits need a non-running one.
     Op.DELETE: dict.fromkeys(NON_RUNNING, UNCHANGED),
     Op.SET_CONTEXT: dict.fromkeys(NON_RUNNING, UNCHANGED),
     # runner operations
