@@ -148,3 +148,20 @@ def test_workflow_names_carry_the_tick_in_utc() -> None:
     tick = datetime(2026, 11, 30, 1, 0, 5)
     assert workflow_name("backup", tick, seconds=False) == "backup-20261130T0100Z"
     assert workflow_name("backup", tick, seconds=True) == "backup-20261130T010005Z"
+
+
+def test_a_six_field_job_at_a_fixed_time_follows_the_same_daylight_saving_rules() -> None:
+    """With a seconds field, a job at a fixed time of day still fires once on both days:
+    at 03:00:05 CEST when 02:30:05 does not exist, at the first 02:30:05 when it happens
+    twice."""
+    times = CronTimes.of("5 30 2 * * *", PARIS)
+    assert times.upcoming(datetime(2026, 3, 28, 12, 0), 2) == [
+        datetime(2026, 3, 29, 1, 0, 5),
+        datetime(2026, 3, 30, 0, 30, 5),
+    ]
+    assert times.upcoming(datetime(2026, 10, 24, 12, 0), 2) == [
+        datetime(2026, 10, 25, 0, 30, 5),
+        datetime(2026, 10, 26, 1, 30, 5),
+    ]
+    assert times.latest(datetime(2026, 3, 29, 1, 0, 4)) == datetime(2026, 3, 28, 1, 30, 5)
+    assert times.latest(datetime(2026, 3, 29, 1, 0, 5)) == datetime(2026, 3, 29, 1, 0, 5)

@@ -68,6 +68,19 @@ class CronTimes:
         """Whether the expression has a seconds field (6 fields)."""
         return len(self.cron.split()) == 6
 
+    @property
+    def _cronsim_form(self) -> tuple[str, timedelta]:
+        """The expression cronsim is given, and the seconds added to its ticks.
+
+        cronsim applies Debian cron's daylight-saving rules to 5-field expressions only.
+        A 6-field one at a fixed second, minute and hour is the 5-field one shifted by its
+        second, so that it fires once on those days too."""
+        fields = self.cron.split()
+        fixed_time = not fields[1].startswith("*") and not fields[2].startswith("*")
+        if len(fields) == 6 and fields[0].isdigit() and fixed_time:
+            return " ".join(fields[1:]), timedelta(seconds=int(fields[0]))
+        return self.cron, timedelta(0)
+
     def local(self, instant: datetime) -> datetime:
         """A naive UTC instant as an aware datetime in the schedule's zone."""
         return instant.replace(tzinfo=UTC).astimezone(self.zone)
@@ -79,11 +92,12 @@ class CronTimes:
 
     def iterate(self, instant: datetime) -> Iterator[datetime]:
         """The ticks strictly after `instant`, in order, without end."""
-        ticks = CronSim(self.cron, self.local(instant))
+        expression, offset = self._cronsim_form
+        ticks = CronSim(expression, self.local(instant - offset))
         last = instant
         while True:
             try:
-                tick = _utc(next(ticks))
+                tick = _utc(next(ticks)) + offset
             except StopIteration:
                 return
             # On a fall-back night cronsim may hand back the first occurrence of an hour
@@ -105,16 +119,17 @@ class CronTimes:
     def latest(self, instant: datetime) -> datetime | None:
         """The last tick at or before `instant`; None if none in cronsim's 50 years."""
         # Reverse iteration starts strictly before its start: begin a second later.
-        start = instant.replace(microsecond=0) + _ONE_SECOND
+        expression, offset = self._cronsim_form
+        start = instant.replace(microsecond=0) + _ONE_SECOND - offset
         try:
-            tick = next(CronSim(self.cron, self.local(start), reverse=True))
+            tick = next(CronSim(expression, self.local(start), reverse=True))
         except StopIteration:
             return None
         # Reverse iteration reckons in wall time, so on a fall-back night it can miss a
         # tick of the repeated hour; forward iteration from its answer is the reference
         # (the same ticks `after` gives), and finds any tick it missed.
         best: datetime | None = None
-        for count, later in enumerate(self.iterate(_utc(tick) - _ONE_SECOND)):
+        for count, later in enumerate(self.iterate(_utc(tick) + offset - _ONE_SECOND)):
             if later > instant or count >= MAX_TICKS:
                 break
             best = later
