@@ -151,37 +151,39 @@ class Notifier:
         (event, webhook) pairs were offered, and whether more events wait to be read."""
         if self._scan is None:
             self._scan = await self._open()
-        started = self._scan
 
-        async def attempt() -> tuple[EventScan, int, int]:
-            scan = started.copy()
-            now = self.clock()
-            oldest = now - self.config.oldest()
-            async with self.db.transaction() as conn:
-                items = await store.events_after(
-                    conn, scan.read_to, also=scan.gaps_to_ask(), limit=self.batch
-                )
-                fresh = set(scan.take([i.event.id for i in items], self.monotonic(), self.settle))
-                pairs = [
-                    (item.event.id, target)
-                    for item in items
-                    if item.event.id in fresh
-                    and item.event.kind in notifications.NOTIFIABLE_KINDS
-                    and isinstance(item.event.at, datetime)
-                    and item.event.at >= oldest
-                    for target in notifications.recipients(
-                        self.hooks.values(), item, self._read_from
-                    )
-                ]
-                await store.deliveries_record(conn, pairs, now)
-                if scan.settled > self._stored:
-                    await store.cursors_advance(conn, self.targets, scan.settled, now)
-            return scan, len(pairs), len(items)
+        scan = self._scan.copy()
+        now = self.clock()
+        oldest = now - self.config.oldest()
+        # The read is one statement on its own (an idle pass costs that one round trip);
+        # the deliveries are then recorded in a transaction, and the scan adopted once it
+        # committed. Reading an event twice is harmless: the unique key refuses it.
+        async with self.db.autocommit() as conn:
+            items = await store.events_after(
+                conn, scan.read_to, also=scan.gaps_to_ask(), limit=self.batch
+            )
+        fresh = set(scan.take([i.event.id for i in items], self.monotonic(), self.settle))
+        pairs = [
+            (item.event.id, target)
+            for item in items
+            if item.event.id in fresh
+            and item.event.kind in notifications.NOTIFIABLE_KINDS
+            and isinstance(item.event.at, datetime)
+            and item.event.at >= oldest
+            for target in notifications.recipients(self.hooks.values(), item, self._read_from)
+        ]
+        if pairs or scan.settled > self._stored:
 
-        scan, recorded, read = await run_retrying(attempt)
+            async def write() -> None:
+                async with self.db.transaction() as conn:
+                    await store.deliveries_record(conn, pairs, now)
+                    if scan.settled > self._stored:
+                        await store.cursors_advance(conn, self.targets, scan.settled, now)
+
+            await run_retrying(write)
         self._scan = scan
         self._stored = max(self._stored, scan.settled)
-        return recorded, read >= self.batch
+        return len(pairs), len(items) >= self.batch
 
     # -- delivering -------------------------------------------------------------------
 
@@ -189,9 +191,12 @@ class Notifier:
         """Claim the due deliveries (as many as free sending slots) and POST each in a
         task; with `wait`, wait for them and return what became of each."""
         free = IN_FLIGHT_MAX - len(self._sending)
-        if free <= 0:
+        if free <= 0 or not self.hooks:
             return []
         now = self.clock()
+        async with self.db.autocommit() as conn:
+            if not await store.deliveries_due(conn, self.targets, now):
+                return []
         longest = max(hook.timeout for hook in self.hooks.values())
         until = now + timedelta(seconds=longest + CLAIM_MARGIN)
         async with self.db.transaction() as conn:

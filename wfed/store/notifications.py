@@ -187,6 +187,24 @@ async def deliveries_record(
     await _insert_ignoring_duplicates(conn, notification_deliveries, rows, "event_id")
 
 
+def _claimable(targets: Sequence[str], now: datetime) -> tuple[Any, ...]:
+    return (
+        D.state == "pending",
+        D.next_attempt_at <= now,
+        D.target.in_(list(targets)),
+        or_(D.claimed_until.is_(None), D.claimed_until < now),
+    )
+
+
+async def deliveries_due(conn: AsyncConnection, targets: Sequence[str], now: datetime) -> bool:
+    """Whether a claim would find a delivery: a plain read through the due index, locking
+    nothing (an idle daemon asks this rather than claiming)."""
+    if not targets:
+        return False
+    found = await conn.scalar(select(D.id).where(*_claimable(targets, now)).limit(1))
+    return found is not None
+
+
 async def deliveries_claim(
     conn: AsyncConnection,
     targets: Sequence[str],
@@ -203,12 +221,7 @@ async def deliveries_claim(
         return []
     query = (
         select(notification_deliveries)
-        .where(
-            D.state == "pending",
-            D.next_attempt_at <= now,
-            D.target.in_(list(targets)),
-            or_(D.claimed_until.is_(None), D.claimed_until < now),
-        )
+        .where(*_claimable(targets, now))
         .order_by(D.next_attempt_at, D.id)
         .limit(limit)
     )
