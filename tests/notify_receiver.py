@@ -87,6 +87,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # Many POSTs at once (some of them hanging): a full listen backlog would reset
+    # connections, which a notifier counts as failed tries.
+    request_queue_size = 128
     receiver: Receiver
 
     def handle_error(self, request: Any, client_address: Any) -> None:
