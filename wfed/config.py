@@ -135,6 +135,27 @@ class LocksConfig(_Section):
 
     limits: dict[str, int] = Field(default_factory=dict)
     """Slots per key, by exact key or key prefix (e.g. "pool:web" = 2); default 1."""
+    lookahead: int = Field(default=256, ge=0, le=10_000)
+    """Pending workflows waiting for a full key that one claim looks past to find
+    runnable work behind them (in priority order)."""
+
+    @field_validator("limits")
+    @classmethod
+    def _limits_in_range(cls, value: dict[str, int]) -> dict[str, int]:
+        for key, limit in value.items():
+            if not 1 <= limit <= LOCK_LIMIT_MAX:
+                raise ValueError(f"{key!r}: a limit must be 1 to {LOCK_LIMIT_MAX}, not {limit}")
+        return value
+
+    def limit_of(self, key: str) -> int:
+        """The slots of `key`: its exact entry, else its longest matching prefix, else 1."""
+        if key in self.limits:
+            return self.limits[key]
+        matching = [prefix for prefix in self.limits if key.startswith(prefix)]
+        return self.limits[max(matching, key=len)] if matching else 1
+
+
+LOCK_LIMIT_MAX = 1000
 
 
 class SchedulesConfig(_Section):

@@ -72,6 +72,8 @@ class EventKind(StrEnum):
     DELETED = "deleted"
     CONTEXT_SET = "context_set"
     PURGED = "purged"
+    LOCK_RELEASED = "lock_released"
+    """An operator freed a slot of a concurrency key the workflow held."""
 
 
 class Operation(StrEnum):
@@ -213,6 +215,15 @@ def event_kind(operation: Operation) -> EventKind | None:
 def finishes(operation: Operation) -> bool:
     """Whether the operation ends a workflow for good (it sets `finished_at`)."""
     return _TABLE[operation].target in TERMINAL
+
+
+def releases_keys(operation: Operation) -> bool:
+    """Whether the operation gives up the workflow's concurrency keys, in its own
+    transaction. A workflow holds its keys from its claim until it ends for good
+    (completed, stopped, or deleted, whose slot rows go by the foreign key): pending
+    again mid-run, paused and in error, it keeps them, so that another workflow on the
+    same keys never starts beside a half-done one."""
+    return finishes(operation)
 
 
 def decide(operation: Operation, state: WorkflowState, name: str = "") -> Decision:

@@ -84,6 +84,7 @@ def test_show_json_has_the_contract_keys() -> None:
         "finished_at",
         "definition",
         "steps",
+        "locks",
     ]
     assert (document["state"], document["requested"], document["created_at"]) == (
         "running",

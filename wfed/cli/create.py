@@ -48,6 +48,15 @@ def create(
     ] = None,
     queue: Annotated[str, typer.Option("--queue", "-q", help="The queue.")] = "default",
     priority: Annotated[int, typer.Option("--priority", "-p", help="Higher runs first.")] = 0,
+    lock_keys: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--lock",
+            metavar="KEY",
+            help="A concurrency key it holds from its start to its end, e.g. cluster:db1 "
+            "(docs/concurrency-keys.md). Repeatable.",
+        ),
+    ] = None,
     run_after: Annotated[
         str | None,
         typer.Option(
@@ -76,6 +85,8 @@ def create(
     where = f"queue {queue}, priority {priority}"
     if after is not None:
         where += f", runs after {render.when(after, utc_now())}"
+    if lock_keys:
+        where += f", keys {', '.join(sorted(set(lock_keys)))}"
 
     if dry_run:
 
@@ -90,7 +101,13 @@ def create(
 
     async def work(engine: Engine) -> Workflow:
         return await engine.create_workflow(
-            name, context, definition, queue=queue, priority=priority, run_after=after
+            name,
+            context,
+            definition,
+            queue=queue,
+            priority=priority,
+            run_after=after,
+            locks=lock_keys,
         )
 
     workflow = run_engine(settings, work)

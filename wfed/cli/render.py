@@ -272,6 +272,8 @@ def _workflow_header(workflow: Workflow, now: datetime) -> Table:
             requested.append(f"  ({workflow.halt_reason})")
         header.add_row("requested", requested)
     header.add_row("queue", Text(f"{row.queue}   priority {row.priority}"))
+    for label, line in key_lines(workflow):
+        header.add_row(label, Text(line, style="yellow" if label == "waiting for" else ""))
     if row.claimed_by:
         lease = f"   lease until {when(row.lease_expires_at, now)}" if row.lease_expires_at else ""
         header.add_row("claimed by", Text(row.claimed_by + lease))
@@ -370,3 +372,24 @@ def events_table(events: Iterable[EventView], now: datetime) -> Table:
             _cell(_compact(event.detail, 80) if event.detail else None),
         )
     return table
+
+
+def key_lines(workflow: Workflow) -> list[tuple[str, str]]:
+    """`show`'s lines about concurrency keys: those it holds, those a pending workflow
+    waits for (and who holds them), those named but not held, a `locks` value unusable."""
+    keys = workflow.keys
+    if keys is None:
+        return []
+    lines: list[tuple[str, str]] = []
+    if keys.invalid:
+        lines.append(("locks", f"unusable: {keys.invalid}"))
+    if keys.held:
+        lines.append(("holds keys", ", ".join(f"{h.key} (slot {h.slot})" for h in keys.held)))
+    for wait in keys.waiting_for:
+        holders = ", ".join(f"{h.workflow} ({h.state.value})" for h in wait.holders)
+        lines.append(("waiting for", f"key {wait.key} (limit {wait.limit}), held by {holders}"))
+    held = {h.key for h in keys.held} | {w.key for w in keys.waiting_for}
+    other = [key for key in keys.named if key not in held]
+    if other:
+        lines.append(("keys", ", ".join(other) + " (not held)"))
+    return lines

@@ -22,7 +22,7 @@ from typing import Protocol
 import structlog
 
 from wfed.clock import Clock, utc_now
-from wfed.config import DaemonConfig
+from wfed.config import DaemonConfig, LocksConfig
 from wfed.daemon.loops import (
     LOOP_ERRORS,
     query_limit,
@@ -79,9 +79,16 @@ class Claimer:
         metrics: Metrics,
         clock: Clock = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
+        locks: LocksConfig | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
+        self.locks = locks or LocksConfig()
+        # How many pending workflows waiting for a full concurrency key the next claim
+        # looks past: twice as many as the last claim passed over (up to the configured
+        # bound), so that work queued behind a long line of them is reached within a few
+        # passes, and a daemon without such waits never locks more rows than it claims.
+        self._lookahead = 0
         self.daemon_id = daemon_id
         self.slots = slots
         self.start = start
@@ -146,14 +153,18 @@ class Claimer:
         async def attempt() -> list[WorkflowRow]:
             async with self.db.transaction() as conn:
                 if not expired:
-                    return await claims.workflow_claim_pending(
+                    claim = await claims.workflow_claim_pending_counted(
                         conn,
                         owner=self.daemon_id,
                         queues=self.settings.queues,
                         limit=limit,
                         now=self.clock(),
                         lease=self.settings.lease,
+                        limit_of=self.locks.limit_of,
+                        lookahead=self._lookahead,
                     )
+                    self._lookahead = min(2 * claim.waiting, self.locks.lookahead)
+                    return claim.rows
                 # A rescue leaves alone the workflows this daemon's runners still hold:
                 # such a runner must give its workflow up (lease expired on its own
                 # clock) first.

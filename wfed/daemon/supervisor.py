@@ -111,6 +111,7 @@ class Daemon:
             start=self._start,
             metrics=metrics,
             clock=clock,
+            locks=config.locks,
         )
         # PostgreSQL pushes: new work and requests wake the claimer and the heartbeat.
         self.wakeups = Wakeups(

@@ -29,8 +29,10 @@ from wfed.states import (
     decide,
     event_kind,
     finishes,
+    releases_keys,
 )
 from wfed.store import events as event_store
+from wfed.store import locks as lock_store
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
 from wfed.store.database import Database
@@ -119,6 +121,8 @@ async def _apply(
         current = await workflow_store.workflow_get_by_id(conn, row.id)
         decide(operation, current.state if current else row.state, row.name)
         raise InvalidTransition(f"workflow {row.name!r} changed state meanwhile; try again")
+    if releases_keys(operation):
+        await lock_store.locks_release_workflow(conn, row.id)
     await _record(operator, conn, row, operation, reason, position, detail)
 
 

@@ -18,6 +18,7 @@ from wfed.store import events as event_store
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
 from wfed.store.events import Event
+from wfed.store.lock_keys import parse_lock_keys
 
 log = get_logger("wfed.engine")
 
@@ -41,9 +42,11 @@ async def create(
     priority: int,
     run_after: datetime | None,
     provenance: dict[str, Any] | None,
+    locks: Sequence[str] | None = None,
 ) -> None:
     """Create a pending workflow (see `Engine.create_workflow`)."""
     check_name(name)
+    keys = parse_lock_keys(list(locks) if isinstance(locks, tuple) else locks)
     definition = list(steps) if isinstance(steps, list | tuple) else steps
     context = parse_context(context)
     plans = parse_definition(definition, registry)
@@ -62,6 +65,7 @@ async def create(
             priority=priority,
             run_after=run_after,
             now=now,
+            locks=keys,
         )
         await step_store.steps_insert(conn, workflow_id, [(p.name, p.label, p.args) for p in plans])
         created = Event(

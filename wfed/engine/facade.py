@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.clock import Clock, utc_now
-from wfed.config import DEFAULT_OUTPUT_MAX_BYTES, Config, load_config
+from wfed.config import DEFAULT_OUTPUT_MAX_BYTES, Config, LocksConfig, load_config
 from wfed.engine import bulk, control, reading, views
 from wfed.engine import health as fleet_health
+from wfed.engine.locks_api import ConcurrencyKeys
 from wfed.engine.notify_api import Notifications
 from wfed.engine.output_api import OutputReads
 from wfed.engine.retention import PURGEABLE, purge_finished
@@ -59,7 +60,7 @@ def default_actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-class Engine(RunbookFiles, OutputReads, ScheduleApi, Notifications):
+class Engine(RunbookFiles, OutputReads, ScheduleApi, Notifications, ConcurrencyKeys):
     """A connection to a wfed database plus the registry of runnable steps."""
 
     def __init__(
@@ -75,8 +76,11 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, Notifications):
         control_interval: float = 1.0,
         clock: Clock = utc_now,
         output_max_bytes: int = DEFAULT_OUTPUT_MAX_BYTES,
+        locks: LocksConfig | None = None,
     ) -> None:
         self.db = Database(url, password)
+        self.lock_limits = locks or LocksConfig()
+        """The slots of each concurrency key ([locks] limits), for `run` and the views."""
         self.output_max_bytes = output_max_bytes
         """Live output recorded per step attempt by `run` ([output] max_bytes; 0: none)."""
         self._registry = registry
@@ -103,6 +107,7 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, Notifications):
         """An engine for the database and step modules of a config file (or WFED_CONFIG)."""
         config = config or load_config(path)
         options.setdefault("output_max_bytes", config.output.max_bytes)
+        options.setdefault("locks", config.locks)
         return cls(
             config.database.url,
             step_modules=config.steps.modules,
@@ -157,10 +162,12 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, Notifications):
         priority: int = 0,
         run_after: datetime | None = None,
         provenance: dict[str, Any] | None = None,
+        locks: Sequence[str] | None = None,
     ) -> Workflow:
         """Create a pending workflow. InvalidDefinition before anything is written if the
-        steps or context are wrong; WorkflowExists on a duplicate name. `provenance`
-        (where the definition came from) is recorded in the `created` event."""
+        steps, context or concurrency keys (`locks`) are wrong; WorkflowExists on a
+        duplicate name. `provenance` (where the definition came from) is recorded in the
+        `created` event."""
         from wfed.engine import creation  # noqa: PLC0415
 
         await creation.create(
@@ -173,6 +180,7 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, Notifications):
             priority=priority,
             run_after=run_after,
             provenance=provenance,
+            locks=locks,
         )
         return await self.get(name)
 
@@ -181,7 +189,7 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, Notifications):
     async def get(self, name: str) -> Workflow:
         """A workflow with its steps and, if halted, why (WorkflowNotFound if none)."""
         async with self.db.transaction() as conn:
-            return await reading.read_workflow(conn, name)
+            return await reading.read_workflow(conn, name, self.lock_limits.limit_of)
 
     async def list(
         self,
@@ -389,6 +397,7 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, Notifications):
             control_interval=self.control_interval,
             clock=self.clock,
             get=self.get,
+            limit_of=self.lock_limits.limit_of,
         )
         with output.recording(self.db, name, self.output_max_bytes):
             await inline.run(name)

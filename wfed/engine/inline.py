@@ -12,6 +12,8 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from wfed.clock import Clock
 from wfed.engine.lease import error_text
 from wfed.engine.runner import WorkflowRunner
@@ -30,8 +32,11 @@ from wfed.logging import get_logger
 from wfed.states import Request, WorkflowState
 from wfed.steps.registry import StepRegistry
 from wfed.store import claims
+from wfed.store import locks as lock_store
 from wfed.store import workflows as workflow_store
 from wfed.store.database import OUTAGE_ERRORS, Database, is_outage
+from wfed.store.lock_keys import parse_lock_keys
+from wfed.store.locks import LimitOf, one_slot
 from wfed.store.rows import WorkflowRow
 
 log = get_logger("wfed.engine")
@@ -53,7 +58,9 @@ class InlineRun:
         clock: Clock,
         get: Callable[[str], Awaitable[Workflow]],
         sleep: Sleep = asyncio.sleep,
+        limit_of: LimitOf = one_slot,
     ) -> None:
+        self.limit_of = limit_of
         self.db = db
         self.registry = registry
         self.actor = actor
@@ -79,6 +86,9 @@ class InlineRun:
                     claimed = await claims.workflow_claim_by_id(
                         conn, row.id, owner=self.actor, now=now, lease=self.lease
                     )
+                    if claimed and row.state is WorkflowState.PENDING:
+                        # Raising rolls the claim back: it takes its keys or nothing.
+                        await self._take_keys(conn, row, now)
                     fresh = await workflow_store.workflow_get_by_id(conn, row.id)
             if not_before is not None:
                 # Pending, but not runnable before `run_after` (set at creation, or a
@@ -103,6 +113,26 @@ class InlineRun:
                 continue  # a retry delay: waited for at the top
             await self._finish(name, result)
             return
+
+    async def _take_keys(self, conn: AsyncConnection, row: WorkflowRow, now: datetime) -> None:
+        """Take the concurrency keys of a workflow claimed from pending, all of them, or
+        raise WorkflowLocked naming a full key and its holders (an unreadable `locks`
+        value takes nothing: the runner sends the workflow to error)."""
+        try:
+            keys = parse_lock_keys(row.locks)
+        except InvalidDefinition:
+            return
+        if not keys:
+            return
+        full = await lock_store.locks_take_all(conn, row.id, keys, self.limit_of, now)
+        if full is None:
+            return
+        holders = await lock_store.locks_held(conn, keys=[full])
+        names = ", ".join(f"{h.workflow_name} ({h.state.value})" for h in holders) or "nobody"
+        raise WorkflowLocked(
+            f"workflow {row.name!r} waits for concurrency key {full!r}, at its limit "
+            f"of {self.limit_of(full)}: held by {names}"
+        )
 
     async def _run_kept(self, runner: WorkflowRunner) -> RunResult:
         done = asyncio.Event()

@@ -4,18 +4,21 @@ halted, and the events that tell how long a cut-off step ran; and who owns a run
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.engine import control
 from wfed.engine import health as fleet_health
+from wfed.engine.locks import workflow_keys
 from wfed.engine.views import DaemonStatus, Workflow
 from wfed.states import EventKind, Request, StepState, WorkflowState
 from wfed.store import daemons as daemon_store
 from wfed.store import events as event_store
 from wfed.store import steps as step_store
 from wfed.store.database import Database
+from wfed.store.locks import one_slot
 from wfed.store.rows import EventRow, StepRow, WorkflowRow
 
 # Which events explain a halt, per halted state (for `show`).
@@ -30,14 +33,23 @@ _REQUEST_EVENTS = {
 }
 
 
-async def read_workflow(conn: AsyncConnection, name: str) -> Workflow:
-    """The workflow named `name` with its steps and, if halted, why (WorkflowNotFound)."""
+async def read_workflow(
+    conn: AsyncConnection, name: str, limit_of: Callable[[str], int] = one_slot
+) -> Workflow:
+    """The workflow named `name` with its steps, its concurrency keys (`limit_of` gives a
+    key's slots) and, if halted, why (WorkflowNotFound)."""
     row = await control.require(conn, name)
     steps = await step_store.steps_get(conn, row.id)
     reason = await halt_reason(conn, row)
     released, interrupted = await _cut_offs(conn, row, steps)
+    keys = await workflow_keys(conn, row, limit_of)
     return Workflow(
-        row=row, steps=steps, halt_reason=reason, released_at=released, interrupted=interrupted
+        row=row,
+        steps=steps,
+        halt_reason=reason,
+        released_at=released,
+        interrupted=interrupted,
+        keys=keys,
     )
 
 

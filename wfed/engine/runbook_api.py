@@ -33,6 +33,7 @@ class RunbookFiles:
         priority: int = 0,
         run_after: datetime | None = None,
         provenance: dict[str, Any] | None = None,
+        locks: Sequence[str] | None = None,
     ) -> Workflow:
         raise NotImplementedError  # the Engine's
 
@@ -72,6 +73,7 @@ class RunbookFiles:
             priority=row.priority,
             run_after=run_after,
             provenance=row.provenance,
+            locks=row.locks,
         )
 
     def lint_runbooks(self, directory: str) -> list[str]:

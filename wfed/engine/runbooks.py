@@ -7,6 +7,7 @@ name = "maint-{app}-{date}"          # the workflow's name; {param}, {date}, {ti
 description = "Restart an app around a maintenance command"
 queue = "default"                     # optional
 priority = 0                          # optional
+locks = ["cluster:{cluster}"]         # optional: concurrency keys; {param} references
 
 [params.app]
 type = "string"                       # string | int | float | bool | list
@@ -86,6 +87,7 @@ class _File(_Strict):
     params: dict[str, _Param] = Field(default_factory=dict)
     context: dict[str, Any] = Field(default_factory=dict)
     steps: list[Any] = Field(min_length=1)
+    locks: list[str] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,8 @@ class Runbook:
     params: dict[str, Param]
     context: dict[str, Any]
     steps: list[Any]
+    locks: list[str] = field(default_factory=list)
+    """Concurrency keys, with parameter references rendered when enqueued."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,8 @@ class Enqueue:
     priority: int
     provenance: dict[str, Any] = field(default_factory=dict)
     """The first event's detail: the runbook's path and sha256, and the parameters."""
+    locks: list[str] = field(default_factory=list)
+    """The concurrency keys the workflow takes (`workflows.locks`)."""
 
 
 def load_runbook(path: str | Path) -> Runbook:
@@ -179,6 +185,7 @@ def load_runbook(path: str | Path) -> Runbook:
         params=params,
         context=parsed.context,
         steps=parsed.steps,
+        locks=parsed.locks,
     )
 
 
@@ -218,10 +225,13 @@ def enqueue(
     try:
         context = render(runbook.context, scope)
         workflow_name = name or render(runbook.name, scope)
+        locks = [render(key, scope) for key in runbook.locks]
     except MissingReference as exc:
         raise InvalidRunbook(f"{where}: {exc} (parameters and date, time, random)") from None
     if not isinstance(workflow_name, str):
         raise InvalidRunbook(f"{where}: name: must render to a string")
+    if not all(isinstance(key, str) for key in locks):
+        raise InvalidRunbook(f"{where}: locks: every key must render to a string")
     provenance = {"runbook": where, "sha256": runbook.sha256, "params": values}
     return Enqueue(
         name=workflow_name,
@@ -230,6 +240,7 @@ def enqueue(
         queue=queue or runbook.queue,
         priority=runbook.priority,
         provenance=provenance,
+        locks=locks,
     )
 
 

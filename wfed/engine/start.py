@@ -26,6 +26,7 @@ from wfed.store import events as event_store
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
 from wfed.store.events import Event
+from wfed.store.lock_keys import parse_lock_keys
 from wfed.store.rows import StepRow, WorkflowRow
 from wfed.unreadable_json import UnreadableTimestamp
 
@@ -62,6 +63,7 @@ class TurnStart:
         try:
             plans = parse_definition(row.steps, self.registry)
             context = parse_context(row.context)
+            parse_lock_keys(row.locks)
         except InvalidDefinition as exc:
             raise Halted(await self._reject(write, str(exc))) from None
 

@@ -28,9 +28,11 @@ from wfed.states import (
     StepState,
     event_kind,
     finishes,
+    releases_keys,
     sources,
 )
 from wfed.store import events as event_store
+from wfed.store import locks as lock_store
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
 from wfed.store.database import Database
@@ -189,6 +191,8 @@ class TurnWriter:
                 return result
             raise LeaseLost
         workflow_id = self.workflow.id
+        if releases_keys(end.operation):
+            await lock_store.locks_release_workflow(conn, workflow_id)
         if end.step is not None and end.step.state is None:
             await step_store.step_reschedule(
                 conn, workflow_id, end.step.position, end.step.error or ""

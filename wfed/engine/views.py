@@ -41,6 +41,8 @@ class Workflow:
     interrupted: EventRow | None = None
     """Its latest `step_interrupted` event (a claim found a step its previous owner was
     cut off in), if any."""
+    keys: WorkflowKeys | None = None
+    """Its concurrency keys: named, held, waited for (None: not read)."""
 
     @property
     def name(self) -> str:
@@ -87,6 +89,7 @@ class Workflow:
             "finished_at": iso(row.finished_at),
             "definition": row.steps,
             "steps": [_workflow_step_json(step) for step in self.steps],
+            "locks": (self.keys or WorkflowKeys()).to_json(),
         }
 
 
@@ -205,6 +208,96 @@ def purge_json(
         "older_than_seconds": older_than_seconds,
         "events_deleted": events_deleted,
     }
+
+
+# -- concurrency keys -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyHolder:
+    """One held slot of a concurrency key, and the workflow holding it."""
+
+    key: str
+    slot: int
+    workflow: str
+    state: WorkflowState
+    claimed_by: str | None
+    acquired_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        """One holder in `locks --json` and `show --json`."""
+        return {
+            "key": self.key,
+            "slot": self.slot,
+            "workflow": self.workflow,
+            "state": self.state.value,
+            "claimed_by": self.claimed_by,
+            "acquired_at": iso(self.acquired_at),
+        }
+
+
+@dataclass(frozen=True)
+class KeyWait:
+    """A key a pending workflow waits for: at its limit, held by others."""
+
+    key: str
+    limit: int
+    holders: list[KeyHolder]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "limit": self.limit,
+            "holders": [holder.to_json() for holder in self.holders],
+        }
+
+
+@dataclass(frozen=True)
+class WorkflowKeys:
+    """A workflow's concurrency keys, as `show` tells them."""
+
+    named: list[str] = field(default_factory=list)
+    """The keys its `locks` column names (sorted)."""
+    held: list[KeyHolder] = field(default_factory=list)
+    """The slots it holds."""
+    waiting_for: list[KeyWait] = field(default_factory=list)
+    """Pending: the keys it needs that are at their limit, and who holds them."""
+    invalid: str | None = None
+    """Why its `locks` value cannot be used (it goes to error when claimed)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """`locks` of `show --json`: {named, held: [{key, slot, acquired_at}], waiting_for:
+        [{key, limit, holders: [{key, slot, workflow, state, claimed_by, acquired_at}]}],
+        invalid}."""
+        return {
+            "named": self.named,
+            "held": [
+                {"key": h.key, "slot": h.slot, "acquired_at": iso(h.acquired_at)} for h in self.held
+            ],
+            "waiting_for": [wait.to_json() for wait in self.waiting_for],
+            "invalid": self.invalid,
+        }
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    """One concurrency key in `wfectl locks`: its limit, its holders, who waits for it."""
+
+    key: str
+    limit: int
+    holders: list[KeyHolder]
+    waiting: list[str]
+    """Pending workflows naming the key without holding it, oldest first."""
+
+    def to_json(self) -> dict[str, Any]:
+        """One element of `locks --json`."""
+        return {
+            "key": self.key,
+            "limit": self.limit,
+            "held": len(self.holders),
+            "holders": [holder.to_json() for holder in self.holders],
+            "waiting": self.waiting,
+        }
 
 
 # -- steps ----------------------------------------------------------------------------

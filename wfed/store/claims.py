@@ -14,7 +14,9 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.states import Operation, WorkflowState, target
+from wfed.store import locks
 from wfed.store.guards import lease_expired, pending_due, state_in
+from wfed.store.locks import LimitOf, one_slot
 from wfed.store.rows import WorkflowRow
 from wfed.store.schema import workflows
 
@@ -45,10 +47,16 @@ def _claim_values(owner: str, now: datetime, lease: float) -> dict[str, Any]:
 async def _claim_selected(
     conn: AsyncConnection, query: Any, *, owner: str, now: datetime, lease: float
 ) -> list[WorkflowRow]:
+    rows = [WorkflowRow.from_mapping(r) for r in (await conn.execute(query)).mappings().all()]
+    return await _claim_rows(conn, rows, owner=owner, now=now, lease=lease)
+
+
+async def _claim_rows(
+    conn: AsyncConnection, rows: list[WorkflowRow], *, owner: str, now: datetime, lease: float
+) -> list[WorkflowRow]:
     # The rows are locked by the SELECT (SKIP LOCKED on MySQL/PostgreSQL; SQLite's
     # BEGIN IMMEDIATE holds the whole database), so the UPDATE cannot miss; the fence is
     # bumped in SQL and the new value derived here rather than read back.
-    rows = [WorkflowRow.from_mapping(r) for r in (await conn.execute(query)).mappings().all()]
     if not rows:
         return []
     await conn.execute(
@@ -101,10 +109,53 @@ async def workflow_claim_pending(
     limit: int,
     now: datetime,
     lease: float,
+    limit_of: LimitOf = one_slot,
+    lookahead: int = 0,
 ) -> list[WorkflowRow]:
-    """Claim up to `limit` runnable pending workflows for `owner`."""
-    query = claim_pending_query(queues, limit, now)
-    return await _claim_selected(conn, query, owner=owner, now=now, lease=lease)
+    """Claim up to `limit` runnable pending workflows for `owner` (see
+    `workflow_claim_pending_counted`)."""
+    claim = await workflow_claim_pending_counted(
+        conn,
+        owner=owner,
+        queues=queues,
+        limit=limit,
+        now=now,
+        lease=lease,
+        limit_of=limit_of,
+        lookahead=lookahead,
+    )
+    return claim.rows
+
+
+@dataclass(frozen=True)
+class PendingClaim:
+    """What a claim of pending work took, and what it passed over."""
+
+    rows: list[WorkflowRow]
+    waiting: int
+    """Candidates left pending because a concurrency key they need is at its limit."""
+
+
+async def workflow_claim_pending_counted(
+    conn: AsyncConnection,
+    *,
+    owner: str,
+    queues: Sequence[str],
+    limit: int,
+    now: datetime,
+    lease: float,
+    limit_of: LimitOf = one_slot,
+    lookahead: int = 0,
+) -> PendingClaim:
+    """Claim up to `limit` runnable pending workflows for `owner`, each with all of its
+    concurrency keys (`limit_of` gives a key's slots). A workflow that cannot have them
+    all stays pending, holding none, and the claim takes the next candidates instead: it
+    looks at up to `limit + lookahead` of them, in one pass of the claim index."""
+    query = claim_pending_query(queues, limit + lookahead, now)
+    candidates = [WorkflowRow.from_mapping(r) for r in (await conn.execute(query)).mappings().all()]
+    chosen, waiting = await locks.claimable_with_keys(conn, candidates, limit, limit_of, now)
+    rows = await _claim_rows(conn, chosen, owner=owner, now=now, lease=lease)
+    return PendingClaim(rows, waiting)
 
 
 async def workflow_claim_expired(

@@ -32,6 +32,8 @@ class WorkflowRow:
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    locks: Any = None
+    """The concurrency keys it names, as stored (`wfed.store.lock_keys` reads them)."""
 
     @classmethod
     def from_mapping(cls, row: RowMapping) -> WorkflowRow:
@@ -55,6 +57,7 @@ class WorkflowRow:
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             finished_at=row["finished_at"],
+            locks=row.get("locks"),
         )
 
 

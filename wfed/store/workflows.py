@@ -39,8 +39,12 @@ async def workflow_insert(
     priority: int,
     run_after: datetime | None,
     now: datetime,
+    locks: Sequence[str] = (),
 ) -> int:
-    """Insert a pending workflow; WorkflowExists if the name is taken."""
+    """Insert a pending workflow (naming concurrency keys `locks`, if any);
+    WorkflowExists if the name is taken."""
+    # No keys leave the column NULL, as a plain-SQL INSERT that does not name it.
+    optional: dict[str, Any] = {"locks": list(locks)} if locks else {}
     try:
         result = await conn.execute(
             workflows.insert().values(
@@ -53,6 +57,7 @@ async def workflow_insert(
                 state=target(Operation.CREATE),
                 created_at=now,
                 updated_at=now,
+                **optional,
             )
         )
     except IntegrityError:

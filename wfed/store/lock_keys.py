@@ -1,0 +1,54 @@
+"""What `workflows.locks` may hold: the concurrency keys a workflow needs, as a JSON list
+of key names (`["cluster:db1", "pool:web"]`; NULL or `[]`: none).
+
+A plain-SQL INSERT can put anything in the column, so the value is read here, once, by
+every path that needs it — the claim (which keys to take), the start of a turn (a row it
+cannot run goes to `error`), creation and the views — and an unusable value is an
+`InvalidDefinition` whose message is bounded whatever the value's size.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from wfed.errors import InvalidDefinition
+
+KEY_MAX_LENGTH = 255
+"""Characters of one key name (the `workflow_locks.lock_key` column)."""
+KEYS_MAX = 32
+"""Keys one workflow may name."""
+_SHOWN = 60
+
+
+def _shown(value: Any) -> str:
+    """A value as a message quotes it: JSON, cut short."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…"
+
+
+def parse_lock_keys(value: Any) -> tuple[str, ...]:
+    """The keys named by a `locks` value, sorted and without duplicates (the order in
+    which they are taken); InvalidDefinition naming the problem and the fix."""
+    if value is None:
+        return ()
+    fix = (
+        f"`locks` must be a JSON list of key names (strings of 1 to {KEY_MAX_LENGTH} "
+        f'characters, at most {KEYS_MAX}), e.g. ["cluster:db1"]'
+    )
+    if not isinstance(value, list):
+        raise InvalidDefinition(f"{fix}; it is {type(value).__name__} {_shown(value)}")
+    if len(value) > KEYS_MAX:
+        raise InvalidDefinition(f"{fix}; it has {len(value)} elements")
+    for position, key in enumerate(value):
+        if not isinstance(key, str):
+            raise InvalidDefinition(f"{fix}; element {position} is {_shown(key)}")
+        if not key or len(key) > KEY_MAX_LENGTH or key != key.strip():
+            raise InvalidDefinition(
+                f"{fix}, without surrounding spaces; element {position} is {_shown(key)} "
+                f"({len(key)} characters)"
+            )
+    return tuple(sorted(set(value)))
