@@ -335,3 +335,43 @@ def test_wfectl_notify_test_posts_to_the_webhook(
     unknown = wfectl(sqlite_url, "notify", "test", "nobody", config=config)
     assert unknown.returncode == 1
     assert "no webhook 'nobody' in [notify] (configured: probe, refuses)" in unknown.stderr
+
+
+@pytest.mark.slow
+async def test_a_delivery_of_a_killed_daemon_is_sent_by_another(
+    schema: str,
+    engine: Engine,
+    start_daemon: DaemonFactory,
+    queue: str,
+    receiver: Receiver,
+    tag: str,
+    cleanup: list[str],
+) -> None:
+    """A daemon killed (-9) while its POST hangs leaves its claim behind; another daemon
+    takes the delivery over once the claim expires (the webhook's timeout and a margin)
+    and sends it: the delivery is sent, once recorded, its one retry made by the other
+    daemon."""
+    target = f"takeover-{tag}"
+    receiver.script(f"/{target}", HANG)
+    config = notify_config(webhook(receiver, target, queue, ["error"], timeout=1, backoff=0))
+    first = start_daemon(schema, queue=queue, extra_config=config)
+    await cursor_made(engine, target)
+    name = f"{queue}-dies"
+    cleanup.append(name)
+    await insert_workflows(
+        engine,
+        [{"name": name, "steps": [{"step": "fail"}], "context": {}, "queue": queue}],
+    )
+    await eventually(lambda: receiver.hanging == 1, what="the first POST hanging")
+    first.kill()
+    second = start_daemon(schema, queue=queue, extra_config=config)
+
+    async def sent() -> bool:
+        return await delivery_states(engine, target) == ["sent"]
+
+    await eventually(sent, limit=90, what="the delivery sent by the second daemon")
+    bodies = receiver.to(f"/{target}")
+    assert [body["workflow"] for body in bodies] == [name, name]
+    await eventually(
+        lambda: len(second.events("notification_sent")) == 1, what="the second daemon's line"
+    )
