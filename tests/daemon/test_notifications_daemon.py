@@ -6,8 +6,10 @@ reaches a webhook."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -375,3 +377,46 @@ async def test_a_delivery_of_a_killed_daemon_is_sent_by_another(
     await eventually(
         lambda: len(second.events("notification_sent")) == 1, what="the second daemon's line"
     )
+
+
+async def test_a_hanging_webhook_does_not_hold_up_shutdown(
+    schema: str,
+    engine: Engine,
+    start_daemon: DaemonFactory,
+    queue: str,
+    receiver: Receiver,
+    tag: str,
+    cleanup: list[str],
+) -> None:
+    """SIGTERM while a POST hangs (its timeout far away): the daemon still stops cleanly,
+    handing the delivery back, pending and unclaimed, for any daemon to try again."""
+    target = f"shutdown-{tag}"
+    receiver.script(f"/{target}", HANG)
+    config = notify_config(webhook(receiver, target, queue, ["completed"], timeout=300))
+    daemon = start_daemon(schema, queue=queue, extra_config=config)
+    await cursor_made(engine, target)
+    name = f"{queue}-done"
+    cleanup.append(name)
+    await insert_workflows(
+        engine,
+        [
+            {
+                "name": name,
+                "steps": [{"step": "mark", "args": {"tag": "one"}}],
+                "context": {"journal": "/dev/null"},
+                "queue": queue,
+            }
+        ],
+    )
+    await eventually(lambda: receiver.hanging == 1, what="the POST hanging")
+    daemon.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(daemon.wait) == 0
+    assert daemon.events("daemon_stopped")
+    assert await delivery_states(engine, target) == ["pending"]
+    async with engine.db.transaction() as conn:
+        claims = await conn.execute(
+            select(
+                notification_deliveries.c.claimed_by, notification_deliveries.c.claimed_until
+            ).where(notification_deliveries.c.target == target)
+        )
+        assert [tuple(row) for row in claims] == [(None, None)]

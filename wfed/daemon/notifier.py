@@ -364,13 +364,22 @@ class Notifier:
             await self.close()
 
     async def close(self) -> None:
-        """Wait up to FINAL_GRACE for the POSTs under way, cancel the rest, close."""
+        """Wait up to FINAL_GRACE for the POSTs under way, cancel the rest and hand
+        their deliveries back (another daemon need not wait for the claims to expire),
+        close."""
         if self._sending:
             await asyncio.wait(list(self._sending.values()), timeout=FINAL_GRACE)
+        cut = list(self._sending)
         for task in list(self._sending.values()):
             task.cancel()
         if self._sending:
             await asyncio.wait(list(self._sending.values()))
+        if cut:
+            try:
+                async with self.db.transaction() as conn:
+                    await store.deliveries_release(conn, cut, owner=self.daemon_id)
+            except Exception as exc:  # best effort: the claims expire anyway
+                self.log.warning("notifications_unreleased", error=describe(exc))
         if self._http is not None:
             with contextlib.suppress(Exception):
                 await self._http.aclose()

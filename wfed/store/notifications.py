@@ -288,6 +288,18 @@ async def delivery_failed(
     return bool(result.rowcount)
 
 
+async def deliveries_release(
+    conn: AsyncConnection, delivery_ids: Sequence[int], *, owner: str
+) -> None:
+    """Give up this owner's claims on deliveries whose POST was cut short (shutdown):
+    due again at once, for any daemon."""
+    await conn.execute(
+        update(notification_deliveries)
+        .where(D.id.in_(list(delivery_ids)), D.state == "pending", D.claimed_by == owner)
+        .values(claimed_by=None, claimed_until=None)
+    )
+
+
 async def deliveries_list(
     conn: AsyncConnection, *, state: str | None = None, limit: int = 100
 ) -> list[DeliveryRow]:
