@@ -24,6 +24,7 @@ from pydantic import (
 
 from wfed.durations import parse_duration
 from wfed.errors import ConfigError
+from wfed.windows import QueueWindows, WindowSpecError, parse_windows
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///wfed.db"
 CONFIG_ENV = "WFED_CONFIG"
@@ -178,6 +179,22 @@ class WindowsConfig(_Section):
 
     queues: dict[str, list[str]] = Field(default_factory=dict)
     """Queue name -> windows such as "sat 02:00-05:00 Europe/Paris"."""
+
+    @field_validator("queues")
+    @classmethod
+    def _readable_windows(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for queue, specs in value.items():
+            try:
+                parse_windows(specs)
+            except WindowSpecError as exc:
+                # Raised as is rather than as a ValueError, whose message pydantic's
+                # report would lower-case (a zone is Europe/Paris, not europe/paris).
+                raise ConfigError(f"[windows] queues.{queue}: {exc}") from None
+        return value
+
+    def by_queue(self) -> QueueWindows:
+        """The windows of each queue, parsed (they were checked when loaded)."""
+        return QueueWindows.parse(self.queues)
 
 
 NotifyEventName = Literal["error", "paused", "gate", "stopped", "completed", "interrupted"]

@@ -74,6 +74,10 @@ class EventKind(StrEnum):
     PURGED = "purged"
     LOCK_RELEASED = "lock_released"
     """An operator freed a slot of a concurrency key the workflow held."""
+    WINDOW_WAIT = "window_wait"
+    """Claimed outside its maintenance windows: handed back until the next opening."""
+    WINDOWS_SET = "windows_set"
+    """An operator replaced (or cleared) the workflow's own maintenance windows."""
 
 
 class Operation(StrEnum):
@@ -118,6 +122,14 @@ class Operation(StrEnum):
     HONOUR_STOP = "honour_stop"
     RELEASE = "release"
     """Hand the workflow back as pending: shutdown, or a retry delay."""
+    WAIT_FOR_WINDOW = "wait_for_window"
+    """Hand a workflow claimed outside its maintenance windows back as pending, not to
+    be claimed before its next window opens."""
+    SET_WINDOWS = "set_windows"
+    """Replace (or clear) a workflow's own maintenance windows while it does not run."""
+    KEEP_PAUSED = "keep_paused"
+    """An operator's pause of a workflow a window's closing paused: it stays paused, and
+    the next window opening no longer resumes it."""
 
 
 S = WorkflowState
@@ -165,6 +177,9 @@ _TABLE: dict[Operation, Rule] = {
     Operation.HONOUR_PAUSE: Rule(_RUNNING, S.PAUSED, EventKind.PAUSED),
     Operation.HONOUR_STOP: Rule(_RUNNING, S.STOPPED, EventKind.STOPPED),
     Operation.RELEASE: Rule(_RUNNING, S.PENDING, EventKind.RELEASED),
+    Operation.WAIT_FOR_WINDOW: Rule(_RUNNING, S.PENDING, EventKind.WINDOW_WAIT),
+    Operation.KEEP_PAUSED: Rule(frozenset({S.PAUSED}), None, EventKind.PAUSED),
+    Operation.SET_WINDOWS: Rule(NOT_RUNNING, None, EventKind.WINDOWS_SET),
 }
 
 # Pause and stop of a running workflow cannot change its state directly: they leave a

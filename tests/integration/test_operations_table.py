@@ -53,6 +53,9 @@ EXPECTED: dict[Op, tuple[frozenset[WorkflowState], WorkflowState | None]] = {
     Op.HONOUR_PAUSE: (RUNNING, S.PAUSED),
     Op.HONOUR_STOP: (RUNNING, S.STOPPED),
     Op.RELEASE: (RUNNING, S.PENDING),
+    Op.WAIT_FOR_WINDOW: (RUNNING, S.PENDING),
+    Op.KEEP_PAUSED: (frozenset({S.PAUSED}), None),
+    Op.SET_WINDOWS: (NOT_RUNNING, None),
 }
 
 

@@ -74,6 +74,11 @@ EXPECTED: dict[Op, dict[WorkflowState, WorkflowState | Request | _Unchanged]] = 
     # what pause and stop become for a running workflow: a request, the state unchanged
     Op.REQUEST_PAUSE: {S.RUNNING: UNCHANGED},
     Op.REQUEST_STOP: {S.RUNNING: UNCHANGED},
+    # maintenance windows: claimed outside them, handed back pending until they open;
+    # an operator's pause of a window-paused workflow keeps it paused
+    Op.WAIT_FOR_WINDOW: {S.RUNNING: S.PENDING},
+    Op.KEEP_PAUSED: {S.PAUSED: UNCHANGED},
+    Op.SET_WINDOWS: dict.fromkeys(NON_RUNNING, UNCHANGED),
 }
 
 OPERATOR_OPS = (
@@ -88,6 +93,8 @@ OPERATOR_OPS = (
     Op.SET_CONTEXT,
     Op.REQUEST_PAUSE,
     Op.REQUEST_STOP,
+    Op.KEEP_PAUSED,
+    Op.SET_WINDOWS,
 )
 RUNNER_OPS = (
     Op.CLAIM,
@@ -102,6 +109,7 @@ RUNNER_OPS = (
     Op.HONOUR_PAUSE,
     Op.HONOUR_STOP,
     Op.RELEASE,
+    Op.WAIT_FOR_WINDOW,
 )
 REQUEST_OPS = {Op.PAUSE: Op.REQUEST_PAUSE, Op.STOP: Op.REQUEST_STOP}
 

@@ -85,6 +85,12 @@ def test_show_json_has_the_contract_keys() -> None:
         "definition",
         "steps",
         "locks",
+        "windows",
+        "queue_windows",
+        "window_open",
+        "window_opens_at",
+        "window_paused",
+        "windows_invalid",
     ]
     assert (document["state"], document["requested"], document["created_at"]) == (
         "running",

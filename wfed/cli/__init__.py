@@ -13,6 +13,7 @@ from wfed.cli import watch  # noqa: F401
 from wfed.cli import logs  # noqa: F401
 from wfed.cli import control  # noqa: F401
 from wfed.cli import ops  # noqa: F401
+from wfed.cli import windows  # noqa: F401
 from wfed.cli import locks  # noqa: F401
 from wfed.cli import notify  # noqa: F401
 from wfed.cli.app import app, main

@@ -66,6 +66,15 @@ def create(
             "(+30s, +10m, +2h, +1d).",
         ),
     ] = None,
+    window_specs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--window",
+            metavar="SPEC",
+            help="Run only inside this maintenance window, e.g. 'sat 02:00-05:00 "
+            "Europe/Paris' (docs/windows.md). Repeatable: any of them.",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Validate and show the plan; write nothing.")
     ] = False,
@@ -87,10 +96,15 @@ def create(
         where += f", runs after {render.when(after, utc_now())}"
     if lock_keys:
         where += f", keys {', '.join(sorted(set(lock_keys)))}"
+    if window_specs:
+        where += f", in {render.plural(len(window_specs), 'window')} ({', '.join(window_specs)})"
 
     if dry_run:
 
         async def plan(engine: Engine) -> list[PlannedStep]:
+            from wfed.engine.windows import checked
+
+            checked(window_specs)
             return engine.dry_run(definition, context)
 
         plans = run_engine(settings, plan, connect=False)
@@ -107,6 +121,7 @@ def create(
             queue=queue,
             priority=priority,
             run_after=after,
+            windows=window_specs,
             locks=lock_keys,
         )
 

@@ -274,6 +274,8 @@ def _workflow_header(workflow: Workflow, now: datetime) -> Table:
     header.add_row("queue", Text(f"{row.queue}   priority {row.priority}"))
     for label, line in key_lines(workflow):
         header.add_row(label, Text(line, style="yellow" if label == "waiting for" else ""))
+    if workflow.window is not None:
+        header.add_row("windows", _windows_text(workflow, now))
     if row.claimed_by:
         lease = f"   lease until {when(row.lease_expires_at, now)}" if row.lease_expires_at else ""
         header.add_row("claimed by", Text(row.claimed_by + lease))
@@ -285,6 +287,32 @@ def _workflow_header(workflow: Workflow, now: datetime) -> Table:
     if row.finished_at is not None:
         header.add_row("finished", Text(when(row.finished_at, now)))
     return header
+
+
+def _windows_text(workflow: Workflow, now: datetime) -> Text:
+    """A workflow's maintenance windows, and when they open if they are closed."""
+    from rich.text import Text
+
+    window = workflow.window
+    if window is None:
+        return Text("")
+    if window.invalid:
+        return Text(window.invalid, style="red")
+    parts = [*window.own, *(f"{spec} (queue)" for spec in window.queue)]
+    text = Text(", ".join(parts))
+    if not window.closed:
+        text.append("   open now", style="green")
+        return text
+    opens = "not within a week" if window.opens_at is None else when(window.opens_at, now)
+    if workflow.row.window_paused:
+        text.append(
+            f"\npaused as {workflow.row.window_paused!r} closed; resumes by itself "
+            f"when its window opens: {opens}",
+            style="yellow",
+        )
+    else:
+        text.append(f"\nclosed: the next window opens {opens}", style="yellow")
+    return text
 
 
 def step_duration(workflow: Workflow, step: StepRow, now: datetime) -> str:

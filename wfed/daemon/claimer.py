@@ -36,6 +36,7 @@ from wfed.store import claims
 from wfed.store.claims import workflows_claimable_any
 from wfed.store.database import Database, run_retrying
 from wfed.store.rows import WorkflowRow
+from wfed.windows import QueueWindows
 
 log = structlog.get_logger("wfed.daemon")
 
@@ -80,9 +81,11 @@ class Claimer:
         clock: Clock = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
         locks: LocksConfig | None = None,
+        queue_windows: QueueWindows | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
+        self.queue_windows = queue_windows or QueueWindows({})
         self.locks = locks or LocksConfig()
         # How many pending workflows waiting for a full concurrency key the next claim
         # looks past: twice as many as the last claim passed over (up to the configured
@@ -110,10 +113,15 @@ class Claimer:
         pending ones; each claimed workflow is handed to `start`."""
         if free <= 0:
             return Claimed()
+        # Pending work is taken only from the queues whose maintenance windows are open;
+        # a rescue looks at every queue (its workflow's turn decides what to do then).
+        open_queues = self.queue_windows.open_queues(self.settings.queues, self.clock())
         async with asyncio.timeout(self.query_limit):
             look_expired = self._expired_due()
             pending_found, expired_found = await self._ask(
-                pending=self._pending_idle, expired=look_expired and self._expired_idle
+                open_queues,
+                pending=self._pending_idle and bool(open_queues),
+                expired=look_expired and self._expired_idle,
             )
             expired: list[WorkflowRow] = []
             if look_expired:
@@ -123,8 +131,8 @@ class Claimer:
                 # Filled every slot: there may be more, look again in the next pass.
                 self._expired_looked_at = -math.inf if len(expired) == free else self.monotonic()
             pending: list[WorkflowRow] = []
-            if free > len(expired) and pending_found:
-                pending = await self._claim(free - len(expired), expired=False)
+            if free > len(expired) and pending_found and open_queues:
+                pending = await self._claim(free - len(expired), expired=False, queues=open_queues)
                 self._pending_idle = not pending
         return Claimed(expired, pending)
 
@@ -134,29 +142,39 @@ class Claimer:
         # margin, so that a timed pass starting a hair early never skips its look.
         return self.monotonic() - self._expired_looked_at >= self.settings.poll_interval / 2
 
-    async def _ask(self, *, pending: bool, expired: bool) -> tuple[bool, bool]:
-        """Whether a claim of pending work and a rescue would find anything; a kind not
-        asked about is answered yes (claim without asking)."""
+    async def _ask(
+        self, open_queues: list[str], *, pending: bool, expired: bool
+    ) -> tuple[bool, bool]:
+        """Whether a claim of pending work (from `open_queues`) and a rescue would find
+        anything; a kind not asked about is answered yes (claim without asking)."""
         if not (pending or expired):
             return True, True
         now = self.clock()
         async with self.db.autocommit() as conn:
-            if pending and expired:
+            if pending and expired and open_queues == list(self.settings.queues):
                 found = await workflows_claimable_any(conn, self.settings.queues, now)
                 return found.pending, found.expired
+            if pending and expired:
+                pending_found = await claims.workflows_claimable(conn, open_queues, now)
+                expired_found = await claims.workflows_claimable(
+                    conn, self.settings.queues, now, expired=True
+                )
+                return pending_found, expired_found
             claimable = await claims.workflows_claimable(
-                conn, self.settings.queues, now, expired=expired
+                conn, open_queues if pending else self.settings.queues, now, expired=expired
             )
         return (claimable, True) if pending else (True, claimable)
 
-    async def _claim(self, limit: int, *, expired: bool) -> list[WorkflowRow]:
+    async def _claim(
+        self, limit: int, *, expired: bool, queues: list[str] | None = None
+    ) -> list[WorkflowRow]:
         async def attempt() -> list[WorkflowRow]:
             async with self.db.transaction() as conn:
                 if not expired:
                     claim = await claims.workflow_claim_pending_counted(
                         conn,
                         owner=self.daemon_id,
-                        queues=self.settings.queues,
+                        queues=self.settings.queues if queues is None else queues,
                         limit=limit,
                         now=self.clock(),
                         lease=self.settings.lease,

@@ -34,6 +34,7 @@ from wfed.daemon.notifier import Notifier
 from wfed.daemon.runners import Runners
 from wfed.daemon.scheduler import Scheduler
 from wfed.daemon.wakeups import Wakeups
+from wfed.daemon.window_resumer import WindowResumer
 from wfed.engine import output
 from wfed.engine.runner import WorkflowRunner
 from wfed.engine.turn import Outcome
@@ -100,6 +101,7 @@ class Daemon:
             started_at=now,
             heartbeat_at=now,
         )
+        self.queue_windows = config.windows.by_queue()
         self.heartbeat = Heartbeat(
             db, settings, row, self.runners.by_id, metrics=metrics, clock=clock
         )
@@ -112,6 +114,7 @@ class Daemon:
             metrics=metrics,
             clock=clock,
             locks=config.locks,
+            queue_windows=self.queue_windows,
         )
         # PostgreSQL pushes: new work and requests wake the claimer and the heartbeat.
         self.wakeups = Wakeups(
@@ -122,6 +125,9 @@ class Daemon:
             runs=lambda workflow_id: workflow_id in self.runners.by_id,
         )
         self.pruner = DaemonPruner(db, daemon_id=self.id, clock=clock)
+        self.window_resumer = WindowResumer(
+            db, list(settings.queues), self.queue_windows, daemon_id=self.id, clock=clock
+        )
         self.counter = StateCounter(db, metrics)
         self.retention = Retention(
             db, config.retention, daemon_id=self.id, lease=settings.lease, clock=clock
@@ -167,6 +173,7 @@ class Daemon:
                     "claimer": self.claimer.run(self._stopping),
                     "heartbeat": self.heartbeat.run(self._finished),
                     "pruner": self.pruner.run(self._stopping),
+                    "window_resumer": self.window_resumer.run(self._stopping),
                     "scheduler": self.scheduler.run(self._stopping),
                 }
                 if self.db.backend == "postgresql":
@@ -259,6 +266,7 @@ class Daemon:
             clock=self.clock,
             metrics=self.metrics,
             committer=self.committer.run,
+            queue_windows=self.queue_windows,
         )
         if self._stopping.is_set():
             runner.release_after_step()

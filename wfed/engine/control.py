@@ -23,6 +23,7 @@ from wfed.errors import InvalidDefinition, InvalidTransition, WorkflowNotFound
 from wfed.logging import get_logger
 from wfed.states import (
     Decision,
+    EventKind,
     Operation,
     StepState,
     WorkflowState,
@@ -38,6 +39,7 @@ from wfed.store import workflows as workflow_store
 from wfed.store.database import Database
 from wfed.store.events import Event
 from wfed.store.rows import WorkflowRow
+from wfed.windows import WindowSpecError, parse_windows
 
 log = get_logger("wfed.engine")
 
@@ -114,6 +116,10 @@ async def _apply(
     values = {"updated_at": now, **values}
     if decision.request is not None:
         values["requested"] = decision.request.value
+    if decision.target is not None or operation is Operation.KEEP_PAUSED:
+        # An operator's move takes a workflow out of its windows' hands: the next window
+        # opening resumes only what a window's closing paused.
+        values.setdefault("window_paused", None)
     if finishes(operation):
         values["finished_at"] = now
     matched = await workflow_store.workflow_update(conn, row.id, operation, values=values)
@@ -166,11 +172,22 @@ async def _halt(
     reason: str | None,
     expected: Expected | None,
 ) -> None:
+    if operation is Operation.PAUSE and await _window_paused(operator, name):
+        # Already paused, by a window's closing: the operator's pause keeps it paused.
+        operation = Operation.KEEP_PAUSED
     async with _operate(operator, name, operation, expected) as (conn, row, decision):
         values = {} if decision.request else {"requested": None}
         await _apply(
             operator, conn, row, decision, values, reason=reason, position=row.current_step
         )
+
+
+async def _window_paused(operator: Operator, name: str) -> bool:
+    """Whether `name` is paused by a window's closing (read before the locked operation,
+    which checks the state again)."""
+    async with operator.db.transaction() as conn:
+        row = await require(conn, name)
+    return row.state is WorkflowState.PAUSED and row.window_paused is not None
 
 
 async def resume(
@@ -309,6 +326,54 @@ async def set_context(
             reason=reason,
             detail={"set": updates or {}, "unset": list(unset)},
         )
+
+
+# The events after which a pending workflow's `run_after` is what the last of them left.
+_RUN_AFTER_EVENTS = [
+    kind.value
+    for kind in (
+        EventKind.CREATED,
+        EventKind.WINDOW_WAIT,
+        EventKind.STEP_RETRY,
+        EventKind.RESUMED,
+        EventKind.RETRIED,
+        EventKind.SKIPPED,
+        EventKind.RESTARTED,
+    )
+]
+
+
+async def set_windows(
+    operator: Operator, name: str, windows: list[str], reason: str | None
+) -> None:
+    """Replace the maintenance windows of a workflow that is not running (empty: none).
+    A pending workflow waiting for its old windows' opening may run at once; one that a
+    window's closing paused is resumed by the daemons when its new windows are open."""
+    async with _operate(operator, name, Operation.SET_WINDOWS) as (conn, row, decision):
+        values: dict[str, Any] = {"windows": windows or None}
+        if row.state is WorkflowState.PENDING and row.run_after is not None:
+            last = await event_store.event_latest(conn, row.id, _RUN_AFTER_EVENTS)
+            if last is not None and last.kind == EventKind.WINDOW_WAIT.value:
+                values["run_after"] = None
+        await _apply(
+            operator,
+            conn,
+            row,
+            decision,
+            values,
+            reason=reason,
+            detail={"windows": windows, "before": _readable_windows(row.windows)},
+        )
+
+
+def _readable_windows(value: Any) -> Any:
+    """A `windows` value for an event's detail: as stored when it reads as windows, else
+    a bounded note (a hostile row's value could be anything, of any size)."""
+    try:
+        parse_windows(value)
+    except WindowSpecError:
+        return "(unreadable)"
+    return value
 
 
 def _definition_length(steps: Any) -> int:

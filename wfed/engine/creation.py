@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from wfed.engine.control import Operator
+from wfed.engine.windows import checked as checked_windows
 from wfed.errors import InvalidDefinition
 from wfed.logging import get_logger
 from wfed.states import EventKind
@@ -43,9 +44,11 @@ async def create(
     run_after: datetime | None,
     provenance: dict[str, Any] | None,
     locks: Sequence[str] | None = None,
+    windows: Sequence[str] | None = None,
 ) -> None:
     """Create a pending workflow (see `Engine.create_workflow`)."""
     check_name(name)
+    own_windows = checked_windows(windows)
     keys = parse_lock_keys(list(locks) if isinstance(locks, tuple) else locks)
     definition = list(steps) if isinstance(steps, list | tuple) else steps
     context = parse_context(context)
@@ -66,6 +69,7 @@ async def create(
             run_after=run_after,
             now=now,
             locks=keys,
+            windows=own_windows,
         )
         await step_store.steps_insert(conn, workflow_id, [(p.name, p.label, p.args) for p in plans])
         created = Event(

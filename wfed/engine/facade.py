@@ -16,6 +16,7 @@ import contextlib
 import getpass
 import socket
 from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.clock import Clock, utc_now
-from wfed.config import DEFAULT_OUTPUT_MAX_BYTES, Config, LocksConfig, load_config
+from wfed.config import (
+    DEFAULT_OUTPUT_MAX_BYTES,
+    Config,
+    LocksConfig,
+    WindowsConfig,
+    load_config,
+)
 from wfed.engine import bulk, control, reading, views
 from wfed.engine import health as fleet_health
 from wfed.engine.locks_api import ConcurrencyKeys
@@ -60,7 +67,7 @@ def default_actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-class Engine(RunbookFiles, OutputReads, ScheduleApi, Notifications, ConcurrencyKeys):
+class Engine(RunbookFiles, OutputReads, ScheduleApi, ConcurrencyKeys, Notifications):
     """A connection to a wfed database plus the registry of runnable steps."""
 
     def __init__(
@@ -77,8 +84,11 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, Notifications, ConcurrencyK
         clock: Clock = utc_now,
         output_max_bytes: int = DEFAULT_OUTPUT_MAX_BYTES,
         locks: LocksConfig | None = None,
+        windows: WindowsConfig | None = None,
     ) -> None:
         self.db = Database(url, password)
+        self.queue_windows = (windows or WindowsConfig()).by_queue()
+        """The queues' maintenance windows ([windows] queues), for what `get` tells."""
         self.lock_limits = locks or LocksConfig()
         """The slots of each concurrency key ([locks] limits), for `run` and the views."""
         self.output_max_bytes = output_max_bytes
@@ -108,6 +118,7 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, Notifications, ConcurrencyK
         config = config or load_config(path)
         options.setdefault("output_max_bytes", config.output.max_bytes)
         options.setdefault("locks", config.locks)
+        options.setdefault("windows", config.windows)
         return cls(
             config.database.url,
             step_modules=config.steps.modules,
@@ -163,9 +174,11 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, Notifications, ConcurrencyK
         run_after: datetime | None = None,
         provenance: dict[str, Any] | None = None,
         locks: Sequence[str] | None = None,
+        windows: Sequence[str] | None = None,
     ) -> Workflow:
         """Create a pending workflow. InvalidDefinition before anything is written if the
-        steps, context or concurrency keys (`locks`) are wrong; WorkflowExists on a
+        steps, context, concurrency keys (`locks`) or maintenance windows (`windows`, e.g.
+        ["sat 02:00-05:00 Europe/Paris"]: docs/windows.md) are wrong; WorkflowExists on a
         duplicate name. `provenance` (where the definition came from) is recorded in the
         `created` event."""
         from wfed.engine import creation  # noqa: PLC0415
@@ -181,6 +194,7 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, Notifications, ConcurrencyK
             run_after=run_after,
             provenance=provenance,
             locks=locks,
+            windows=windows,
         )
         return await self.get(name)
 
@@ -189,7 +203,10 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, Notifications, ConcurrencyK
     async def get(self, name: str) -> Workflow:
         """A workflow with its steps and, if halted, why (WorkflowNotFound if none)."""
         async with self.db.transaction() as conn:
-            return await reading.read_workflow(conn, name, self.lock_limits.limit_of)
+            workflow = await reading.read_workflow(conn, name, self.lock_limits.limit_of)
+        from wfed.engine.windows import status  # noqa: PLC0415
+
+        return replace(workflow, window=status(self.queue_windows, workflow.row, self.clock()))
 
     async def list(
         self,
@@ -347,6 +364,17 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, Notifications, ConcurrencyK
     ) -> Workflow:
         """Change keys of the context of a workflow that is not running."""
         await control.set_context(self._operator, name, updates, unset, reason)
+        return await self.get(name)
+
+    async def set_windows(
+        self, name: str, windows: Sequence[str] = (), reason: str | None = None
+    ) -> Workflow:
+        """Replace the maintenance windows of a workflow that is not running; none (the
+        default) lets it run at any time (docs/windows.md). InvalidDefinition names a
+        spec that cannot be read."""
+        from wfed.engine.windows import checked  # noqa: PLC0415
+
+        await control.set_windows(self._operator, name, checked(list(windows)), reason)
         return await self.get(name)
 
     # -- retention --------------------------------------------------------------------

@@ -34,6 +34,7 @@ class RunbookFiles:
         run_after: datetime | None = None,
         provenance: dict[str, Any] | None = None,
         locks: Sequence[str] | None = None,
+        windows: Sequence[str] | None = None,
     ) -> Workflow:
         raise NotImplementedError  # the Engine's
 
@@ -74,6 +75,7 @@ class RunbookFiles:
             run_after=run_after,
             provenance=row.provenance,
             locks=row.locks,
+            windows=row.windows or None,
         )
 
     def lint_runbooks(self, directory: str) -> list[str]:

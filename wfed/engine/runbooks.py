@@ -8,6 +8,7 @@ description = "Restart an app around a maintenance command"
 queue = "default"                     # optional
 priority = 0                          # optional
 locks = ["cluster:{cluster}"]         # optional: concurrency keys; {param} references
+windows = ["sat 02:00-05:00 Europe/Paris"]  # optional: maintenance windows (docs/windows.md)
 
 [params.app]
 type = "string"                       # string | int | float | bool | list
@@ -46,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wfed.errors import InvalidDefinition
 from wfed.steps.template import MissingReference, references, render
+from wfed.windows import WindowSpecError, parse_windows
 
 T = TypeVar("T")
 ParamType = Literal["string", "int", "float", "bool", "list"]
@@ -88,6 +90,7 @@ class _File(_Strict):
     context: dict[str, Any] = Field(default_factory=dict)
     steps: list[Any] = Field(min_length=1)
     locks: list[str] = Field(default_factory=list)
+    windows: list[str] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,8 @@ class Runbook:
     steps: list[Any]
     locks: list[str] = field(default_factory=list)
     """Concurrency keys, with parameter references rendered when enqueued."""
+    windows: list[str] = field(default_factory=list)
+    """Maintenance windows the workflow runs in (checked when the file is read)."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,8 @@ class Enqueue:
     """The first event's detail: the runbook's path and sha256, and the parameters."""
     locks: list[str] = field(default_factory=list)
     """The concurrency keys the workflow takes (`workflows.locks`)."""
+    windows: list[str] = field(default_factory=list)
+    """Its maintenance windows (`workflows.windows`)."""
 
 
 def load_runbook(path: str | Path) -> Runbook:
@@ -175,6 +182,10 @@ def load_runbook(path: str | Path) -> Runbook:
     except ValidationError as exc:
         raise InvalidRunbook(f"{where}: {_problem(exc)}") from None
     params = {name: _param(name, spec, where) for name, spec in parsed.params.items()}
+    try:
+        parse_windows(parsed.windows)
+    except WindowSpecError as exc:
+        raise InvalidRunbook(f"{where}: windows: {exc}") from None
     return Runbook(
         path=str(Path(path).resolve()),
         sha256=hashlib.sha256(raw).hexdigest(),
@@ -186,6 +197,7 @@ def load_runbook(path: str | Path) -> Runbook:
         context=parsed.context,
         steps=parsed.steps,
         locks=parsed.locks,
+        windows=parsed.windows,
     )
 
 
@@ -241,6 +253,7 @@ def enqueue(
         priority=runbook.priority,
         provenance=provenance,
         locks=locks,
+        windows=runbook.windows,
     )
 
 

@@ -25,7 +25,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.clock import Clock, utc_now
-from wfed.engine import ends
+from wfed.engine import ends, windows
 from wfed.engine.advance import StepAdvance
 from wfed.engine.execution import AttemptCancelled, StepAttempt
 from wfed.engine.group_commit import BatchableAdvance, GroupCommit, TransactionBody
@@ -40,6 +40,7 @@ from wfed.steps.definition import StepPlan
 from wfed.steps.registry import StepRegistry
 from wfed.store.database import Database
 from wfed.store.rows import WorkflowRow
+from wfed.windows import Closed, QueueWindows, WindowGate
 
 log = get_logger("wfed.runner")
 
@@ -58,6 +59,7 @@ class WorkflowRunner:
         clock: Clock = utc_now,
         metrics: Metrics | None = None,
         committer: GroupCommit | None = None,
+        queue_windows: QueueWindows | None = None,
     ) -> None:
         self.db = db
         self.committer = committer
@@ -74,6 +76,9 @@ class WorkflowRunner:
             on_lost=self._cancel_attempt,
         )
         self.writer = TurnWriter(workflow, self.lease, actor=actor, clock=clock)
+        # The daemon's runners honour maintenance windows (None: `Engine.run` does not).
+        self.queue_windows = queue_windows
+        self._gate = WindowGate()
         self._attempt: StepAttempt | None = None
         self._stop_reason: str | None = None
         self._release_requested = False
@@ -118,8 +123,9 @@ class WorkflowRunner:
 
     async def run(self) -> RunResult:
         try:
-            start = TurnStart(self.writer, self.registry, self._count)
+            start = TurnStart(self.writer, self.registry, self._count, self.queue_windows)
             plans, following = await start.prepare(self._write)
+            self._gate = start.gate
             self._prior_attempts = start.prior_attempts
             while isinstance(following, NextStep):
                 following = await self._run_step(plans, following)
@@ -250,6 +256,9 @@ class WorkflowRunner:
                 return ends.after_step(plan, Operation.COMPLETE, context)
             if forced is not None:
                 return ends.after_step(plan, HONOURED[forced], context)
+            closed = self._window_closed()
+            if closed is not None:
+                return windows.window_closed(plan, context, closed)
             if self._release_requested:
                 return ends.after_step(plan, Operation.RELEASE, context)
             return None
@@ -262,7 +271,12 @@ class WorkflowRunner:
             # Asked again when the batch is built: a release requested meanwhile
             # (shutdown) must hand the workflow back instead of starting a step.
             batched = functools.partial(
-                move.batchable, lambda: not self._release_requested and not self.lease.lost
+                move.batchable,
+                lambda: (
+                    not self._release_requested
+                    and not self.lease.lost
+                    and self._window_closed() is None
+                ),
             )
 
         async def body(conn: AsyncConnection) -> Next:
@@ -272,6 +286,10 @@ class WorkflowRunner:
         if isinstance(result, RunResult) and move.ended is not None:
             self._log_end(move.ended, result)
         return result
+
+    def _window_closed(self) -> Closed | None:
+        """Why the workflow may not start another step now (its windows are closed)."""
+        return self._gate.closed(self.clock()) if self._gate else None
 
     async def _pause_gate(self, plan: StepPlan, context: dict[str, Any], prompt: str) -> Next:
         """A step asked to pause after itself: complete it and pause before the next."""

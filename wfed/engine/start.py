@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from wfed.engine import windows
 from wfed.engine.turn import Next, NextStep, RunResult, StepEnd, TurnEnd, TurnWriter
 from wfed.errors import InvalidDefinition
 from wfed.logging import get_logger
@@ -23,12 +24,14 @@ from wfed.states import HONOURED, EventKind, Operation, Request, StepState
 from wfed.steps.definition import StepPlan, parse_context, parse_definition
 from wfed.steps.registry import StepRegistry
 from wfed.store import events as event_store
+from wfed.store import locks as lock_store
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
 from wfed.store.events import Event
 from wfed.store.lock_keys import parse_lock_keys
 from wfed.store.rows import StepRow, WorkflowRow
 from wfed.unreadable_json import UnreadableTimestamp
+from wfed.windows import Closed, QueueWindows, WindowGate, specs
 
 log = get_logger("wfed.runner")
 
@@ -46,10 +49,20 @@ class Halted(Exception):
 class TurnStart:
     """Prepares one turn: validation, step rows, waiting requests, interrupted steps."""
 
-    def __init__(self, writer: TurnWriter, registry: StepRegistry, count: Count) -> None:
+    def __init__(
+        self,
+        writer: TurnWriter,
+        registry: StepRegistry,
+        count: Count,
+        queue_windows: QueueWindows | None = None,
+    ) -> None:
         self.writer = writer
         self.registry = registry
         self.count = count
+        # None: windows are not honoured (`Engine.run` runs a workflow when asked to).
+        self.queue_windows = queue_windows
+        self.gate = WindowGate()
+        """The windows the workflow runs in, once `prepare` has read them."""
         self.prior_attempts: list[int] = []
         self._found: list[Callable[[], Any]] = []
         self.log = log.bind(workflow=writer.workflow.name, workflow_id=writer.workflow.id)
@@ -66,6 +79,11 @@ class TurnStart:
             parse_lock_keys(row.locks)
         except InvalidDefinition as exc:
             raise Halted(await self._reject(write, str(exc))) from None
+        bad_windows = windows.unreadable(row.windows)
+        if bad_windows is not None:
+            raise Halted(await self._reject(write, bad_windows))
+        if self.queue_windows is not None:
+            self.gate = windows.gate_of(self.queue_windows, row.queue, row.windows)
 
         async def body(conn: AsyncConnection) -> Next:
             # A transaction may be tried again (a lock wait, an outage): what it found is
@@ -92,12 +110,13 @@ class TurnStart:
         # shared lock on it for the foreign key, and upgrading that lock later would
         # deadlock against the heartbeat renewing this daemon's leases.
         requested = await self._lock_for_start(conn, row.requested)
+        closed = self.gate.closed(self.writer.clock()) if self.gate else None
         rows = await step_store.steps_get(conn, row.id)
         started = False
         if not rows:
             # A first run: the current step is created running, unless the workflow
-            # ends here (a waiting request, or nothing left to run).
-            started = requested is None and row.current_step < len(plans)
+            # ends here (a waiting request, nothing left to run, outside its windows).
+            started = requested is None and row.current_step < len(plans) and closed is None
             await step_store.steps_insert(
                 conn,
                 row.id,
@@ -129,11 +148,37 @@ class TurnStart:
             interrupted = await self._interrupted(conn, plans[position], current)
             if interrupted is not None:
                 return interrupted
+        if closed is not None:
+            return await self._wait_for_window(conn, closed, context, current)
         if not started:
             await step_store.step_start(conn, row.id, position, self.writer.clock())
         claimed = self.writer.event(EventKind.CLAIMED, position=position, fence=lease.fence)
         await event_store.events_insert(conn, claimed)
         return NextStep(context, position, current.attempts + 1)
+
+    async def _wait_for_window(
+        self, conn: AsyncConnection, closed: Closed, context: dict[str, Any], current: StepRow
+    ) -> RunResult:
+        """Claimed outside its windows: back to pending until they open (an error when
+        they never open: windows that do not overlap its queue's)."""
+        position = self.writer.workflow.current_step
+        if closed.opens_at is None:
+            text = (
+                "invalid workflow: its maintenance windows never overlap its queue's "
+                f"({', '.join(specs(self.gate.own))} against {', '.join(specs(self.gate.queue))})"
+            )
+            end = TurnEnd(Operation.REJECT, values={"last_error": text}, reason=text, message=text)
+            return await self.writer.end(conn, end)
+        rerun = current.state is StepState.RUNNING
+        if not any(self.prior_attempts):
+            # Not started yet: it waits without the concurrency keys its claim took, so
+            # that other workflows on them run meanwhile (one mid-run keeps them).
+            await lock_store.locks_release_workflow(conn, self.writer.workflow.id)
+        end = windows.outside_windows(position, context, closed, closed.opens_at, rerun=rerun)
+        self._found.append(
+            functools.partial(self.log.info, "workflow_waits_for_window", opens_at=closed.opens_at)
+        )
+        return await self.writer.end(conn, end)
 
     async def _started_by_this_owner(self, conn: AsyncConnection) -> bool:
         """Whether the workflow's last claim event is this owner's: its fence is recorded

@@ -63,6 +63,7 @@ _OUTCOME_OF: dict[Operation, Outcome] = {
     Operation.HONOUR_PAUSE: Outcome.PAUSED,
     Operation.HONOUR_STOP: Outcome.STOPPED,
     Operation.RELEASE: Outcome.RELEASED,
+    Operation.WAIT_FOR_WINDOW: Outcome.RELEASED,
 }
 
 
@@ -120,6 +121,9 @@ class TurnEnd:
     on_request: bool = False
     """The turn ends on an operator's pause or stop request, whose author and reason the
     event carries."""
+    yields_to_request: bool = False
+    """Written only while no request waits; a pause or stop request that does is
+    honoured instead (a window's closing must not hide an operator's pause)."""
 
 
 def _request_event(honour: Operation) -> str:
@@ -186,7 +190,13 @@ class TurnWriter:
             invalid=end.operation is Operation.REJECT,
             run_after=end.values.get("run_after"),
         )
-        if not await self.lease.guard(conn, end.operation, values):
+        if not await self.lease.guard(
+            conn, end.operation, values, unrequested=end.yields_to_request
+        ):
+            if end.yields_to_request:
+                instead = await self._request_instead(conn, end)
+                if instead is not None:
+                    return await self.end(conn, instead)
             if await self._landed(conn):
                 return result
             raise LeaseLost
@@ -227,6 +237,26 @@ class TurnWriter:
             self.event(kind, position=end.position, reason=reason, **detail),
         )
         return result
+
+    async def _request_instead(self, conn: AsyncConnection, end: TurnEnd) -> TurnEnd | None:
+        """The end that honours the request waiting on this owner's workflow, in place of
+        `end` (which yields to it); None when no request waits or the row is not ours."""
+        current = await workflow_store.workflow_get_by_id(conn, self.lease.workflow_id)
+        if (
+            current is None
+            or current.fence != self.lease.fence
+            or current.state not in sources(Operation.ADVANCE)
+            or current.requested is None
+        ):
+            return None
+        values = {key: value for key, value in end.values.items() if key != "window_paused"}
+        return TurnEnd(
+            HONOURED[current.requested],
+            values=values,
+            step=end.step,
+            position=end.position,
+            on_request=True,
+        )
 
     async def _landed(self, conn: AsyncConnection) -> bool:
         """Whether an end of this turn was committed already, its reply lost: the row

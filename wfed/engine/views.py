@@ -43,6 +43,8 @@ class Workflow:
     cut off in), if any."""
     keys: WorkflowKeys | None = None
     """Its concurrency keys: named, held, waited for (None: not read)."""
+    window: WindowStatus | None = None
+    """Its maintenance windows, open or when they open next (None: it has none)."""
 
     @property
     def name(self) -> str:
@@ -90,6 +92,7 @@ class Workflow:
             "definition": row.steps,
             "steps": [_workflow_step_json(step) for step in self.steps],
             "locks": (self.keys or WorkflowKeys()).to_json(),
+            **(self.window or WindowStatus()).to_json(self.row),
         }
 
 
@@ -208,6 +211,35 @@ def purge_json(
         "older_than_seconds": older_than_seconds,
         "events_deleted": events_deleted,
     }
+
+
+# -- maintenance windows --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WindowStatus:
+    """A workflow's maintenance windows as `show` tells them, at one moment."""
+
+    own: list[str] = field(default_factory=list)
+    """Its own windows (`workflows.windows`)."""
+    queue: list[str] = field(default_factory=list)
+    """Its queue's windows, as this process's config has them."""
+    opens_at: datetime | None = None
+    """When they are closed: when it may run next (None: open, or never within a week)."""
+    closed: bool = False
+    invalid: str | None = None
+    """Why its `windows` value cannot be read (it goes to error when claimed)."""
+
+    def to_json(self, row: WorkflowRow) -> dict[str, Any]:
+        """The `show --json` keys about windows."""
+        return {
+            "windows": self.own,
+            "queue_windows": self.queue,
+            "window_open": not self.closed,
+            "window_opens_at": iso(self.opens_at),
+            "window_paused": row.window_paused,
+            "windows_invalid": self.invalid,
+        }
 
 
 # -- concurrency keys -----------------------------------------------------------------

@@ -32,6 +32,10 @@ class WorkflowRow:
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    windows: Any = None
+    """Its own maintenance windows as stored (a JSON list of specs; read when claimed)."""
+    window_paused: str | None = None
+    """The window whose closing paused it (NULL for any other pause)."""
     locks: Any = None
     """The concurrency keys it names, as stored (`wfed.store.lock_keys` reads them)."""
 
@@ -57,6 +61,8 @@ class WorkflowRow:
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             finished_at=row["finished_at"],
+            windows=row.get("windows"),
+            window_paused=row.get("window_paused"),
             locks=row.get("locks"),
         )
 

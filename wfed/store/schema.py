@@ -209,6 +209,8 @@ workflows = Table(
     Index("ix_workflows_claimed_by", "claimed_by"),
     # Retention: finished workflows by age.
     Index("ix_workflows_finished", "state", "finished_at"),
+    # The workflows a window's closing paused, for the chore that resumes them.
+    Index("ix_workflows_window_paused", "window_paused"),
     # Ids are never reused (SQLite reuses the highest freed one unless told not to):
     # events outlive a deleted workflow and are found by its id.
     sqlite_autoincrement=True,

@@ -40,11 +40,14 @@ async def workflow_insert(
     run_after: datetime | None,
     now: datetime,
     locks: Sequence[str] = (),
+    windows: Sequence[str] = (),
 ) -> int:
     """Insert a pending workflow (naming concurrency keys `locks`, if any);
     WorkflowExists if the name is taken."""
     # No keys leave the column NULL, as a plain-SQL INSERT that does not name it.
     optional: dict[str, Any] = {"locks": list(locks)} if locks else {}
+    if windows:
+        optional["windows"] = list(windows)
     try:
         result = await conn.execute(
             workflows.insert().values(

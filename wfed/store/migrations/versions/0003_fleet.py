@@ -85,6 +85,7 @@ def _windows() -> None:
     with op.batch_alter_table("workflows") as batch:
         batch.add_column(sa.Column("windows", Json, nullable=True))
         batch.add_column(sa.Column("window_paused", sa.String(255), nullable=True))
+    op.create_index("ix_workflows_window_paused", "workflows", ["window_paused"])
 
 
 def _notifications() -> None:
