@@ -67,4 +67,5 @@ class Notifications:
             try:
                 return await webhook.post(http, hook, body)
             except webhook.WebhookFailed as exc:
-                raise WfedError(f"webhook {hook.name!r} ({hook.url}): {exc}") from None
+                # Not its URL: a chat webhook's URL is its secret.
+                raise WfedError(f"webhook {hook.name!r}: {exc}") from None
