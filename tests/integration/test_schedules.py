@@ -115,6 +115,12 @@ async def fired_ticks(engine: Engine, name: str) -> list[datetime]:
         return [tick for tick, _ in await schedule_store.schedule_fires_of(conn, row.id)]
 
 
+async def locks_of(engine: Engine, workflow: str) -> Any:
+    """The `workflows.locks` column of a workflow: its concurrency keys."""
+    async with engine.db.transaction() as conn:
+        return await conn.scalar(select(workflows.c.locks).where(workflows.c.name == workflow))
+
+
 async def schedule_row(engine: Engine, name: str) -> schedule_store.ScheduleRow:
     async with engine.db.transaction() as conn:
         row = await schedule_store.schedule_get(conn, name)
@@ -215,6 +221,7 @@ RUNBOOK = """
 name = "ignored-{{key}}"
 queue = "{queue}"
 priority = 4
+locks = ["cluster:{{key}}"]
 
 [params.key]
 type = "string"
@@ -261,6 +268,7 @@ async def test_a_runbook_is_rendered_at_add_and_its_provenance_rides_each_tick(
     assert fired.enqueued == [f"{name}-20260502T0000Z"]
     workflow = await engine.get(fired.enqueued[0])
     assert (workflow.context, workflow.row.priority) == ({"key": "v"}, 4)
+    assert await locks_of(engine, workflow.name) == ["cluster:v"]
     created = (await engine.history(workflow.name))[0]
     assert created.kind == "created"
     assert created.actor == "daemon-a"
@@ -278,10 +286,18 @@ async def test_a_due_tick_fires_once_and_the_schedule_moves_on(
     engine: Engine, clock: SettableClock, scheduled: Callable[[], str], new_name: Any
 ) -> None:
     """Before its tick nothing fires; at it, one pending workflow named after the tick,
-    with its steps, and a `schedule_fires` row; polling again enqueues nothing more."""
+    with its steps and concurrency keys, and a `schedule_fires` row; polling again
+    enqueues nothing more."""
     name = scheduled()
     queue = new_name("q")
-    await engine.add_schedule(name, "0 2 * * *", PARIS, steps=["noop", "noop"], queue=queue)
+    await engine.add_schedule(
+        name,
+        "0 2 * * *",
+        PARIS,
+        steps=["noop", "noop"],
+        queue=queue,
+        locks=[f"{name}:web", f"{name}:db"],
+    )
     service = scheduler(engine.db, clock)
 
     clock.now = datetime(2026, 5, 1, 23, 59, 59)
@@ -292,6 +308,7 @@ async def test_a_due_tick_fires_once_and_the_schedule_moves_on(
 
     workflow = await engine.get(f"{name}-20260502T0000Z")
     assert workflow.state is WorkflowState.PENDING
+    assert await locks_of(engine, workflow.name) == [f"{name}:db", f"{name}:web"]
     assert workflow.row.queue == queue
     assert [step.step for step in workflow.steps] == ["noop", "noop"]
     assert await fired_ticks(engine, name) == [datetime(2026, 5, 2, 0, 0)]

@@ -109,6 +109,15 @@ def add(
     priority: Annotated[
         int | None, typer.Option("--priority", "-p", help="Higher runs first.")
     ] = None,
+    lock_keys: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--lock",
+            metavar="KEY",
+            help="A concurrency key each run holds, e.g. cluster:db1 (instead of the "
+            "runbook's; docs/concurrency-keys.md). Repeatable.",
+        ),
+    ] = None,
     catchup: Annotated[
         str | None,
         typer.Option(
@@ -159,6 +168,7 @@ def add(
             runbook=None if runbook is None else str(runbook),
             params=given,
             catchup=catchup,
+            locks=lock_keys,
         )
 
     view = _with_engine(settings_of(cli), work)

@@ -47,15 +47,18 @@ class ScheduleApi:
         runbook: str | None = None,
         params: dict[str, str] | None = None,
         catchup: str | None = None,
+        locks: Sequence[str] | None = None,
     ) -> ScheduleView:
         """Add an active schedule: at each tick of `cron` (5 fields, or 6 with seconds
         first) in `timezone`, enqueue `steps` with `context` — or the runbook file
         `runbook` with `params`, rendered now, its path and sha256 recorded. Everything is
         checked as `create_workflow` and `run_runbook` check it (InvalidDefinition) before
-        anything is written; ScheduleExists on a duplicate name."""
+        anything is written; ScheduleExists on a duplicate name. `locks` (or the
+        runbook's) are the concurrency keys each enqueued workflow holds."""
         from wfed.engine import runbooks  # noqa: PLC0415
         from wfed.engine.schedule_times import CronTimes, InvalidSchedule  # noqa: PLC0415
         from wfed.engine.schedules import Template, check_catchup, check_name  # noqa: PLC0415
+        from wfed.store.lock_keys import parse_lock_keys  # noqa: PLC0415
 
         check_name(name)
         times = CronTimes.of(cron, timezone)
@@ -75,6 +78,7 @@ class ScheduleApi:
                 queue=queue or row.queue,
                 priority=row.priority if priority is None else priority,
                 provenance=row.provenance,
+                locks=parse_lock_keys(list(locks) if locks else row.locks),
             )
         else:
             definition = list(steps or [])
@@ -84,6 +88,7 @@ class ScheduleApi:
                 context=dict(context or {}),
                 queue=queue or "default",
                 priority=priority or 0,
+                locks=parse_lock_keys(list(locks) if locks else None),
             )
         return await self._schedules.add(name, times, template, catchup=policy)
 

@@ -154,6 +154,7 @@ class ScheduleFirer:
                     priority=template.priority,
                     run_after=None,
                     now=now,
+                    locks=template.locks,
                 )
                 if plans:
                     await step_store.steps_insert(

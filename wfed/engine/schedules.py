@@ -16,10 +16,11 @@ from typing import Any, Literal
 
 from wfed.engine.json_values import iso
 from wfed.engine.schedule_times import NAME_SUFFIX, CronTimes, InvalidSchedule
-from wfed.errors import WfedError
+from wfed.errors import InvalidDefinition, WfedError
 from wfed.logging import get_logger
 from wfed.store import schedules as schedule_store
 from wfed.store.database import Database
+from wfed.store.lock_keys import parse_lock_keys
 from wfed.store.schedules import ScheduleRow
 
 log = get_logger("wfed.engine")
@@ -48,6 +49,8 @@ class Template:
     provenance: dict[str, Any] | None = None
     """For a runbook: its path and sha256 and the parameters, recorded in each enqueued
     workflow's `created` event."""
+    locks: tuple[str, ...] = ()
+    """The concurrency keys each enqueued workflow holds (docs/concurrency-keys.md)."""
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -56,6 +59,8 @@ class Template:
             "queue": self.queue,
             "priority": self.priority,
         }
+        if self.locks:
+            document["locks"] = list(self.locks)
         if self.provenance:
             document["provenance"] = self.provenance
         return document
@@ -74,12 +79,17 @@ class Template:
         provenance = raw.get("provenance")
         if not isinstance(queue, str) or not isinstance(priority, int):
             raise InvalidSchedule("template: queue must be a string, priority an integer")
+        try:
+            locks = parse_lock_keys(raw.get("locks"))
+        except InvalidDefinition as exc:
+            raise InvalidSchedule(f"template: {exc}") from None
         return cls(
             steps=raw["steps"],
             context=context,
             queue=queue,
             priority=priority,
             provenance=provenance if isinstance(provenance, dict) else None,
+            locks=locks,
         )
 
 
@@ -129,6 +139,7 @@ class ScheduleView:
             "queue": template.queue if template else None,
             "priority": template.priority if template else None,
             "steps": len(template.steps) if template and isinstance(template.steps, list) else 0,
+            "locks": list(template.locks) if template else [],
             "runbook": provenance.get("runbook"),
             "created_by": row.created_by,
             "updated_by": row.updated_by,
