@@ -29,6 +29,7 @@ def test_add_list_next_pause_resume_remove(wfectl: Wfectl, unique: str) -> None:
     added = wfectl(
         "schedule", "add", name, "--cron", "30 2 * * *", "--tz", "Europe/Paris",
         "--step", "stop_app", "--ctx", 'target_servers=["web1"]', "--queue", f"q-{unique}",
+        "--lock", f"cluster:{unique}",
     )  # fmt: skip
     assert added.code == 0, added
     assert f"added schedule {name}: '30 2 * * *' in Europe/Paris, next run " in added.out
@@ -41,6 +42,7 @@ def test_add_list_next_pause_resume_remove(wfectl: Wfectl, unique: str) -> None:
             "Europe/Paris",
         )
         assert (mine["queue"], mine["steps"], mine["catchup"]) == (f"q-{unique}", 1, "once")
+        assert mine["locks"] == [f"cluster:{unique}"]
         assert mine["created_by"].count("@") == 1
 
         ticks = wfectl("schedule", "next", name, "--count", "3", "--json").json()
