@@ -72,10 +72,11 @@ class Daemon:
     def __init__(
         self,
         engine: Engine,
-        queue: str,
+        queue: str | list[str],
         clock: FakeClock,
         queue_windows: dict[str, list[str]] | None = None,
     ) -> None:
+        queues = [queue] if isinstance(queue, str) else queue
         self.engine = engine
         self.clock = clock
         self.queue_windows = QueueWindows.parse(queue_windows or {})
@@ -84,7 +85,7 @@ class Daemon:
         monotonic = iter(range(1000, 10**6, 1000))
         self.claimer = Claimer(
             engine.db,
-            DaemonConfig(queues=[queue], poll_interval=1.0, lease=30.0),
+            DaemonConfig(queues=queues, poll_interval=1.0, lease=30.0),
             daemon_id=DAEMON,
             slots=NoSlots(),
             start=self.claimed.append,
@@ -94,7 +95,7 @@ class Daemon:
             queue_windows=self.queue_windows,
         )
         self.resumer = WindowResumer(
-            engine.db, [queue], self.queue_windows, daemon_id=DAEMON, clock=clock
+            engine.db, queues, self.queue_windows, daemon_id=DAEMON, clock=clock
         )
 
     async def claim(self) -> list[WorkflowRow]:
@@ -133,11 +134,12 @@ async def queue(engine: Engine, new_name: Callable[..., str]) -> AsyncIterator[s
     name = new_name("windows")
     yield name
     async with engine.db.transaction() as conn:
-        names = select(workflows.c.name).where(workflows.c.queue == name)
+        mine = workflows.c.queue.in_([name, f"{name}-maint"])
+        names = select(workflows.c.name).where(mine)
         await conn.execute(
             delete(workflow_events).where(workflow_events.c.workflow_name.in_(names))
         )
-        await conn.execute(delete(workflows).where(workflows.c.queue == name))
+        await conn.execute(delete(workflows).where(mine))
 
 
 async def events(engine: Engine, name: str) -> list[Any]:
@@ -162,6 +164,33 @@ async def test_a_queue_outside_its_windows_is_not_claimed_until_they_open(
     results = await daemon.claim_and_run()
     assert [result.outcome for result in results] == [Outcome.COMPLETED]
     assert (await engine.get(name)).state is WorkflowState.COMPLETED
+
+
+async def test_a_daemon_of_several_queues_claims_only_from_those_open(
+    engine: Engine, create: CreateFn, queue: str
+) -> None:
+    """Of a daemon's queues, only those whose windows are open are claimed from, on the
+    first pass and on the idle passes after it; the others' work waits for the opening."""
+    maint = f"{queue}-maint"
+    in_maint = await create(["noop"], queue=maint)
+    in_default = await create(["noop"], queue=queue)
+    clock = FakeClock(FRIDAY_NOON)
+    daemon = Daemon(engine, [queue, maint], clock, {maint: [SPEC]})
+
+    async def claimed_and_run() -> list[str]:
+        rows = await daemon.claim()
+        for row in rows:
+            await daemon.runner(row).run()
+        return [row.name for row in rows]
+
+    assert await claimed_and_run() == [in_default]
+    assert await claimed_and_run() == []
+    late = await create(["noop"], queue=queue)
+    assert await claimed_and_run() == [late]
+    assert (await engine.get(in_maint)).state is WorkflowState.PENDING
+
+    clock.now = OPENING
+    assert await claimed_and_run() == [in_maint]
 
 
 async def test_claimed_outside_its_own_windows_waits_pending_until_the_next_opening(
