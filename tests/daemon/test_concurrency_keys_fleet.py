@@ -50,7 +50,9 @@ def _keys(prefix: str) -> tuple[dict[str, int], list[list[str]]]:
     return limits, [[pool], [db1], [db2], [db2, db1], [pool, db1], [db1, db2]]
 
 
-async def _enqueue(engine: Engine, queue: str, journal: Path, key_sets: list[list[str]]) -> None:
+async def _enqueue(
+    engine: Engine, queue: str, journal: Path, key_sets: list[list[str]], seconds: float
+) -> None:
     """Plain-SQL INSERTs naming `locks`, as an operator's script would."""
     async with engine.db.engine.begin() as conn:
         await conn.execute(
@@ -62,7 +64,7 @@ async def _enqueue(engine: Engine, queue: str, journal: Path, key_sets: list[lis
                 {
                     "name": f"{queue}-{i}",
                     "steps": json.dumps(
-                        [{"step": "slow_idempotent", "args": {"tag": f"w{i}", "seconds": 0.05}}]
+                        [{"step": "slow_idempotent", "args": {"tag": f"w{i}", "seconds": seconds}}]
                     ),
                     "context": json.dumps({"journal": str(journal)}),
                     "queue": queue,
@@ -142,23 +144,29 @@ async def _run_fleet(
     kill_one: bool,
 ) -> dict[str, int]:
     limits, key_sets = _keys(uuid.uuid4().hex[:8])
-    await _enqueue(engine, queue, journal, key_sets)
+    # Longer steps when a daemon is to be killed: the kill must land while a step runs.
+    await _enqueue(engine, queue, journal, key_sets, 1.0 if kill_one else 0.05)
     config = _limits_config(limits)
     daemons = [
         start_daemon(url, queue=queue, max_workflows=8, poll_interval=0.05, extra_config=config)
         for _ in range(3)
     ]
     if kill_one:
-        # Kill -9 the daemon of the first step to start, while that step runs: its
-        # workflow keeps its keys until another daemon rescues it (lease expired).
-        async def started() -> bool:
-            return any(line.startswith("start ") for line in journal_lines(journal))
+        # Kill -9 a daemon while one of its steps runs (started, not ended: a step lasts
+        # a second, the kill follows the look within milliseconds): that workflow keeps
+        # its keys until another daemon rescues it (lease expired).
+        running: list[int] = []
 
-        await wait_until(started, limit=60, what="a first step")
-        pid = int(
-            next(line for line in journal_lines(journal) if line.startswith("start ")).split()[-1]
-        )
-        victim = next(daemon for daemon in daemons if daemon.pid == pid)
+        async def a_step_runs() -> bool:
+            lines = [line.split() for line in journal_lines(journal)]
+            ended = {tag for kind, tag, _ in lines if kind == "end"}
+            running[:] = [
+                int(pid) for kind, tag, pid in lines if kind == "start" and tag not in ended
+            ]
+            return bool(running)
+
+        await wait_until(a_step_runs, limit=60, what="a running step")
+        victim = next(daemon for daemon in daemons if daemon.pid == running[-1])
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(timeout=10)
 
@@ -202,5 +210,14 @@ async def test_limit_holds_through_kill_of_a_daemon(
     its keys until a live daemon rescues and completes it, and no limit is exceeded."""
     try:
         await _run_fleet(fleet_engine, start_daemon, fleet_url, queue, journal, kill_one=True)
+        async with fleet_engine.db.engine.connect() as conn:
+            rescued = await conn.scalar(
+                text(
+                    "SELECT COUNT(*) FROM workflow_events e JOIN workflows w "
+                    "ON w.id = e.workflow_id WHERE w.queue = :q AND e.kind = 'step_interrupted'"
+                ),
+                {"q": queue},
+            )
+        assert rescued  # the killed daemon's step was found cut off and run again
     finally:
         await _clean(fleet_engine, queue)
