@@ -558,3 +558,30 @@ async def test_an_interrupted_step_is_notified(setup: Setup) -> None:
     assert bodies[0]["text"].startswith(
         f"wfed: workflow {name!r} had a step interrupted (not re-run) at step 0 'record'"
     )
+
+
+async def test_a_hanging_webhook_holds_no_more_than_its_share(setup: Setup) -> None:
+    """Six messages to a webhook that hangs: four are under way at once, and a message to
+    another webhook is sent meanwhile; closing the notifier cuts the hung POSTs short and
+    hands their deliveries back, unclaimed."""
+    hanging = setup.hook("hogging", events=["error"], timeout=60, retries=0)
+    healthy = setup.hook("meanwhile", events=["completed"])
+    setup.receiver.script(f"/{hanging.name}", *[HANG] * 6)
+    notifier = setup.notifier(hanging, healthy, final_grace=0.0)
+    await notifier.run_once()
+    for i in range(6):
+        await setup.failed_workflow(f"e{i}")
+    await notifier.record()
+    await notifier.deliver(wait=False)
+    await eventually(lambda: setup.receiver.hanging == 4, what="four hung POSTs")
+
+    done = await setup.workflow(["noop"])
+    await setup.engine.run(done)
+    await notifier.record()
+    sent = await notifier.deliver(wait=True)
+    assert [(s.target, s.outcome) for s in sent] == [(healthy.name, "sent")]
+    assert len(setup.receiver.to(f"/{hanging.name}")) == 4
+
+    await notifier.close()
+    rows = await setup.deliveries(hanging.name)
+    assert [(r.state, r.claimed_by) for r in rows] == [("pending", None)] * 6

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import functools
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -57,6 +58,9 @@ EVENT_BATCH = 500
 """Events read per pass at most (a pass reads on at once when it got that many)."""
 IN_FLIGHT_MAX = 16
 """POSTs of one daemon under way at once."""
+PER_WEBHOOK_MAX = 4
+"""POSTs to one webhook under way at once: a webhook that hangs holds no more sending
+slots than that, and the others' messages go on."""
 CLAIM_MARGIN = 30.0
 """Seconds a claim outlives the webhook's timeout: the POST and the write of its outcome."""
 FINAL_GRACE = 5.0
@@ -100,6 +104,7 @@ class Notifier:
         monotonic: Callable[[], float] = time.monotonic,
         settle: float = GAP_SETTLE,
         batch: int = EVENT_BATCH,
+        final_grace: float = FINAL_GRACE,
     ) -> None:
         self.db = db
         self.config = config
@@ -110,6 +115,7 @@ class Notifier:
         self.monotonic = monotonic
         self.settle = settle
         self.batch = batch
+        self.final_grace = final_grace
         self.log = log.bind(daemon=daemon_id)
         self._woken = asyncio.Event()
         self._scan: EventScan | None = None
@@ -117,7 +123,8 @@ class Notifier:
         """Each webhook's cursor when this notifier first read it: the events at or
         below were another notifier's to record (or history, for a new webhook)."""
         self._stored = 0
-        self._sending: dict[int, asyncio.Task[Sent]] = {}
+        self._sending: dict[int, tuple[str, asyncio.Task[Sent]]] = {}
+        """Deliveries being POSTed: their webhook and their task."""
         self._http: httpx.AsyncClient | None = None
         self._pruned_at: float | None = None
 
@@ -191,29 +198,34 @@ class Notifier:
         """Claim the due deliveries (as many as free sending slots) and POST each in a
         task; with `wait`, wait for them and return what became of each."""
         free = IN_FLIGHT_MAX - len(self._sending)
-        if free <= 0 or not self.hooks:
+        busy = Counter(target for target, _ in self._sending.values())
+        open_to = {t: PER_WEBHOOK_MAX - busy[t] for t in self.targets if busy[t] < PER_WEBHOOK_MAX}
+        if free <= 0 or not open_to:
             return []
         now = self.clock()
         async with self.db.autocommit() as conn:
-            if not await store.deliveries_due(conn, self.targets, now):
+            if not await store.deliveries_due(conn, list(open_to), now):
                 return []
         longest = max(hook.timeout for hook in self.hooks.values())
         until = now + timedelta(seconds=longest + CLAIM_MARGIN)
+        claimed: list[store.DeliveryRow] = []
         async with self.db.transaction() as conn:
-            claimed = await store.deliveries_claim(
-                conn,
-                self.targets,
-                owner=self.daemon_id,
-                now=now,
-                until=until,
-                limit=free,
-                skip_locked=self.db.supports_skip_locked,
-            )
+            # A claim per webhook (a few): each takes no more than its free slots.
+            for target, slots in open_to.items():
+                claimed += await store.deliveries_claim(
+                    conn,
+                    [target],
+                    owner=self.daemon_id,
+                    now=now,
+                    until=until,
+                    limit=min(slots, free - len(claimed)),
+                    skip_locked=self.db.supports_skip_locked,
+                )
             events = await store.events_by_id(conn, [d.event_id for d in claimed])
         tasks = []
         for delivery in claimed:
             task = asyncio.create_task(self._send(delivery, events.get(delivery.event_id)))
-            self._sending[delivery.id] = task
+            self._sending[delivery.id] = (delivery.target, task)
             task.add_done_callback(functools.partial(self._sent, delivery.id))
             tasks.append(task)
         if not wait or not tasks:
@@ -364,16 +376,17 @@ class Notifier:
             await self.close()
 
     async def close(self) -> None:
-        """Wait up to FINAL_GRACE for the POSTs under way, cancel the rest and hand
+        """Wait up to `final_grace` seconds for the POSTs under way, cancel the rest and hand
         their deliveries back (another daemon need not wait for the claims to expire),
         close."""
         if self._sending:
-            await asyncio.wait(list(self._sending.values()), timeout=FINAL_GRACE)
+            tasks = [task for _, task in self._sending.values()]
+            await asyncio.wait(tasks, timeout=self.final_grace)
         cut = list(self._sending)
-        for task in list(self._sending.values()):
+        for _, task in list(self._sending.values()):
             task.cancel()
         if self._sending:
-            await asyncio.wait(list(self._sending.values()))
+            await asyncio.wait([task for _, task in self._sending.values()])
         if cut:
             try:
                 async with self.db.transaction() as conn:
