@@ -64,11 +64,12 @@ slots than that, and the others' messages go on."""
 CLAIM_MARGIN = 30.0
 """Seconds a claim outlives the webhook's timeout: the POST and the write of its outcome."""
 FINAL_GRACE = 5.0
+"""Seconds a stopping daemon waits for its POSTs under way (the rest are cut short and
+handed back, for any daemon to send)."""
 PRUNE_INTERVAL = 3600.0
 """Seconds between two deletions of old deliveries by one daemon."""
 PRUNE_BATCH = 1000
-"""Seconds a stopping daemon waits for its POSTs under way (their claims then expire and
-another daemon sends them)."""
+"""Deliveries deleted per transaction."""
 
 
 @dataclass(frozen=True)
