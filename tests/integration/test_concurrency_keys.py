@@ -9,6 +9,7 @@ databases never mix tests; what a test creates is deleted at its end.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, select, text
 
-from wfed import Engine, InvalidDefinition, WorkflowLocked, WorkflowState
+from wfed import Engine, InvalidDefinition, WorkflowHalted, WorkflowLocked, WorkflowState
 from wfed.clock import utc_now
 from wfed.config import LocksConfig
 from wfed.errors import InvalidTransition
@@ -189,6 +190,33 @@ async def test_run_completes_and_releases(engine: Engine, keyed, new_name) -> No
     assert (await engine.get(second)).state is S.COMPLETED
     kinds = [event.kind for event in await engine.history(second)]
     assert kinds[-1] == "completed"
+
+
+async def first_step_started(engine: Engine, name: str) -> None:
+    """Wait until the workflow's first step has started (a look every 10 ms)."""
+    for _ in range(6000):
+        if (await engine.get(name)).steps[0].started_at is not None:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the first step of {name} never started")
+
+
+async def test_stop_of_a_running_holder_releases(engine: Engine, keyed, new_name) -> None:
+    """A running holder stopped by an operator gives its key up in the transaction that
+    records it stopped (its owner honours the request)."""
+    queue, key = new_name("q"), new_name("cluster")
+    name = await keyed(queue, [key], steps=[{"step": "sleep", "args": {"seconds": 600}}])
+    running = asyncio.create_task(engine.run(name))
+    try:
+        await first_step_started(engine, name)
+        assert await slots(engine, [key]) == [(key, 0, name)]
+        await engine.stop(name, reason="enough")
+        with pytest.raises(WorkflowHalted):
+            await running
+    finally:
+        running.cancel()
+    assert (await engine.get(name)).state is S.STOPPED
+    assert await slots(engine, [key]) == []
 
 
 async def test_error_keeps_key_and_stop_releases(engine: Engine, keyed, new_name) -> None:

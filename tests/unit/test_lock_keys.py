@@ -1,0 +1,72 @@
+"""What `workflows.locks` may hold, and how `[locks] limits` gives a key its slots."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from wfed.config import LocksConfig, parse_config
+from wfed.errors import ConfigError, InvalidDefinition
+from wfed.store.lock_keys import KEYS_MAX, parse_lock_keys
+
+
+def test_keys_are_sorted_without_duplicates() -> None:
+    """The keys come back in the order they are taken: sorted, each once."""
+    assert parse_lock_keys(["pool:web", "cluster:db1", "pool:web"]) == ("cluster:db1", "pool:web")
+
+
+@pytest.mark.parametrize("value", [None, []])
+def test_null_and_empty_name_no_key(value: object) -> None:
+    """NULL and [] name no key."""
+    assert parse_lock_keys(value) == ()
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ({"key": "a"}, "it is dict"),
+        ("cluster:db1", "it is str"),
+        (7, "it is int"),
+        ([1, 2], "element 0 is 1"),
+        (["ok", None], "element 1 is null"),
+        ([""], "element 0"),
+        ([" padded"], "without surrounding spaces"),
+        (["k" * 256], "256 characters"),
+        ([f"k{i}" for i in range(KEYS_MAX + 1)], f"it has {KEYS_MAX + 1} elements"),
+    ],
+)
+def test_unusable_values_are_named(value: object, said: str) -> None:
+    """Each unusable value is an InvalidDefinition saying what `locks` must be and what
+    is wrong with this one."""
+    with pytest.raises(InvalidDefinition) as raised:
+        parse_lock_keys(value)
+    assert "`locks` must be a JSON list of key names" in str(raised.value)
+    assert said in str(raised.value)
+
+
+def test_message_is_bounded_whatever_the_value() -> None:
+    """A huge value is quoted cut short: the message stays a few hundred characters."""
+    for value in (["x" * 1_000_000], {"k": "y" * 1_000_000}, [["z" * 1_000_000]]):
+        with pytest.raises(InvalidDefinition) as raised:
+            parse_lock_keys(value)
+        assert len(str(raised.value)) < 400
+    assert len(json.dumps(["x" * 1_000_000])) > 1_000_000
+
+
+def test_limit_of_exact_then_longest_prefix_then_one() -> None:
+    """An exact entry wins, then the longest matching prefix, else one slot."""
+    limits = LocksConfig(limits={"pool:": 2, "pool:web": 3, "pool:web:eu": 5, "dc:paris": 4})
+    assert limits.limit_of("pool:web:eu") == 5
+    assert limits.limit_of("pool:web:us") == 3
+    assert limits.limit_of("pool:db") == 2
+    assert limits.limit_of("dc:paris") == 4
+    assert limits.limit_of("dc:lyon") == 1
+    assert LocksConfig().limit_of("anything") == 1
+
+
+@pytest.mark.parametrize("limit", [0, -1, 1001])
+def test_limits_out_of_range_name_the_key(limit: int) -> None:
+    """A limit below 1 or above 1000 is a configuration error naming the section and key."""
+    with pytest.raises(ConfigError, match=r"\[locks\] limits.*'pool:web'"):
+        parse_config({"locks": {"limits": {"pool:web": limit}}})
