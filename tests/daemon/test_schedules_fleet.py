@@ -8,6 +8,7 @@ the schedule's first to its last — none lost, none doubled — whichever daemo
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -22,7 +23,8 @@ from wfed.store import schedules as schedule_store
 from wfed.store.schema import schedule_fires, workflow_events, workflows
 
 DAEMONS = 4
-TICKS = 12
+# Ticks to wait for: a dozen by default; WFED_SCHEDULE_FLEET_TICKS=60 runs a full minute.
+TICKS = int(os.environ.get("WFED_SCHEDULE_FLEET_TICKS", "12"))
 
 
 @pytest.fixture(params=["mariadb", "postgresql", "sqlite"])
@@ -70,7 +72,7 @@ async def test_a_fleet_enqueues_every_tick_of_a_schedule_exactly_once(
         async def enough() -> bool:
             return await fired() >= TICKS
 
-        await wait_until(enough, limit=60, what=f"{TICKS} ticks fired")
+        await wait_until(enough, limit=TICKS + 60, what=f"{TICKS} ticks fired")
         await engine.pause_schedule(name)
         async with engine.db.transaction() as conn:
             ticks = [t for t, _ in await schedule_store.schedule_fires_of(conn, schedule_id)]
