@@ -88,7 +88,7 @@ class Sizes:
     fleet_backends: tuple[str, ...] = ("mariadb",)
     ten_thousand_workflows: int = 10_000
     ten_thousand_stops: int = 20
-    ten_thousand_wire_seconds: float = 10.0
+    ten_thousand_wire_seconds: float = 20.0
     ten_thousand_backends: tuple[str, ...] = ("mariadb",)
 
     @classmethod

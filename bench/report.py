@@ -225,7 +225,7 @@ def _idle_target(figures: Figures) -> tuple[str, bool | None]:
 MIB = 1024 * 1024
 # O(1): one batched UPDATE per heartbeat, with room for a beat that is retried. Renewing
 # each lease on its own would be one statement per workflow held.
-MAX_RENEWALS_PER_INTERVAL = 2.0
+MAX_RENEWALS_PER_BEAT = 2.0
 # The sizes the fleet and 10,000-workflow targets are set at.
 FLEET_DAEMONS = 20
 MANY_WORKFLOWS = 10_000
@@ -289,13 +289,17 @@ def _many_leases_target(figures: Figures) -> tuple[str, bool | None]:
     if not many:
         return "-", None
     holding = many["holding"]
-    renewals = holding["lease_renewals_per_interval"]
+    if "lease_renewals_per_heartbeat" not in holding:
+        return "-", None
+    per_beat = holding["lease_renewals_per_heartbeat"]
+    if per_beat is None:
+        return "no heartbeat seen", False
     text = (
-        f"{renewals:.1f} lease renewals, {holding['statements_per_interval']:.1f} statements "
-        f"in all, per control interval for {many['workflows']:,} workflows"
+        f"{per_beat:.1f} lease renewals per heartbeat ({holding['lease_renewals_per_interval']:.1f}"
+        f" per control interval, a heartbeat every {holding['seconds_per_heartbeat']:.1f} s) "
+        f"for {many['workflows']:,} workflows"
     )
-    met = renewals <= MAX_RENEWALS_PER_INTERVAL
-    return _at_size(text, met, many["workflows"], MANY_WORKFLOWS)
+    return _at_size(text, per_beat <= MAX_RENEWALS_PER_BEAT, many["workflows"], MANY_WORKFLOWS)
 
 
 def _many_stop_target(figures: Figures) -> tuple[str, bool | None]:
@@ -362,8 +366,8 @@ TARGETS = [
     Target("10,000 running: claim → all started ≤ 30 s", _many_started_target),
     Target("10,000 running: RSS ≤ 300 MB", _many_memory_target),
     Target(
-        "10,000 running: lease renewal O(1) statements per control interval "
-        f"(≤ {MAX_RENEWALS_PER_INTERVAL:g})",
+        "10,000 running: lease renewal O(1) statements per heartbeat "
+        f"(≤ {MAX_RENEWALS_PER_BEAT:g})",
         _many_leases_target,
     ),
     Target("10,000 running: stop p99 ≤ control_interval + 200 ms", _many_stop_target),
@@ -647,7 +651,8 @@ def _ten_thousand_rows(figures: Figures) -> Rows:
         [
             label,
             f"{many['workflows']:,} workflows of one {many['step_seconds']} s sleep step, one "
-            "daemon: first claim -> last step started (INSERT committed -> last started)",
+            "daemon connected straight to the server: first claim -> last step started "
+            "(INSERT committed -> last started)",
             f"{many['claim_to_started_s']:.1f} s ({many['enqueue_to_started_s']:.1f} s); "
             f"claim batches logged: {many['claim_batches']}",
         ],
@@ -659,9 +664,17 @@ def _ten_thousand_rows(figures: Figures) -> Rows:
         ],
         [
             label,
-            f"per control interval ({many['control_interval']:g} s) while holding them, on the "
-            f"wire, over {holding['seconds']:.0f} s",
-            f"{holding['lease_renewals_per_interval']:.1f} lease renewals; "
+            f"per control interval ({many['control_interval']:g} s) while holding them, over "
+            f"{holding['seconds']:.0f} s, on the wire (a second daemon, through the counting "
+            "proxy)",
+            (
+                f"a heartbeat every {holding['seconds_per_heartbeat']:.1f} s, "
+                f"{holding['lease_renewals_per_heartbeat']:.1f} lease renewals and "
+                f"{holding['statements_per_heartbeat']:.1f} statements in all per heartbeat; "
+                if holding.get("seconds_per_heartbeat")
+                else "no heartbeat seen; "
+            )
+            + f"per interval {holding['lease_renewals_per_interval']:.1f} lease renewals, "
             f"{holding['statements_per_interval']:.1f} statements, "
             f"{holding['round_trips_per_interval']:.1f} round trips ({kinds}); daemon CPU "
             f"{holding['cpu_percent']:.1f} %",
