@@ -348,6 +348,32 @@ async def test_hostile_locks_value_goes_to_error(engine: Engine, new_name, kind:
             await conn.execute(delete(workflows).where(W.queue == queue))
 
 
+async def test_locks_not_json_on_sqlite_goes_to_error(
+    sqlite_url: str, make_engine: Callable[..., Engine], new_name
+) -> None:
+    """SQLite stores any text in a JSON column: `locks` that is not JSON at all sends its
+    workflow to error saying so, and the claim beside it is not disturbed."""
+    engine = make_engine(sqlite_url)
+    queue, name = new_name("q"), new_name("bad")
+    async with engine.db.transaction() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO workflows (name, steps, context, queue, locks) "
+                "VALUES (:name, '[\"noop\"]', '{}', :queue, 'not json [')"
+            ),
+            {"name": name, "queue": queue},
+        )
+    try:
+        assert names((await claim(engine, queue)).rows) == [name]
+        await _release_to_pending(engine, [name])
+        with pytest.raises(InvalidDefinition, match="not valid JSON"):
+            await engine.run(name)
+        assert (await engine.get(name)).state is S.ERROR
+    finally:
+        async with engine.db.transaction() as conn:
+            await conn.execute(delete(workflows).where(W.queue == queue))
+
+
 async def _release_to_pending(engine: Engine, names_: list[str]) -> None:
     """Hand claimed workflows back (as a daemon's shutdown does) for `Engine.run`."""
     async with engine.db.transaction() as conn:

@@ -9,6 +9,7 @@ import pytest
 from wfed.config import LocksConfig, parse_config
 from wfed.errors import ConfigError, InvalidDefinition
 from wfed.store.lock_keys import KEYS_MAX, parse_lock_keys
+from wfed.unreadable_json import UnreadableJson
 
 
 def test_keys_are_sorted_without_duplicates() -> None:
@@ -25,9 +26,10 @@ def test_null_and_empty_name_no_key(value: object) -> None:
 @pytest.mark.parametrize(
     ("value", "said"),
     [
-        ({"key": "a"}, "it is dict"),
-        ("cluster:db1", "it is str"),
-        (7, "it is int"),
+        ({"key": "a"}, "it is an object"),
+        ("cluster:db1", "it is a string"),
+        (7, "it is a number"),
+        (UnreadableJson("not json ["), "not json ["),
         ([1, 2], "element 0 is 1"),
         (["ok", None], "element 1 is null"),
         ([""], "element 0"),

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from wfed.errors import InvalidDefinition
+from wfed.unreadable_json import UnreadableJson
 
 KEY_MAX_LENGTH = 255
 """Characters of one key name (the `workflow_locks.lock_key` column)."""
@@ -30,6 +31,13 @@ def _shown(value: Any) -> str:
     return text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…"
 
 
+def _kind(value: Any) -> str:
+    names = {str: "a string", dict: "an object", bool: "a boolean"}
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "a number"
+    return names.get(type(value), type(value).__name__)
+
+
 def parse_lock_keys(value: Any) -> tuple[str, ...]:
     """The keys named by a `locks` value, sorted and without duplicates (the order in
     which they are taken); InvalidDefinition naming the problem and the fix."""
@@ -39,8 +47,10 @@ def parse_lock_keys(value: Any) -> tuple[str, ...]:
         f"`locks` must be a JSON list of key names (strings of 1 to {KEY_MAX_LENGTH} "
         f'characters, at most {KEYS_MAX}), e.g. ["cluster:db1"]'
     )
+    if isinstance(value, UnreadableJson):
+        raise InvalidDefinition(f"{fix}; it is {value.reason}: {_shown(str(value))}")
     if not isinstance(value, list):
-        raise InvalidDefinition(f"{fix}; it is {type(value).__name__} {_shown(value)}")
+        raise InvalidDefinition(f"{fix}; it is {_kind(value)} {_shown(value)}")
     if len(value) > KEYS_MAX:
         raise InvalidDefinition(f"{fix}; it has {len(value)} elements")
     for position, key in enumerate(value):
