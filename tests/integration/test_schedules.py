@@ -115,10 +115,10 @@ async def fired_ticks(engine: Engine, name: str) -> list[datetime]:
         return [tick for tick, _ in await schedule_store.schedule_fires_of(conn, row.id)]
 
 
-async def locks_of(engine: Engine, workflow: str) -> Any:
-    """The `workflows.locks` column of a workflow: its concurrency keys."""
+async def column_of(engine: Engine, workflow: str, column: str) -> Any:
+    """One column of a workflow's row (`locks`, `windows`)."""
     async with engine.db.transaction() as conn:
-        return await conn.scalar(select(workflows.c.locks).where(workflows.c.name == workflow))
+        return await conn.scalar(select(workflows.c[column]).where(workflows.c.name == workflow))
 
 
 async def schedule_row(engine: Engine, name: str) -> schedule_store.ScheduleRow:
@@ -189,6 +189,14 @@ async def test_next_ticks_in_local_time_and_utc(
         ("0 2 * * *", PARIS, {"steps": []}, InvalidDefinition, "empty list"),
         ("0 2 * * *", PARIS, {}, InvalidSchedule, "either steps or a runbook"),
         ("0 2 * * *", PARIS, {"steps": ["noop"], "catchup": "all"}, InvalidSchedule, "catchup"),
+        ("0 2 * * *", PARIS, {"steps": ["noop"], "locks": [""]}, InvalidDefinition, "locks"),
+        (
+            "0 2 * * *",
+            PARIS,
+            {"steps": ["noop"], "windows": ["someday"]},
+            InvalidDefinition,
+            "wind",
+        ),
     ],
 )
 async def test_a_bad_schedule_is_refused_and_nothing_written(
@@ -222,6 +230,7 @@ name = "ignored-{{key}}"
 queue = "{queue}"
 priority = 4
 locks = ["cluster:{{key}}"]
+windows = ["sat 02:00-05:00 Europe/Paris"]
 
 [params.key]
 type = "string"
@@ -268,7 +277,8 @@ async def test_a_runbook_is_rendered_at_add_and_its_provenance_rides_each_tick(
     assert fired.enqueued == [f"{name}-20260502T0000Z"]
     workflow = await engine.get(fired.enqueued[0])
     assert (workflow.context, workflow.row.priority) == ({"key": "v"}, 4)
-    assert await locks_of(engine, workflow.name) == ["cluster:v"]
+    assert await column_of(engine, workflow.name, "locks") == ["cluster:v"]
+    assert await column_of(engine, workflow.name, "windows") == ["sat 02:00-05:00 Europe/Paris"]
     created = (await engine.history(workflow.name))[0]
     assert created.kind == "created"
     assert created.actor == "daemon-a"
@@ -297,6 +307,7 @@ async def test_a_due_tick_fires_once_and_the_schedule_moves_on(
         steps=["noop", "noop"],
         queue=queue,
         locks=[f"{name}:web", f"{name}:db"],
+        windows=["mon-fri 01:00-06:00 UTC"],
     )
     service = scheduler(engine.db, clock)
 
@@ -308,7 +319,8 @@ async def test_a_due_tick_fires_once_and_the_schedule_moves_on(
 
     workflow = await engine.get(f"{name}-20260502T0000Z")
     assert workflow.state is WorkflowState.PENDING
-    assert await locks_of(engine, workflow.name) == [f"{name}:db", f"{name}:web"]
+    assert await column_of(engine, workflow.name, "locks") == [f"{name}:db", f"{name}:web"]
+    assert await column_of(engine, workflow.name, "windows") == ["mon-fri 01:00-06:00 UTC"]
     assert workflow.row.queue == queue
     assert [step.step for step in workflow.steps] == ["noop", "noop"]
     assert await fired_ticks(engine, name) == [datetime(2026, 5, 2, 0, 0)]

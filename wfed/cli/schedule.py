@@ -118,6 +118,15 @@ def add(
             "runbook's; docs/concurrency-keys.md). Repeatable.",
         ),
     ] = None,
+    window_specs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--window",
+            metavar="SPEC",
+            help="A maintenance window each run waits for, e.g. 'sat 02:00-05:00 "
+            "Europe/Paris' (instead of the runbook's; docs/windows.md). Repeatable.",
+        ),
+    ] = None,
     catchup: Annotated[
         str | None,
         typer.Option(
@@ -169,6 +178,7 @@ def add(
             params=given,
             catchup=catchup,
             locks=lock_keys,
+            windows=window_specs,
         )
 
     view = _with_engine(settings_of(cli), work)

@@ -48,16 +48,19 @@ class ScheduleApi:
         params: dict[str, str] | None = None,
         catchup: str | None = None,
         locks: Sequence[str] | None = None,
+        windows: Sequence[str] | None = None,
     ) -> ScheduleView:
         """Add an active schedule: at each tick of `cron` (5 fields, or 6 with seconds
         first) in `timezone`, enqueue `steps` with `context` — or the runbook file
         `runbook` with `params`, rendered now, its path and sha256 recorded. Everything is
         checked as `create_workflow` and `run_runbook` check it (InvalidDefinition) before
-        anything is written; ScheduleExists on a duplicate name. `locks` (or the
-        runbook's) are the concurrency keys each enqueued workflow holds."""
+        anything is written; ScheduleExists on a duplicate name. `locks` and `windows`
+        (or the runbook's) are the concurrency keys each enqueued workflow holds and the
+        maintenance windows it runs in."""
         from wfed.engine import runbooks  # noqa: PLC0415
         from wfed.engine.schedule_times import CronTimes, InvalidSchedule  # noqa: PLC0415
         from wfed.engine.schedules import Template, check_catchup, check_name  # noqa: PLC0415
+        from wfed.engine.windows import checked as checked_windows  # noqa: PLC0415
         from wfed.store.lock_keys import parse_lock_keys  # noqa: PLC0415
 
         check_name(name)
@@ -79,6 +82,7 @@ class ScheduleApi:
                 priority=row.priority if priority is None else priority,
                 provenance=row.provenance,
                 locks=parse_lock_keys(list(locks) if locks else row.locks),
+                windows=tuple(checked_windows(list(windows) if windows else row.windows)),
             )
         else:
             definition = list(steps or [])
@@ -89,6 +93,7 @@ class ScheduleApi:
                 queue=queue or "default",
                 priority=priority or 0,
                 locks=parse_lock_keys(list(locks) if locks else None),
+                windows=tuple(checked_windows(list(windows) if windows else None)),
             )
         return await self._schedules.add(name, times, template, catchup=policy)
 

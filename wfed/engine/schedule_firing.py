@@ -155,6 +155,7 @@ class ScheduleFirer:
                     run_after=None,
                     now=now,
                     locks=template.locks,
+                    windows=template.windows,
                 )
                 if plans:
                     await step_store.steps_insert(

@@ -22,6 +22,7 @@ from wfed.store import schedules as schedule_store
 from wfed.store.database import Database
 from wfed.store.lock_keys import parse_lock_keys
 from wfed.store.schedules import ScheduleRow
+from wfed.windows import WindowSpecError, parse_windows, specs
 
 log = get_logger("wfed.engine")
 
@@ -51,6 +52,8 @@ class Template:
     workflow's `created` event."""
     locks: tuple[str, ...] = ()
     """The concurrency keys each enqueued workflow holds (docs/concurrency-keys.md)."""
+    windows: tuple[str, ...] = ()
+    """The maintenance windows each enqueued workflow runs in (docs/windows.md)."""
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -61,6 +64,8 @@ class Template:
         }
         if self.locks:
             document["locks"] = list(self.locks)
+        if self.windows:
+            document["windows"] = list(self.windows)
         if self.provenance:
             document["provenance"] = self.provenance
         return document
@@ -81,8 +86,11 @@ class Template:
             raise InvalidSchedule("template: queue must be a string, priority an integer")
         try:
             locks = parse_lock_keys(raw.get("locks"))
+            windows = tuple(specs(parse_windows(raw.get("windows"))))
         except InvalidDefinition as exc:
             raise InvalidSchedule(f"template: {exc}") from None
+        except WindowSpecError as exc:
+            raise InvalidSchedule(f"template: windows: {exc}") from None
         return cls(
             steps=raw["steps"],
             context=context,
@@ -90,6 +98,7 @@ class Template:
             priority=priority,
             provenance=provenance if isinstance(provenance, dict) else None,
             locks=locks,
+            windows=windows,
         )
 
 
@@ -140,6 +149,7 @@ class ScheduleView:
             "priority": template.priority if template else None,
             "steps": len(template.steps) if template and isinstance(template.steps, list) else 0,
             "locks": list(template.locks) if template else [],
+            "windows": list(template.windows) if template else [],
             "runbook": provenance.get("runbook"),
             "created_by": row.created_by,
             "updated_by": row.updated_by,
