@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from notify_receiver import HANG, Receiver, eventually, receiving
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, update
 
 from wfed import Engine, StepError, WorkflowHalted
 from wfed.clock import utc_now
@@ -24,7 +24,12 @@ from wfed.store import claims
 from wfed.store import steps as step_store
 from wfed.store.database import Database
 from wfed.store.notifications import DeliveryRow
-from wfed.store.schema import notification_cursors, notification_deliveries, workflow_events
+from wfed.store.schema import (
+    notification_cursors,
+    notification_deliveries,
+    workflow_events,
+    workflows,
+)
 
 
 class ShiftedClock:
@@ -585,3 +590,21 @@ async def test_a_hanging_webhook_holds_no_more_than_its_share(setup: Setup) -> N
     await notifier.close()
     rows = await setup.deliveries(hanging.name)
     assert [(r.state, r.claimed_by) for r in rows] == [("pending", None)] * 6
+
+
+async def test_a_stop_requested_with_sql_is_notified(setup: Setup) -> None:
+    """`UPDATE workflows SET requested = 'stop'` on a pending workflow: the owner that
+    would claim it stops it instead, recording the event, which is notified."""
+    hook = setup.hook("sql-stop", events=["stopped"])
+    notifier = setup.notifier(hook)
+    await notifier.run_once()
+    name = await setup.workflow(["noop"])
+    async with setup.engine.db.transaction() as conn:
+        await conn.execute(
+            update(workflows).where(workflows.c.name == name).values(requested="stop")
+        )
+    with pytest.raises(WorkflowHalted):
+        await setup.engine.run(name)
+    await notifier.run_once()
+    [body] = setup.receiver.to(f"/{hook.name}")
+    assert (body["workflow"], body["state"], body["event"]) == (name, "stopped", "stopped")
