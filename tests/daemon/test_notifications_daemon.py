@@ -69,8 +69,8 @@ def webhook(receiver: Receiver, name: str, queue: str, events: list[str], **opti
     return "\n".join(lines) + "\n"
 
 
-def notify_config(*hooks: str) -> str:
-    return "[notify]\npoll_interval = 0.2\n" + "".join(hooks)
+def notify_config(*hooks: str, poll_interval: float = 0.2) -> str:
+    return f"[notify]\npoll_interval = {poll_interval}\n" + "".join(hooks)
 
 
 async def cursor_made(engine: Engine, target: str) -> None:
@@ -420,3 +420,29 @@ async def test_a_hanging_webhook_does_not_hold_up_shutdown(
             ).where(notification_deliveries.c.target == target)
         )
         assert [tuple(row) for row in claims] == [(None, None)]
+
+
+async def test_the_daemon_that_made_the_transition_sends_at_once(
+    schema: str,
+    engine: Engine,
+    start_daemon: DaemonFactory,
+    queue: str,
+    receiver: Receiver,
+    tag: str,
+    cleanup: list[str],
+) -> None:
+    """With the notifier's poll five minutes away, a workflow's error is still POSTed
+    within the test's wait: the daemon that committed it woke its notifier."""
+    target = f"woken-{tag}"
+    config = notify_config(webhook(receiver, target, queue, ["error"]), poll_interval=300)
+    daemon = start_daemon(schema, queue=queue, extra_config=config)
+    await cursor_made(engine, target)
+    name = f"{queue}-wakes"
+    cleanup.append(name)
+    await insert_workflows(
+        engine,
+        [{"name": name, "steps": [{"step": "fail"}], "context": {}, "queue": queue}],
+    )
+    await eventually(lambda: len(receiver.to(f"/{target}")) == 1, what="the POST")
+    assert receiver.to(f"/{target}")[0]["workflow"] == name
+    await eventually(lambda: daemon.events("notification_sent"), what="the daemon's line")
