@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from wfed import Engine, WorkflowState
@@ -574,3 +574,49 @@ async def test_a_database_error_the_scheduler_cannot_wait_out_does_not_stop_it(
         await asyncio.wait_for(loop, 5)
     finally:
         await db.dispose()
+
+
+async def test_unusable_schedule_rows_are_paused_and_the_others_still_fire(
+    sqlite_url: str, make_engine: EngineFactory, clock: SettableClock
+) -> None:
+    """Rows a daemon cannot use — a bad cron expression, a template that is not JSON, a
+    next tick that is no timestamp (SQLite stores anything) — are paused, each once, and
+    a good schedule beside them fires as usual."""
+    engine = make_engine(sqlite_url, clock=clock)
+    good, bad_cron, bad_template, bad_time = (unique_name("sched") for _ in range(4))
+    await engine.add_schedule(good, "0 * * * *", steps=["noop"], queue=good)
+    rows = [
+        (bad_cron, "every day", '{"steps": ["noop"]}', "2026-05-01 12:30:00"),
+        (bad_template, "0 * * * *", "{not json", "2026-05-01 12:30:00"),
+        (bad_time, "0 * * * *", '{"steps": ["noop"]}', "1st of May"),
+    ]
+    try:
+        async with engine.db.transaction() as conn:
+            for name, cron, template, next_fire_at in rows:
+                await conn.execute(
+                    text(
+                        "INSERT INTO schedules (name, cron, template, next_fire_at, created_by)"
+                        " VALUES (:name, :cron, :template, :next_fire_at, 'dba')"
+                    ),
+                    {
+                        "name": name,
+                        "cron": cron,
+                        "template": template,
+                        "next_fire_at": next_fire_at,
+                    },
+                )
+        clock.now = datetime(2026, 5, 1, 13, 0, 1)
+        fired = await scheduler(engine.db, clock).run_once()
+        assert fired.enqueued == [f"{good}-20260501T1300Z"]
+        states = {view.name: view.row.state for view in await engine.schedules()}
+        assert [states[name] for name, *_ in rows] == ["paused"] * 3
+        assert states[good] == "active"
+        assert (await scheduler(engine.db, clock).run_once()).enqueued == []
+    finally:
+        async with engine.db.transaction() as conn:
+            await conn.execute(
+                delete(workflow_events).where(workflow_events.c.workflow_name.like(f"{good}-%"))
+            )
+            await conn.execute(delete(workflows).where(workflows.c.name.like(f"{good}-%")))
+            for name in (good, bad_cron, bad_template, bad_time):
+                await schedule_store.schedule_delete(conn, name)

@@ -32,6 +32,7 @@ from wfed.store.database import Database, run_retrying
 from wfed.store.events import Event
 from wfed.store.faults import Fault, classify
 from wfed.store.schedules import ScheduleGone, ScheduleRow, TickTaken
+from wfed.unreadable_json import UnreadableTimestamp
 
 log = get_logger("wfed.schedules")
 
@@ -88,6 +89,11 @@ class ScheduleFirer:
             template = Template.of(row.template)
         except InvalidSchedule as exc:
             await self._pause_unusable(row, str(exc), now)
+            return
+        if isinstance(row.next_fire_at, UnreadableTimestamp):
+            # SQLite keeps whatever an UPDATE wrote; `schedule resume` computes it anew.
+            problem = f"next_fire_at holds no timestamp ({row.next_fire_at.text!r})"
+            await self._pause_unusable(row, problem, now)
             return
         if row.next_fire_at is None:
             # Inserted by plain SQL: it starts with the next tick to come.
