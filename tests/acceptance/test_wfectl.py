@@ -44,6 +44,13 @@ SHOW_KEYS = {
     "finished_at",
     "definition",
     "steps",
+    "locks",
+    "windows",
+    "queue_windows",
+    "window_open",
+    "window_opens_at",
+    "window_paused",
+    "windows_invalid",
 }
 STEP_KEYS = {
     "position",
@@ -633,7 +640,7 @@ def test_version_and_help_with_examples(wfectl_config: Path) -> None:
     expected = {
         "db upgrade", "db grants", "create", "list", "show", "history", "export", "daemons",
         "steps", "pause", "resume", "stop", "retry", "skip", "restart", "delete", "ctx",
-        "health", "purge", "run", "runbook lint", "watch", "logs",
+        "health", "purge", "run", "runbook lint", "watch", "logs", "windows", "locks",
     }  # fmt: skip
     assert set(commands) == expected
     for command_name, command in commands.items():
