@@ -26,7 +26,6 @@ locks_app = typer.Typer(
     no_args_is_help=False,
     invoke_without_command=True,
     rich_markup_mode=None,
-    help="Concurrency keys: who holds them, who waits; release a stuck one.",
 )
 app.add_typer(locks_app, name="locks", rich_help_panel="Operations")
 
