@@ -259,13 +259,8 @@ def _fleet_target(figures: Figures) -> tuple[str, bool | None]:
     return _at_size(text, fleet["statements_per_s"] <= 30, fleet["daemons"], FLEET_DAEMONS)
 
 
-def _many(figures: Figures) -> Figures | None:
-    many: Figures | None = _get(figures, "ten_thousand")
-    return many
-
-
 def _many_started_target(figures: Figures) -> tuple[str, bool | None]:
-    many = _many(figures)
+    many = _get(figures, "ten_thousand")
     if not many:
         return "-", None
     seconds = many["claim_to_started_s"]
@@ -274,7 +269,7 @@ def _many_started_target(figures: Figures) -> tuple[str, bool | None]:
 
 
 def _many_memory_target(figures: Figures) -> tuple[str, bool | None]:
-    many = _many(figures)
+    many = _get(figures, "ten_thousand")
     if not many:
         return "-", None
     text = (
@@ -285,7 +280,7 @@ def _many_memory_target(figures: Figures) -> tuple[str, bool | None]:
 
 
 def _many_leases_target(figures: Figures) -> tuple[str, bool | None]:
-    many = _many(figures)
+    many = _get(figures, "ten_thousand")
     if not many:
         return "-", None
     holding = many["holding"]
@@ -303,7 +298,7 @@ def _many_leases_target(figures: Figures) -> tuple[str, bool | None]:
 
 
 def _many_stop_target(figures: Figures) -> tuple[str, bool | None]:
-    many = _many(figures)
+    many = _get(figures, "ten_thousand")
     if not many:
         return "-", None
     p99, limit = many["stop"]["latency"]["p99"], many["control_interval"] + 0.2
