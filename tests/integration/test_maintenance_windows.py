@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 from stepmods import held
 
 from wfed import Engine, InvalidDefinition, WorkflowState
@@ -486,6 +486,27 @@ async def test_hostile_windows_send_that_workflow_alone_to_error(
     assert names in (failed.last_error or "")
     assert len(failed.last_error or "") < 400
     assert (await engine.get(good)).state is WorkflowState.COMPLETED
+
+
+async def test_windows_that_are_not_json_send_the_workflow_to_error(
+    engine: Engine, create: CreateFn, queue: str, database_url: str
+) -> None:
+    """SQLite takes any text into a JSON column: a `windows` that is not JSON is named as
+    such in last_error (the other databases refuse it at the INSERT)."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("only SQLite stores text that is not JSON in a JSON column")
+    name = await create(["noop"], queue=queue)
+    async with engine.db.transaction() as conn:
+        await conn.execute(
+            text("UPDATE workflows SET windows = :bad WHERE name = :name"),
+            {"bad": "[sat 02:00-05:00", "name": name},
+        )
+    await Daemon(engine, queue, FakeClock(OPENING)).claim_and_run()
+    failed = await engine.get(name)
+    assert failed.state is WorkflowState.ERROR
+    assert (failed.last_error or "").startswith(
+        "invalid workflow: windows: text that is not valid JSON ('[sat 02:00-05:00')"
+    )
 
 
 async def test_create_checks_and_stores_windows(

@@ -21,7 +21,9 @@ from wfed.errors import InvalidDefinition
 from wfed.states import Operation
 from wfed.steps.definition import StepPlan
 from wfed.store.rows import WorkflowRow
+from wfed.unreadable_json import UnreadableJson
 from wfed.windows import (
+    GRAMMAR_HINT,
     Closed,
     QueueWindows,
     WindowGate,
@@ -51,6 +53,8 @@ def checked(windows: Any) -> list[str]:
 
 def unreadable(own: Any) -> str | None:
     """Why a workflow's `windows` column cannot be read, or None."""
+    if isinstance(own, UnreadableJson):
+        return f"windows: {own.reason} ({str(own)[:60]!r}); {GRAMMAR_HINT}"
     try:
         parse_windows(own)
     except WindowSpecError as exc:
