@@ -83,9 +83,11 @@ def test_holder_waiter_listing_and_release(wfectl: Wfectl, unique: str, schema_u
 
 
 def test_bad_key_and_runbook_locks(wfectl: Wfectl, unique: str, tmp_path: Path) -> None:
-    """A key that is no key name is refused in one line; a runbook's `locks` are rendered
-    with its parameters into the workflow's keys."""
+    """A key that is no key name is refused in one line (by `--dry-run` too); a runbook's
+    `locks` are rendered with its parameters into the workflow's keys."""
     refused(wfectl("create", f"bad-{unique}", "-s", "sleep", "--lock", " padded "), "locks")
+    dry = wfectl("create", f"bad-{unique}", "-s", "sleep", "--lock", " padded ", "--dry-run")
+    refused(dry, "locks", "without surrounding spaces")
     queue = f"q-{unique}"
     runbook = tmp_path / "maint.toml"
     runbook.write_text(

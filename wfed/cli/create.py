@@ -105,6 +105,7 @@ def create(
             from wfed.engine.windows import checked
 
             checked(window_specs)
+            engine.check_lock_keys(lock_keys)
             return engine.dry_run(definition, context)
 
         plans = run_engine(settings, plan, connect=False)

@@ -50,6 +50,7 @@ from wfed.store import events as event_store
 from wfed.store import grants, migrate
 from wfed.store import workflows as workflow_store
 from wfed.store.database import DATABASE_ERRORS, Database, explained_errors, redacted, url_password
+from wfed.store.lock_keys import parse_lock_keys
 from wfed.store.rows import WorkflowRow
 
 if TYPE_CHECKING:
@@ -259,6 +260,9 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, ConcurrencyKeys, Notificati
         """The steps a definition would get, validated as `plan` does; nothing is written."""
         return [views.PlannedStep.of(plan) for plan in self.plan(steps, context)]
 
+    check_lock_keys = staticmethod(parse_lock_keys)
+    """The concurrency keys a `locks` value names, sorted; InvalidDefinition if it is no
+    list of key names (`create --dry-run`)."""
     display_url = staticmethod(redacted)
     url_password = staticmethod(url_password)
 
