@@ -94,7 +94,8 @@ def test_status_says_when_the_windows_open() -> None:
     """`show`'s window status: none without windows, open or the next opening, and a
     value that cannot be read named."""
     queues = QueueWindows.parse({"maint": ["daily 03:00-04:00"]})
-    assert windows.status(queues, row(), AFTER_CLOSING) is None
+    nothing = windows.status(queues, row(), AFTER_CLOSING)
+    assert (nothing.any, nothing.closed) == (False, False)
 
     own = windows.status(queues, row(windows=[SPEC]), AFTER_CLOSING)
     assert own is not None
@@ -125,3 +126,11 @@ def test_status_says_when_the_windows_open() -> None:
         "window_opens_at": "2026-12-12T01:00:00.000Z",
     }
     assert document["window_paused"] == SPEC
+
+    # Read from the row alone (no clock, no config): the windows, open or not unknown.
+    unknown = Workflow(row(windows=[SPEC]), []).to_json()
+    assert (unknown["windows"], unknown["window_open"], unknown["queue_windows"]) == (
+        [SPEC],
+        None,
+        None,
+    )

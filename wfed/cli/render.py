@@ -274,7 +274,7 @@ def _workflow_header(workflow: Workflow, now: datetime) -> Table:
     header.add_row("queue", Text(f"{row.queue}   priority {row.priority}"))
     for label, line in key_lines(workflow):
         header.add_row(label, Text(line, style="yellow" if label == "waiting for" else ""))
-    if workflow.window is not None:
+    if workflow.window is not None and workflow.window.any:
         header.add_row("windows", _windows_text(workflow, now))
     if row.claimed_by:
         lease = f"   lease until {when(row.lease_expires_at, now)}" if row.lease_expires_at else ""

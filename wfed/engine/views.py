@@ -18,6 +18,7 @@ from wfed.engine.step_times import StepTime, step_time
 from wfed.states import Request, WorkflowState
 from wfed.store.rows import EventRow, WorkflowRow
 from wfed.store.rows import StepRow as StepRow  # noqa: PLC0414 - re-exported: Workflow.steps
+from wfed.windows import WindowSpecError, parse_windows, specs
 
 if TYPE_CHECKING:
     from wfed.steps.base import Step
@@ -44,7 +45,7 @@ class Workflow:
     keys: WorkflowKeys | None = None
     """Its concurrency keys: named, held, waited for (None: not read)."""
     window: WindowStatus | None = None
-    """Its maintenance windows, open or when they open next (None: it has none)."""
+    """Its maintenance windows, open or when they open next (None: not worked out)."""
 
     @property
     def name(self) -> str:
@@ -92,7 +93,7 @@ class Workflow:
             "definition": row.steps,
             "steps": [_workflow_step_json(step) for step in self.steps],
             "locks": (self.keys or WorkflowKeys()).to_json(),
-            **(self.window or WindowStatus()).to_json(self.row),
+            **(self.window or WindowStatus.unknown(self.row)).to_json(self.row),
         }
 
 
@@ -229,13 +230,29 @@ class WindowStatus:
     closed: bool = False
     invalid: str | None = None
     """Why its `windows` value cannot be read (it goes to error when claimed)."""
+    known: bool = True
+    """False when only the row was read (no clock, no config): open or not is unknown."""
+
+    @classmethod
+    def unknown(cls, row: WorkflowRow) -> WindowStatus:
+        """What the row alone tells: its own windows as stored, nothing worked out."""
+        try:
+            own = specs(parse_windows(row.windows))
+        except WindowSpecError as exc:
+            return cls(invalid=f"windows: {exc}", known=False)
+        return cls(own=own, known=False)
+
+    @property
+    def any(self) -> bool:
+        """Whether there is anything to tell: windows, or a value that cannot be read."""
+        return bool(self.own or self.queue or self.invalid)
 
     def to_json(self, row: WorkflowRow) -> dict[str, Any]:
-        """The `show --json` keys about windows."""
+        """The `show --json` keys about windows (`window_open` null: not worked out)."""
         return {
             "windows": self.own,
-            "queue_windows": self.queue,
-            "window_open": not self.closed,
+            "queue_windows": self.queue if self.known else None,
+            "window_open": not self.closed if self.known else None,
             "window_opens_at": iso(self.opens_at),
             "window_paused": row.window_paused,
             "windows_invalid": self.invalid,

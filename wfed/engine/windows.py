@@ -112,15 +112,15 @@ def outside_windows(
     )
 
 
-def status(queue_windows: QueueWindows, row: WorkflowRow, now: datetime) -> WindowStatus | None:
-    """What `show` says of a workflow's windows at `now` (None: it has none)."""
+def status(queue_windows: QueueWindows, row: WorkflowRow, now: datetime) -> WindowStatus:
+    """What `show` says of a workflow's windows at `now`."""
     queue = queue_windows.of(row.queue)
     try:
         own = parse_windows(row.windows)
     except WindowSpecError as exc:
         return WindowStatus(queue=specs(queue), invalid=f"windows: {exc}")
     if not (own or queue):
-        return None
+        return WindowStatus()
     closed = WindowGate(queue, own).closed(now)
     return WindowStatus(
         own=specs(own),
