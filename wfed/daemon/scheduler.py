@@ -31,9 +31,13 @@ from wfed.store.database import Database
 
 log = structlog.get_logger("wfed.daemon")
 
+MIN_INTERVAL = 1.0
+"""Seconds between polls at least, whatever `[daemon] poll_interval` says."""
+
 
 class Scheduler:
-    """Fires due schedules every `interval` seconds until stopped."""
+    """Fires due schedules every `interval` seconds (at least `MIN_INTERVAL`) until
+    stopped."""
 
     def __init__(
         self,
@@ -48,7 +52,9 @@ class Scheduler:
         clock: Clock = utc_now,
     ) -> None:
         self.db = db
-        self.interval = interval
+        # Ticks are whole seconds: polling more often finds nothing new, and costs a query
+        # (on SQLite, a turn of the write lock) each time.
+        self.interval = max(interval, MIN_INTERVAL)
         self.lease = lease
         self.metrics = metrics
         self.log = log.bind(daemon=daemon_id)
@@ -68,10 +74,13 @@ class Scheduler:
             return await self.firer.fire_due()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Poll at once (a tick missed while no daemon ran is caught up at start-up), then
-        every `interval` until `stopping`; an outage is waited out with backoff, and any
-        other database error is logged and tried again later."""
+        """Poll every `interval` until `stopping` (the first poll, one interval after
+        start-up, catches up a tick missed while no daemon ran); an outage is waited out
+        with backoff, and any other database error is logged and tried again later."""
+        # Not at once: a daemon's first moments are its registration and first claims,
+        # and on SQLite every poll takes a turn of the one write lock.
         delay = self.interval
+        await wait_for(stopping, self.interval)
         while not stopping.is_set():
             try:
                 await self.run_once()
