@@ -207,33 +207,80 @@ async def claimable_with_keys(
     held = await locks_holdings(conn, {key for keys in keyed.values() for key in keys})
     planned = {key: dict(slots) for key, slots in held.items()}
     chosen: list[WorkflowRow] = []
+    picks: dict[int, list[tuple[str, int]]] = {}
     waiting = 0
     for row in candidates:
         if len(chosen) == limit:
             break
         wants = keyed.get(row.id)
-        if wants and not _reserve(row.id, wants, planned, limit_of):
-            waiting += 1
-            continue
+        if wants:
+            reserved = _reserve(row.id, wants, planned, limit_of)
+            if reserved is None:
+                waiting += 1
+                continue
+            picks[row.id] = reserved
         chosen.append(row)
-    wanted = {row.id: keyed[row.id] for row in chosen if row.id in keyed}
-    got = await acquire(conn, wanted, held, limit_of, now)
-    runnable = [row for row in chosen if row.id not in wanted or row.id in got]
+    if _returns_inserted(conn):
+        got = await _take_picked(conn, picks, now)
+    else:
+        wanted = {row.id: keyed[row.id] for row in chosen if row.id in keyed}
+        got = await acquire(conn, wanted, held, limit_of, now)
+    runnable = [row for row in chosen if row.id not in picks or row.id in got]
     return runnable, waiting + len(chosen) - len(runnable)
 
 
-def _reserve(workflow_id: int, keys: Sequence[str], planned: Holdings, limit_of: LimitOf) -> bool:
-    """Whether the workflow's missing keys all have a free slot in `planned`; if so, the
-    first free slot of each is marked as its."""
+def _reserve(
+    workflow_id: int, keys: Sequence[str], planned: Holdings, limit_of: LimitOf
+) -> list[tuple[str, int]] | None:
+    """The first free slot in `planned` of each key the workflow does not hold yet, now
+    marked as its; None (nothing marked) when one of them has no free slot."""
     picks: list[tuple[str, int]] = []
     for key in missing_keys(workflow_id, keys, planned):
         free = free_slots(key, planned, limit_of)
         if not free:
-            return False
+            return None
         picks.append((key, free[0]))
     for key, slot in picks:
         planned.setdefault(key, {})[slot] = workflow_id
-    return True
+    return picks
+
+
+def _returns_inserted(conn: AsyncConnection) -> bool:
+    """Whether one INSERT of many slot rows can say which it inserted (RETURNING:
+    PostgreSQL, SQLite, MariaDB; MySQL cannot, and takes its slots one by one)."""
+    return bool(conn.dialect.insert_returning)
+
+
+async def _take_picked(
+    conn: AsyncConnection, picks: Mapping[int, Sequence[tuple[str, int]]], now: datetime
+) -> set[int]:
+    """Insert every picked slot in one statement, in (key, slot) order — the order every
+    claimer takes slots in, so that two claimers wait for each other in one order and
+    never deadlock — skipping the slots taken meanwhile; a workflow that did not get all
+    its picks gives back those it got (it stays pending, to be tried again). Returns the
+    workflows that now hold all their keys."""
+    rows = sorted(
+        (key, slot, workflow_id) for workflow_id, taken in picks.items() for key, slot in taken
+    )
+    if not rows:
+        return set(picks)
+    inserted = await conn.execute(
+        _insert_ignoring_conflict(conn)
+        .values(
+            [
+                {"lock_key": key, "slot": slot, "workflow_id": workflow_id, "acquired_at": now}
+                for key, slot, workflow_id in rows
+            ]
+        )
+        .returning(L.workflow_id, L.lock_key, L.slot)
+    )
+    got: dict[int, set[tuple[str, int]]] = {workflow_id: set() for workflow_id in picks}
+    for workflow_id, key, slot in inserted:
+        got[workflow_id].add((key, slot))
+    short = [w for w, taken in picks.items() if got[w] != set(taken)]
+    for workflow_id in short:
+        await _give_back(conn, workflow_id, sorted(got[workflow_id]))
+    return set(picks) - set(short)
 
 
 async def locks_take_all(
