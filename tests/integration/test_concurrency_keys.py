@@ -21,7 +21,7 @@ from wfed import Engine, InvalidDefinition, WorkflowHalted, WorkflowLocked, Work
 from wfed.clock import utc_now
 from wfed.config import LocksConfig
 from wfed.errors import InvalidTransition
-from wfed.store import claims
+from wfed.store import claims, locks
 from wfed.store.locks import LimitOf, one_slot
 from wfed.store.rows import WorkflowRow
 from wfed.store.schema import workflow_locks, workflows
@@ -149,6 +149,25 @@ async def test_crossed_orders_never_split(engine: Engine, keyed, new_name) -> No
     assert names(taken.rows) == [first]
     assert await slots(engine, [a, b]) == [(a, 0, first), (b, 0, first)]
     assert (await engine.get(second)).state is S.PENDING
+
+
+async def test_a_slot_lost_to_another_claimer_gives_back_the_others(
+    engine: Engine, keyed, new_name
+) -> None:
+    """When the slots a claim picked from its read are inserted and one of them was taken
+    meanwhile (by another daemon's claim), the workflow keeps none of the others: all or
+    nothing, decided by the primary key."""
+    queue, a, b = new_name("q"), new_name("a"), new_name("b")
+    quicker = await keyed(queue, [b])
+    slower = await keyed(queue, [a, b])
+    ids = {name: (await engine.get(name)).row.id for name in (quicker, slower)}
+    async with engine.db.transaction() as conn:
+        # The quicker claim took b's slot after the slower one read it free.
+        assert await locks.locks_take_all(conn, ids[quicker], [b], one_slot, utc_now()) is None
+        got = await locks._take_picked(conn, {ids[slower]: [(a, 0), (b, 0)]}, utc_now())
+
+    assert got == set()
+    assert await slots(engine, [a, b]) == [(b, 0, quicker)]
 
 
 async def test_waiting_workflow_shows_its_holder(engine: Engine, keyed, new_name) -> None:
