@@ -24,6 +24,7 @@ WORKLOADS = (
     "control",
     "statements",
     "output",
+    "keys",
     "profile",
     "memory",
     "growth",

@@ -314,6 +314,13 @@ def _output_target(figures: Figures) -> tuple[str, bool | None]:
     return f"{cost * 100:.1f} % of a 10,000-line shell step's steps/s", cost <= 0.10
 
 
+def _keys_target(figures: Figures) -> tuple[str, bool | None]:
+    cost = _get(figures, "keys", "cost")
+    if cost is None:
+        return "-", None
+    return f"{_loss(cost)} of one daemon's steps/s", cost <= 0.15
+
+
 def _cli_target(figures: Figures) -> tuple[str, bool | None]:
     commands = _get(figures, "cli_latency", "commands")
     if not commands:
@@ -368,6 +375,11 @@ TARGETS = [
     Target("10,000 running: stop p99 ≤ control_interval + 200 ms", _many_stop_target),
     Target(
         "live output costs ≤ 10 % (a step printing 10,000 lines)", _output_target, EVERY_BACKEND
+    ),
+    Target(
+        "a concurrency key on every workflow costs ≤ 15 % of one daemon's steps/s",
+        _keys_target,
+        EVERY_BACKEND,
     ),
     Target(
         "wfectl --help ≤ 150 ms, show ≤ 350 ms, pause ≤ 350 ms (SQLite, median of 20)",
@@ -724,6 +736,25 @@ def _output_rows(figures: Figures) -> Rows:
     ]
 
 
+def _keys_rows(figures: Figures) -> Rows:
+    found = figures.get("keys")
+    if not found:
+        return []
+    runs = ", ".join(
+        f"{_num(plain)} / {_num(keyed)}"
+        for plain, keyed in zip(found["plain"]["runs"], found["keyed"]["runs"], strict=True)
+    )
+    return [
+        [
+            "8 concurrency keys",
+            f"{found['workflows']} workflows x {found['steps_per_workflow']} no-op steps, one "
+            "daemon: steps/s without keys / with a key of its own on every workflow",
+            f"{_num(found['plain']['steps_per_s'])} / {_num(found['keyed']['steps_per_s'])}"
+            f" ({runs}): {_loss(found['cost'])}",
+        ]
+    ]
+
+
 def _cli_rows(figures: Figures) -> Rows:
     cli = figures.get("cli_latency")
     if not cli:
@@ -764,6 +795,7 @@ def _backend_rows(figures: Figures, sizes: Figures) -> Rows:
         *_fleet_rows(figures),
         *_ten_thousand_rows(figures),
         *_output_rows(figures),
+        *_keys_rows(figures),
         *_cli_rows(figures),
         *_wire_rows(figures),
         *errors,

@@ -42,6 +42,7 @@ from bench import (
     floor,
     growth,
     idle,
+    keys,
     memory,
     output,
     report,
@@ -119,6 +120,7 @@ async def load_phase(
         ("control", "pause/stop latency", lambda: control.control_latency(bench)),
         ("statements", "statements per step", lambda: anatomy.statements_per_step(bench)),
         ("output", "live output cost", lambda: output.output_cost(bench)),
+        ("keys", "concurrency keys cost", lambda: keys.keys_cost(bench)),
     ]
     if backend in sizes.profile_backends:
         steps.append(("profile", "profile", lambda: anatomy.profile(bench, out_dir)))
