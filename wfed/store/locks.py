@@ -4,8 +4,9 @@ A key with a limit of N has slots 0 … N-1; holding the key is holding one slot
 row whose primary key is (key, slot). A slot is taken by inserting its row, ignoring a
 conflict: the database's primary key, not a check made here, refuses a second holder,
 so claimers in different daemons can never exceed a limit. A workflow takes all its
-keys or none (`acquire`), key by key in sorted order, so that two claimers wanting the
-same keys wait for each other in one order and never deadlock.
+keys or none (`claimable_with_keys`), and every claimer inserts slots in (key, slot)
+order, so that two claimers wanting the same keys wait for each other in one order and
+never deadlock.
 
 Holders give their slots up when they end (`locks_release_workflow`, in the transaction
 of the ending transition; a deleted workflow's rows go by the foreign key's cascade), or
@@ -71,8 +72,9 @@ async def locks_holdings(conn: AsyncConnection, keys: Collection[str]) -> Holdin
 
 
 def _insert_ignoring_conflict(conn: AsyncConnection) -> Any:
-    """INSERT of one slot row that does nothing (rowcount 0) when the slot is taken. The
-    dialect's module is imported here, when a claim needs it: wfectl never does."""
+    """INSERT of slot rows that skips (neither inserts nor fails on) a slot already
+    taken. The dialect's module is imported here, when a claim needs it: wfectl never
+    does."""
     dialect = conn.dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects import postgresql  # noqa: PLC0415
