@@ -30,6 +30,9 @@ GRANT SELECT, INSERT, UPDATE ON wfed.notification_cursors TO 'wfed_daemon'@'%';
 -- Schedules: it fires their ticks, recording each in schedule_fires.
 GRANT SELECT, UPDATE ON wfed.schedules TO 'wfed_daemon'@'%';
 GRANT SELECT, INSERT ON wfed.schedule_fires TO 'wfed_daemon'@'%';
+-- Concurrency keys: a claim takes slots of keys (inserting their rows), an end gives
+-- them up.
+GRANT SELECT, INSERT, DELETE ON wfed.workflow_locks TO 'wfed_daemon'@'%';
 
 -- 3. The operator (wfectl): reads everything; creates and deletes workflows; changes only
 -- the columns that control needs; appends events but can never rewrite or delete them.
@@ -37,7 +40,7 @@ CREATE USER IF NOT EXISTS 'wfed_operator'@'%' IDENTIFIED BY 'change-me-operator'
 GRANT SELECT ON wfed.* TO 'wfed_operator'@'%';
 GRANT INSERT, DELETE ON wfed.workflows TO 'wfed_operator'@'%';
 GRANT UPDATE (state, requested, context, current_step, last_error, run_after,
-              finished_at, updated_at) ON wfed.workflows TO 'wfed_operator'@'%';
+              finished_at, updated_at, window_paused) ON wfed.workflows TO 'wfed_operator'@'%';
 GRANT INSERT, UPDATE (state, attempts, started_at, finished_at, error)
     ON wfed.workflow_steps TO 'wfed_operator'@'%';
 GRANT INSERT ON wfed.workflow_events TO 'wfed_operator'@'%';
@@ -45,3 +48,5 @@ GRANT INSERT ON wfed.workflow_events TO 'wfed_operator'@'%';
 GRANT INSERT, DELETE, UPDATE (state, next_fire_at, updated_by, updated_at)
     ON wfed.schedules TO 'wfed_operator'@'%';
 GRANT DELETE ON wfed.schedule_fires TO 'wfed_operator'@'%';
+-- Concurrency keys: stopping a workflow and `wfectl locks release` free its slots.
+GRANT DELETE ON wfed.workflow_locks TO 'wfed_operator'@'%';

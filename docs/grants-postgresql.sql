@@ -39,6 +39,9 @@ GRANT USAGE ON SEQUENCE notification_deliveries_id_seq TO wfed_daemon;
 -- Schedules: it fires their ticks, recording each in schedule_fires.
 GRANT SELECT, UPDATE ON schedules TO wfed_daemon;
 GRANT SELECT, INSERT ON schedule_fires TO wfed_daemon;
+-- Concurrency keys: a claim takes slots of keys (inserting their rows), an end gives
+-- them up.
+GRANT SELECT, INSERT, DELETE ON workflow_locks TO wfed_daemon;
 GRANT USAGE ON SEQUENCE workflows_id_seq, workflow_steps_id_seq, workflow_events_id_seq,
     workflow_step_output_id_seq TO wfed_daemon;
 
@@ -50,7 +53,7 @@ GRANT USAGE ON SCHEMA public TO wfed_operator;
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO wfed_operator;
 GRANT INSERT, DELETE ON workflows TO wfed_operator;
 GRANT UPDATE (state, requested, context, current_step, last_error, run_after,
-              finished_at, updated_at) ON workflows TO wfed_operator;
+              finished_at, updated_at, window_paused) ON workflows TO wfed_operator;
 GRANT INSERT, UPDATE (state, attempts, started_at, finished_at, error)
     ON workflow_steps TO wfed_operator;
 GRANT INSERT ON workflow_events TO wfed_operator;
@@ -61,3 +64,5 @@ GRANT INSERT, DELETE, UPDATE (state, next_fire_at, updated_by, updated_at)
     ON schedules TO wfed_operator;
 GRANT DELETE ON schedule_fires TO wfed_operator;
 GRANT USAGE ON SEQUENCE schedules_id_seq TO wfed_operator;
+-- Concurrency keys: stopping a workflow and `wfectl locks release` free its slots.
+GRANT DELETE ON workflow_locks TO wfed_operator;

@@ -84,12 +84,16 @@ async def run_and_control(
     daemon = start_daemon(daemon_url, queue=queue)
     async with Engine(operator_url, step_modules=STEP_MODULES) as operator:
         steps = [{"step": "mark", "args": {"tag": "a"}}, {"step": "mark", "args": {"tag": "b"}}]
-        await operator.create_workflow(f"{queue}-1", {"journal": str(journal)}, steps, queue=queue)
+        # A concurrency key: the daemon takes its slot when it claims, gives it up at the end.
+        await operator.create_workflow(
+            f"{queue}-1", {"journal": str(journal)}, steps, queue=queue, locks=[f"{queue}-key"]
+        )
 
         async def done() -> bool:
             return (await operator.get(f"{queue}-1")).state is WorkflowState.COMPLETED
 
         await wait_until(done, what="completed under the daemon account")
+        assert not [s for s in await operator.locks() if s.key == f"{queue}-key"]
         held = f"{queue}-held"
         await operator.create_workflow(
             held, {"journal": str(journal)}, steps, queue=f"{queue}-nobody"

@@ -148,6 +148,9 @@ GRANT SELECT, INSERT, UPDATE ON {db}.notification_cursors TO {daemon};
 -- Schedules: it fires their ticks, recording each in schedule_fires.
 GRANT SELECT, UPDATE ON {db}.schedules TO {daemon};
 GRANT SELECT, INSERT ON {db}.schedule_fires TO {daemon};
+-- Concurrency keys: a claim takes slots of keys (inserting their rows), an end gives
+-- them up.
+GRANT SELECT, INSERT, DELETE ON {db}.workflow_locks TO {daemon};
 
 -- 3. The operator (wfectl): reads everything; creates and deletes workflows; changes only
 -- the columns that control needs; appends events but can never rewrite or delete them.
@@ -155,7 +158,7 @@ CREATE USER IF NOT EXISTS {operator} IDENTIFIED BY 'change-me-operator';
 GRANT SELECT ON {every}.* TO {operator};
 GRANT INSERT, DELETE ON {db}.workflows TO {operator};
 GRANT UPDATE (state, requested, context, current_step, last_error, run_after,
-              finished_at, updated_at) ON {db}.workflows TO {operator};
+              finished_at, updated_at, window_paused) ON {db}.workflows TO {operator};
 GRANT INSERT, UPDATE (state, attempts, started_at, finished_at, error)
     ON {db}.workflow_steps TO {operator};
 GRANT INSERT ON {db}.workflow_events TO {operator};
@@ -163,6 +166,8 @@ GRANT INSERT ON {db}.workflow_events TO {operator};
 GRANT INSERT, DELETE, UPDATE (state, next_fire_at, updated_by, updated_at)
     ON {db}.schedules TO {operator};
 GRANT DELETE ON {db}.schedule_fires TO {operator};
+-- Concurrency keys: stopping a workflow and `wfectl locks release` free its slots.
+GRANT DELETE ON {db}.workflow_locks TO {operator};
 """
 
 
@@ -236,6 +241,9 @@ GRANT USAGE ON SEQUENCE notification_deliveries_id_seq TO {daemon};
 -- Schedules: it fires their ticks, recording each in schedule_fires.
 GRANT SELECT, UPDATE ON schedules TO {daemon};
 GRANT SELECT, INSERT ON schedule_fires TO {daemon};
+-- Concurrency keys: a claim takes slots of keys (inserting their rows), an end gives
+-- them up.
+GRANT SELECT, INSERT, DELETE ON workflow_locks TO {daemon};
 GRANT USAGE ON SEQUENCE {sequences},
     {_OUTPUT_SEQUENCE} TO {daemon};
 
@@ -247,7 +255,7 @@ GRANT USAGE ON SCHEMA public TO {operator};
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO {operator};
 GRANT INSERT, DELETE ON workflows TO {operator};
 GRANT UPDATE (state, requested, context, current_step, last_error, run_after,
-              finished_at, updated_at) ON workflows TO {operator};
+              finished_at, updated_at, window_paused) ON workflows TO {operator};
 GRANT INSERT, UPDATE (state, attempts, started_at, finished_at, error)
     ON workflow_steps TO {operator};
 GRANT INSERT ON workflow_events TO {operator};
@@ -258,6 +266,8 @@ GRANT INSERT, DELETE, UPDATE (state, next_fire_at, updated_by, updated_at)
     ON schedules TO {operator};
 GRANT DELETE ON schedule_fires TO {operator};
 GRANT USAGE ON SEQUENCE schedules_id_seq TO {operator};
+-- Concurrency keys: stopping a workflow and `wfectl locks release` free its slots.
+GRANT DELETE ON workflow_locks TO {operator};
 """
 
 
