@@ -65,6 +65,12 @@ class Metrics:
             "wfed_running_workflows", "Workflows this daemon is running", registry=r
         )
         self.free_slots = Gauge("wfed_free_slots", "Free workflow slots of this daemon", registry=r)
+        self.waiting_for_keys = Gauge(
+            "wfed_waiting_for_keys",
+            "Pending workflows this daemon's last claim passed over: a concurrency key they "
+            "need is at its limit",
+            registry=r,
+        )
         self.notifications = Counter(
             "wfed_notifications",
             "Webhook POSTs of this daemon by webhook and outcome "

@@ -19,8 +19,10 @@ from sqlalchemy import delete, select, text
 
 from wfed import Engine, InvalidDefinition, WorkflowHalted, WorkflowLocked, WorkflowState
 from wfed.clock import utc_now
-from wfed.config import LocksConfig
+from wfed.config import DaemonConfig, LocksConfig
+from wfed.daemon.claimer import Claimer
 from wfed.errors import InvalidTransition
+from wfed.metrics import Metrics
 from wfed.store import claims, locks
 from wfed.store.locks import LimitOf, one_slot
 from wfed.store.rows import WorkflowRow
@@ -135,6 +137,51 @@ async def test_all_or_nothing_and_no_starvation(engine: Engine, keyed, new_name)
     assert taken.waiting == 1
     assert await slots(engine, [a, b]) == [(a, 0, holder), (b, 0, on_b)]
     assert (await engine.get(both)).state is S.PENDING
+
+
+class _NoSlots:
+    """The daemon's slots as a claimer sees them, in a test that passes `free` itself."""
+
+    freed = asyncio.Event()
+
+    def free(self) -> int:
+        return 0
+
+    def held(self) -> list[int]:
+        return []
+
+
+async def test_the_claimer_reaches_work_behind_a_line_of_waiting_workflows(
+    engine: Engine, keyed, new_name
+) -> None:
+    """A daemon's claimer with one free slot, in front of three higher-priority workflows
+    waiting for a full key: each pass looks past twice as many waiting workflows as the
+    last one passed over, until it reaches the workflow behind them; the metric says how
+    many it passed over."""
+    queue, key = new_name("q"), new_name("cluster")
+    holder = await keyed(queue, [key], priority=9)
+    assert names((await claim(engine, queue)).rows) == [holder]
+    for _ in range(3):
+        await keyed(queue, [key], priority=5)
+    behind = await keyed(queue, [new_name("other")])
+    started: list[WorkflowRow] = []
+    metrics = Metrics()
+    claimer = Claimer(
+        engine.db,
+        DaemonConfig(queues=[queue]),
+        daemon_id="keys-claimer",
+        slots=_NoSlots(),
+        start=started.append,
+        metrics=metrics,
+    )
+
+    passed_over = []
+    for _ in range(3):
+        await claimer.run_once(1)
+        passed_over.append(metrics.registry.get_sample_value("wfed_waiting_for_keys"))
+
+    assert passed_over == [1, 3, 3]
+    assert names(started) == [behind]
 
 
 async def test_crossed_orders_never_split(engine: Engine, keyed, new_name) -> None:

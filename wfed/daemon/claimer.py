@@ -182,6 +182,7 @@ class Claimer:
                         lookahead=self._lookahead,
                     )
                     self._lookahead = min(2 * claim.waiting, self.locks.lookahead)
+                    self.metrics.waiting_for_keys.set(claim.waiting)
                     return claim.rows
                 # A rescue leaves alone the workflows this daemon's runners still hold:
                 # such a runner must give its workflow up (lease expired on its own
