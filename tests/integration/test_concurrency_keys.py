@@ -182,6 +182,14 @@ async def test_the_claimer_reaches_work_behind_a_line_of_waiting_workflows(
 
     assert passed_over == [1, 3, 3]
     assert names(started) == [behind]
+    await claimer.run_once(1)  # claims nothing: the next pass asks first
+    assert metrics.registry.get_sample_value("wfed_waiting_for_keys") == 3
+    async with engine.db.transaction() as conn:  # nothing pending any more
+        await conn.execute(
+            workflows.update().where(W.queue == queue, W.state == "pending").values(state="paused")
+        )
+    await claimer.run_once(1)
+    assert metrics.registry.get_sample_value("wfed_waiting_for_keys") == 0
 
 
 async def test_crossed_orders_never_split(engine: Engine, keyed, new_name) -> None:

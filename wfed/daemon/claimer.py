@@ -134,6 +134,10 @@ class Claimer:
             if free > len(expired) and pending_found and open_queues:
                 pending = await self._claim(free - len(expired), expired=False, queues=open_queues)
                 self._pending_idle = not pending
+            elif not pending_found:
+                # Nothing pending at all: nothing waits for a key either.
+                self._lookahead = 0
+                self.metrics.waiting_for_keys.set(0)
         return Claimed(expired, pending)
 
     def _expired_due(self) -> bool:
