@@ -149,10 +149,13 @@ class LocksConfig(_Section):
         return value
 
     def limit_of(self, key: str) -> int:
-        """The slots of `key`: its exact entry, else its longest matching prefix, else 1."""
-        if key in self.limits:
-            return self.limits[key]
-        matching = [prefix for prefix in self.limits if key.startswith(prefix)]
+        """The slots of `key`: its exact entry, else its longest matching prefix, else 1
+        (keys are case-insensitive: compared in lower case)."""
+        key = key.lower()
+        matching = [prefix for prefix in self.limits if key.startswith(prefix.lower())]
+        exact = [prefix for prefix in matching if prefix.lower() == key]
+        if exact:
+            return self.limits[exact[0]]
         return self.limits[max(matching, key=len)] if matching else 1
 
 

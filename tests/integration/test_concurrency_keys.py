@@ -192,6 +192,23 @@ async def test_the_claimer_reaches_work_behind_a_line_of_waiting_workflows(
     assert metrics.registry.get_sample_value("wfed_waiting_for_keys") == 0
 
 
+async def test_keys_differing_in_case_are_one_key(engine: Engine, keyed, new_name) -> None:
+    """`Cluster:DB1` and `cluster:db1` are the same key on every backend: one holder."""
+    queue, key = new_name("q"), new_name("cluster")
+    upper = await keyed(queue, [key.upper()])
+    lower = await keyed(queue, [key])
+
+    taken = await claim(engine, queue)
+
+    assert names(taken.rows) == [upper]
+    assert await slots(engine, [key]) == [(key, 0, upper)]
+    waiting = (await engine.get(lower)).keys
+    assert waiting is not None
+    assert [w.key for w in waiting.waiting_for] == [key]
+    freed = await engine.release_lock(key.upper(), reason="case")
+    assert [h.workflow for h in freed] == [upper]
+
+
 async def test_crossed_orders_never_split(engine: Engine, keyed, new_name) -> None:
     """Two workflows wanting [a, b] and [b, a] in one claim: the first takes both keys,
     the second none (keys are taken in one sorted order)."""

@@ -17,6 +17,17 @@ def test_keys_are_sorted_without_duplicates() -> None:
     assert parse_lock_keys(["pool:web", "cluster:db1", "pool:web"]) == ("cluster:db1", "pool:web")
 
 
+def test_keys_are_case_insensitive() -> None:
+    """Keys are taken in lower case: the same key however it is written."""
+    assert parse_lock_keys(["Cluster:DB1", "cluster:db1", "POOL:web"]) == (
+        "cluster:db1",
+        "pool:web",
+    )
+    limits = LocksConfig(limits={"Pool:Web": 2, "DC:Paris": 3})
+    assert limits.limit_of("pool:web:eu") == 2
+    assert limits.limit_of("dc:paris") == 3
+
+
 @pytest.mark.parametrize("value", [None, []])
 def test_null_and_empty_name_no_key(value: object) -> None:
     """NULL and [] name no key."""

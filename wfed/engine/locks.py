@@ -21,7 +21,7 @@ from wfed.states import EventKind, WorkflowState
 from wfed.store import events as event_store
 from wfed.store import locks as lock_store
 from wfed.store.events import Event
-from wfed.store.lock_keys import parse_lock_keys
+from wfed.store.lock_keys import key_name, parse_lock_keys
 from wfed.store.locks import HeldSlot
 from wfed.store.rows import WorkflowRow
 
@@ -101,6 +101,7 @@ async def release(
     """Free the slots of `key` (only `workflow`'s, if given) whatever their holders'
     states, recording a `lock_released` event on each holder; InvalidTransition when
     nothing holds it. The holders go on as they are: a running one is not stopped."""
+    key = key_name(key)
     async with operator.db.transaction() as conn:
         workflow_id = None
         if workflow is not None:

@@ -1,6 +1,10 @@
 """What `workflows.locks` may hold: the concurrency keys a workflow needs, as a JSON list
 of key names (`["cluster:db1", "pool:web"]`; NULL or `[]`: none).
 
+Keys are case-insensitive: they are taken and shown in lower case, so that every backend
+compares them alike (MariaDB's default collation ignores case; PostgreSQL's and SQLite's
+do not).
+
 A plain-SQL INSERT can put anything in the column, so the value is read here, once, by
 every path that needs it — the claim (which keys to take), the start of a turn (a row it
 cannot run goes to `error`), creation and the views — and an unusable value is an
@@ -38,9 +42,15 @@ def _kind(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
+def key_name(key: str) -> str:
+    """A key as it is taken, stored and shown: in lower case."""
+    return key.lower()
+
+
 def parse_lock_keys(value: Any) -> tuple[str, ...]:
-    """The keys named by a `locks` value, sorted and without duplicates (the order in
-    which they are taken); InvalidDefinition naming the problem and the fix."""
+    """The keys named by a `locks` value, in lower case, sorted and without duplicates
+    (the order in which they are taken); InvalidDefinition naming the problem and the
+    fix."""
     if value is None:
         return ()
     fix = (
@@ -56,9 +66,9 @@ def parse_lock_keys(value: Any) -> tuple[str, ...]:
     for position, key in enumerate(value):
         if not isinstance(key, str):
             raise InvalidDefinition(f"{fix}; element {position} is {_shown(key)}")
-        if not key or len(key) > KEY_MAX_LENGTH or key != key.strip():
+        if not key or len(key_name(key)) > KEY_MAX_LENGTH or key != key.strip():
             raise InvalidDefinition(
                 f"{fix}, without surrounding spaces; element {position} is {_shown(key)} "
                 f"({len(key)} characters)"
             )
-    return tuple(sorted(set(value)))
+    return tuple(sorted({key_name(key) for key in value}))
