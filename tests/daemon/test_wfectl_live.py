@@ -285,7 +285,7 @@ async def test_run_a_runbook_and_watch_it(
     first, *rest = done.out.splitlines()
     assert first.startswith("created hello-ops-"), done
     name = first.split()[1]
-    assert rest[-1].startswith(f"{name} completed: 1 steps in ")
+    assert rest[-1].startswith(f"{name} completed: 1 step in ")
     workflow = await engine.get(name)
     assert workflow.state is WorkflowState.COMPLETED
     assert workflow.context["said"]["stdout"] == "hello ops\n"
