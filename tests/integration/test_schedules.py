@@ -20,7 +20,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from wfed import Engine, WorkflowState
 from wfed.config import SchedulesConfig
-from wfed.daemon.scheduler import Scheduler
+from wfed.daemon.scheduler import RECHECK, Scheduler
+from wfed.engine.schedule_firing import Fired
 from wfed.engine.schedule_times import InvalidSchedule
 from wfed.engine.schedules import ScheduleExists, ScheduleNotFound
 from wfed.errors import InvalidDefinition
@@ -328,6 +329,33 @@ async def test_a_due_tick_fires_once_and_the_schedule_moves_on(
     assert row.last_fired_at == datetime(2026, 5, 2, 0, 0)
     assert row.next_fire_at == datetime(2026, 5, 3, 0, 0)
     assert await made_by(engine, name) == [f"{name}-20260502T0000Z"]
+
+
+async def test_a_poll_says_when_the_next_tick_is_and_the_scheduler_sleeps_till_then(
+    engine: Engine, clock: SettableClock, scheduled: Callable[[], str]
+) -> None:
+    """A poll with nothing due tells when the next tick comes; the scheduler waits until
+    then (at least its interval, at most RECHECK); a poll that fired asks to look again
+    at once. An idle daemon so costs a query every RECHECK seconds, not every second."""
+    name = scheduled()
+    await engine.add_schedule(name, "0 2 * * *", PARIS, steps=["noop"])
+    service = scheduler(engine.db, clock)
+    tick = datetime(2026, 5, 2, 0, 0)
+
+    clock.now = tick - timedelta(seconds=5)
+    before = await service.run_once()
+    assert before.enqueued == []
+    assert before.next_due is not None
+    assert before.next_due <= tick
+    assert service.wait_after(before) <= 5.0
+    clock.now = tick + timedelta(seconds=1)
+    at = await service.run_once()
+    assert at.enqueued == [f"{name}-20260502T0000Z"]
+    assert at.next_due == clock.now
+    assert service.wait_after(at) == service.interval
+    assert service.wait_after(Fired()) == RECHECK
+    assert service.wait_after(Fired(next_due=clock.now + timedelta(hours=1))) == RECHECK
+    assert service.wait_after(Fired(next_due=clock.now + timedelta(seconds=7))) == 7.0
 
 
 async def test_catchup_once_fires_only_the_latest_missed_tick(

@@ -1,6 +1,6 @@
 """The scheduler: every daemon fires the schedules that are due (docs/schedules.md).
 
-Each poll is one indexed query for due schedules, then a transaction per due tick
+Each poll is one indexed query for the next schedules, then a transaction per due tick
 (`wfed.engine.schedule_firing`). Every daemon of a fleet runs one; the database, not
 this loop, makes each tick enqueue once. A database outage is logged and waited out
 with backoff, like the claimer's.
@@ -33,11 +33,14 @@ log = structlog.get_logger("wfed.daemon")
 
 MIN_INTERVAL = 1.0
 """Seconds between polls at least, whatever `[daemon] poll_interval` says."""
+RECHECK = 15.0
+"""Seconds between polls at most: a schedule added, resumed or changed by another
+process is seen within this (its first tick, if sooner, fires that much late)."""
 
 
 class Scheduler:
-    """Fires due schedules every `interval` seconds (at least `MIN_INTERVAL`) until
-    stopped."""
+    """Fires due schedules when their ticks come (polling at least every `interval`
+    seconds, at most every RECHECK) until stopped."""
 
     def __init__(
         self,
@@ -52,6 +55,7 @@ class Scheduler:
         clock: Clock = utc_now,
     ) -> None:
         self.db = db
+        self.clock = clock
         # Ticks are whole seconds: polling more often finds nothing new, and costs a query
         # (on SQLite, a turn of the write lock) each time.
         self.interval = max(interval, MIN_INTERVAL)
@@ -67,6 +71,15 @@ class Scheduler:
             clock=clock,
         )
 
+    def wait_after(self, fired: Fired) -> float:
+        """Seconds until the next poll: until the next tick the last poll saw, at least
+        `interval` and at most RECHECK. An idle fleet then costs its database a query per
+        daemon every RECHECK seconds, not one per poll interval."""
+        if fired.next_due is None:
+            return RECHECK
+        until = (fired.next_due - self.clock()).total_seconds()
+        return min(RECHECK, max(until, self.interval))
+
     async def run_once(self) -> Fired:
         """One poll: fire every due tick this daemon wins. Database errors propagate."""
         limit = query_limit(self.db, self.lease)
@@ -74,16 +87,17 @@ class Scheduler:
             return await self.firer.fire_due()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Poll every `interval` until `stopping` (the first poll, one interval after
-        start-up, catches up a tick missed while no daemon ran); an outage is waited out
-        with backoff, and any other database error is logged and tried again later."""
+        """Poll until `stopping`, when the next tick is due (`wait_after`; the first
+        poll, one interval after start-up, catches up a tick missed while no daemon ran);
+        an outage is waited out with backoff, and any other database error is logged and
+        tried again later."""
         # Not at once: a daemon's first moments are its registration and first claims,
         # and on SQLite every poll takes a turn of the one write lock.
         delay = self.interval
         await wait_for(stopping, self.interval)
         while not stopping.is_set():
             try:
-                await self.run_once()
+                fired = await self.run_once()
             except LOOP_ERRORS as exc:
                 if ridden_out(exc):
                     delay = await ride_out(
@@ -98,4 +112,4 @@ class Scheduler:
                 await wait_for(stopping, OUTAGE_BACKOFF_MAX)
                 continue
             delay = self.interval
-            await wait_for(stopping, self.interval)
+            await wait_for(stopping, self.wait_after(fired))

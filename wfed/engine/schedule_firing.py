@@ -50,6 +50,9 @@ class Fired:
     """Ticks another daemon had fired already."""
     skipped: int = 0
     """Missed ticks not fired (`catchup = "skip"`), or ticks whose workflow name was taken."""
+    next_due: datetime | None = None
+    """When the next tick is, as far as this pass saw: now when it fired or moved a
+    schedule (look again at once), None when no schedule is active."""
 
 
 class ScheduleFirer:
@@ -74,12 +77,20 @@ class ScheduleFirer:
         self.log = log.bind(daemon=actor)
 
     async def fire_due(self, limit: int = DUE_LIMIT) -> Fired:
-        """Fire what is due now. Database outages propagate (the caller rides them out)."""
+        """Fire what is due now, and say when the next tick is. Database outages
+        propagate (the caller rides them out)."""
         fired = Fired()
         now = self.clock()
         async with self.db.autocommit() as conn:
-            due = await schedule_store.schedules_due(conn, now, limit)
-        for row in due:
+            upcoming = await schedule_store.schedules_upcoming(conn, limit + 1)
+        due = [row for row in upcoming if row.next_fire_at is None or row.next_fire_at <= now]
+        later = [row.next_fire_at for row in upcoming[len(due) :] if row.next_fire_at]
+        if due:
+            # Moved on by this pass (or more waiting beyond the limit): read them again.
+            fired.next_due = now
+        elif later:
+            fired.next_due = min(later)
+        for row in due[:limit]:
             await self._fire_schedule(row, now, fired)
         return fired
 

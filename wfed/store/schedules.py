@@ -145,20 +145,19 @@ async def schedule_delete(conn: AsyncConnection, name: str) -> bool:
     return bool(result.rowcount)
 
 
-def _due_query(now: datetime, limit: int) -> Any:
-    # ix_schedules_due (state, next_fire_at): an index range, plus the schedules inserted
-    # by plain SQL whose next tick no daemon has computed yet.
-    return (
-        select(schedules)
-        .where(S.state == ACTIVE, or_(S.next_fire_at <= now, S.next_fire_at.is_(None)))
-        .order_by(S.next_fire_at)
-        .limit(limit)
-    )
+def _upcoming_query(limit: int, *, nulls_first: bool) -> Any:
+    # ix_schedules_due (state, next_fire_at). A schedule inserted by plain SQL, whose next
+    # tick no daemon has computed yet (NULL), comes first: MariaDB, MySQL and SQLite sort
+    # NULL first already, PostgreSQL is told to.
+    order = S.next_fire_at.nulls_first() if nulls_first else S.next_fire_at
+    return select(schedules).where(S.state == ACTIVE).order_by(order).limit(limit)
 
 
-async def schedules_due(conn: AsyncConnection, now: datetime, limit: int) -> list[ScheduleRow]:
-    """Active schedules whose next tick has come (or was never computed), one query."""
-    rows = (await conn.execute(_due_query(now, limit))).mappings().all()
+async def schedules_upcoming(conn: AsyncConnection, limit: int) -> list[ScheduleRow]:
+    """The active schedules whose next tick comes first (never computed first), one
+    query: those due now, and after them when the next one is."""
+    query = _upcoming_query(limit, nulls_first=conn.dialect.name == "postgresql")
+    rows = (await conn.execute(query)).mappings().all()
     return [ScheduleRow.from_mapping(row) for row in rows]
 
 
