@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import pytest
 
 from wfed.config import LocksConfig, parse_config
+from wfed.engine.views import Workflow
 from wfed.errors import ConfigError, InvalidDefinition
+from wfed.states import WorkflowState
 from wfed.store.lock_keys import KEYS_MAX, parse_lock_keys
+from wfed.store.rows import WorkflowRow
 from wfed.unreadable_json import UnreadableJson
 
 
@@ -83,3 +87,42 @@ def test_limits_out_of_range_name_the_key(limit: int) -> None:
     """A limit below 1 or above 1000 is a configuration error naming the section and key."""
     with pytest.raises(ConfigError, match=r"\[locks\] limits.*'pool:web'"):
         parse_config({"locks": {"limits": {"pool:web": limit}}})
+
+
+def _row(locks: object) -> WorkflowRow:
+    at = datetime(2026, 11, 30, 2, 0, 0)
+    return WorkflowRow(
+        id=1,
+        name="maint-db1",
+        state=WorkflowState.PENDING,
+        steps=["noop"],
+        context={},
+        current_step=0,
+        queue="default",
+        priority=0,
+        run_after=None,
+        requested=None,
+        claimed_by=None,
+        lease_expires_at=None,
+        fence=0,
+        last_error=None,
+        created_at=at,
+        updated_at=at,
+        finished_at=None,
+        locks=locks,
+    )
+
+
+def test_a_view_from_the_row_alone_names_the_keys_and_nothing_more() -> None:
+    """A workflow read from its row alone (watch's snapshots) gives the keys its row
+    names, and null for what it holds and waits for, rather than claiming none."""
+    document = Workflow(row=_row(["Cluster:DB1"]), steps=[]).to_json()["locks"]
+    assert document == {
+        "named": ["cluster:db1"],
+        "held": None,
+        "waiting_for": None,
+        "invalid": None,
+    }
+    broken = Workflow(row=_row({"not": "a list"}), steps=[]).to_json()["locks"]
+    assert broken["named"] == []
+    assert "`locks` must be a JSON list" in broken["invalid"]

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from wfed.engine.json_values import iso, jsonable
 from wfed.engine.step_times import StepTime, step_time
+from wfed.errors import InvalidDefinition
 from wfed.states import Request, WorkflowState
+from wfed.store.lock_keys import parse_lock_keys
 from wfed.store.rows import EventRow, WorkflowRow
 from wfed.store.rows import StepRow as StepRow  # noqa: PLC0414 - re-exported: Workflow.steps
 from wfed.windows import WindowSpecError, parse_windows, specs
@@ -92,7 +94,7 @@ class Workflow:
             "finished_at": iso(row.finished_at),
             "definition": row.steps,
             "steps": [_workflow_step_json(step) for step in self.steps],
-            "locks": (self.keys or WorkflowKeys()).to_json(),
+            "locks": (self.keys or WorkflowKeys.unknown(self.row)).to_json(),
             **(self.window or WindowStatus.unknown(self.row)).to_json(self.row),
         }
 
@@ -313,17 +315,29 @@ class WorkflowKeys:
     """Pending: the keys it needs that are at their limit, and who holds them."""
     invalid: str | None = None
     """Why its `locks` value cannot be used (it goes to error when claimed)."""
+    known: bool = True
+    """False when only the row was read: what it holds and waits for is unknown."""
+
+    @classmethod
+    def unknown(cls, row: WorkflowRow) -> WorkflowKeys:
+        """What the row alone tells: the keys it names, nothing of their slots."""
+        try:
+            named = list(parse_lock_keys(row.locks))
+        except InvalidDefinition as exc:
+            return cls(invalid=str(exc), known=False)
+        return cls(named=named, known=False)
 
     def to_json(self) -> dict[str, Any]:
         """`locks` of `show --json`: {named, held: [{key, slot, acquired_at}], waiting_for:
         [{key, limit, holders: [{key, slot, workflow, state, claimed_by, acquired_at}]}],
-        invalid}."""
+        invalid}; `held` and `waiting_for` are null when not read (watch's snapshots)."""
+        held = [
+            {"key": h.key, "slot": h.slot, "acquired_at": iso(h.acquired_at)} for h in self.held
+        ]
         return {
             "named": self.named,
-            "held": [
-                {"key": h.key, "slot": h.slot, "acquired_at": iso(h.acquired_at)} for h in self.held
-            ],
-            "waiting_for": [wait.to_json() for wait in self.waiting_for],
+            "held": held if self.known else None,
+            "waiting_for": [w.to_json() for w in self.waiting_for] if self.known else None,
             "invalid": self.invalid,
         }
 
