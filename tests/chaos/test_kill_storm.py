@@ -54,7 +54,9 @@ async def test_kill_9_storm_loses_nothing_and_reruns_nothing_committed(
     committed step run again, no non-idempotent step re-run; every workflow ends completed,
     or in error for an interrupted non-idempotent step."""
     rng = random.Random(12)
-    count = scaled(90, 1500)
+    # Enough work for the storm to last about a minute at full scale on an idle machine
+    # (72 slots, steps of 0.1 to 0.6 s): a kill every 2 s on average makes about 30.
+    count = scaled(90, 3000)
     specs = make_workflows("storm", count, KINDS, (0.1, 0.6), rng)
     engine = make_engine(backend_url).db.engine
     await enqueue(engine, specs, queue, journal)
