@@ -172,6 +172,10 @@ def db_grants(
 
 def main() -> None:
     """The `wfectl` entry point: every failure is one line and exit code 1."""
+    # pydantic looks for plugins among the installed distributions' entry points the
+    # first time it builds a model (the config's): scanning them costs every call about
+    # 10 ms, and wfectl has no use for a pydantic plugin.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:
         app(prog_name="wfectl")
     except WfedError as exc:
