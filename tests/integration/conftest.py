@@ -17,7 +17,8 @@ from typing import Any, Final
 import pytest
 
 from wfed import Engine
-from wfed.clock import utc_now
+from wfed.clock import Clock, utc_now
+from wfed.engine.runner import WorkflowRunner
 from wfed.states import Operation
 from wfed.store import claims
 from wfed.store import workflows as workflow_store
@@ -105,6 +106,25 @@ class Probe:
             row = await workflow_store.workflow_get(conn, name)
         assert row is not None, f"no workflow {name!r}"
         return row
+
+    async def claimed_runner(
+        self, name: str, owner: str, lease: float, clock: Clock = utc_now
+    ) -> WorkflowRunner:
+        """Claim `name` for `owner` (a lease of `lease` seconds) and give the runner a
+        daemon would start for it, on `clock`."""
+        row = await self.row(name)
+        async with self.engine.db.transaction() as conn:
+            assert await claims.workflow_claim_by_id(
+                conn, row.id, owner=owner, now=utc_now(), lease=lease
+            )
+        return WorkflowRunner(
+            self.engine.db,
+            self.engine.registry,
+            await self.row(name),
+            actor=owner,
+            lease_seconds=lease,
+            clock=clock,
+        )
 
     async def exists(self, name: str) -> bool:
         async with self.engine.db.transaction() as conn:

@@ -14,8 +14,7 @@ from stepmods.basic import CALLS
 
 from wfed import Engine
 from wfed.clock import utc_now
-from wfed.engine.runner import Outcome, WorkflowRunner
-from wfed.store import claims
+from wfed.engine.runner import Outcome
 
 LEASE = 600.0
 
@@ -52,21 +51,9 @@ async def test_a_started_step_is_not_run_once_the_lease_passed_while_frozen(
     name = unique_name("frozen")
     steps = [{"step": "record", "args": {"key": f"{key}-{i}"}} for i in range(2)]
     await engine.create_workflow(name, {}, steps, queue=TEST_QUEUE)
-    row = await probe.row(name)
-    async with engine.db.transaction() as conn:
-        assert await claims.workflow_claim_by_id(
-            conn, row.id, owner="frozen", now=utc_now(), lease=LEASE
-        )
     # The first commit after step 0 ran finishes it and starts step 1.
     freeze = FreezeAfterCommit(engine, ran=lambda: CALLS[f"{key}-0"] > 0)
-    runner = WorkflowRunner(
-        engine.db,
-        engine.registry,
-        await probe.row(name),
-        actor="frozen",
-        lease_seconds=LEASE,
-        clock=freeze.clock,
-    )
+    runner = await probe.claimed_runner(name, "frozen", LEASE, freeze.clock)
     result = await runner.run()
 
     assert freeze.frozen

@@ -19,10 +19,8 @@ from sqlalchemy.exc import OperationalError
 from stepmods.basic import CALLS
 
 from wfed import Engine, WorkflowState
-from wfed.clock import utc_now
 from wfed.daemon.committer import StepCommitter
-from wfed.engine.runner import Outcome, WorkflowRunner
-from wfed.store import claims
+from wfed.engine.runner import Outcome
 
 STEPS = 3
 # The runner's transactions of a 3-step run: start, two advances, completion.
@@ -52,21 +50,6 @@ class LostReplies:
             )
 
 
-async def _claimed(engine: Engine, probe: Probe, name: str) -> WorkflowRunner:
-    row = await probe.row(name)
-    async with engine.db.transaction() as conn:
-        assert await claims.workflow_claim_by_id(
-            conn, row.id, owner="lost-reply", now=utc_now(), lease=600
-        )
-    return WorkflowRunner(
-        engine.db,
-        engine.registry,
-        await probe.row(name),
-        actor="lost-reply",
-        lease_seconds=600,
-    )
-
-
 @pytest.mark.parametrize("nth", range(1, RUNNER_TRANSACTIONS + 1))
 @pytest.mark.parametrize("grouped", [False, True], ids=["own", "grouped"])
 async def test_a_lost_reply_never_fails_a_healthy_workflow(
@@ -78,7 +61,7 @@ async def test_a_lost_reply_never_fails_a_healthy_workflow(
     name = unique_name("lost")
     steps = [{"step": "record", "args": {"key": f"{key}-{i}"}} for i in range(STEPS)]
     await engine.create_workflow(name, {}, steps, queue=TEST_QUEUE)
-    runner = await _claimed(engine, probe, name)
+    runner = await probe.claimed_runner(name, "lost-reply", 600)
     faults = LostReplies(engine, nth)
     finished = asyncio.Event()
     loop = None

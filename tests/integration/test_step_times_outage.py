@@ -17,8 +17,7 @@ from stepmods.basic import CALLS
 from wfed import Engine, WorkflowState
 from wfed.clock import utc_now
 from wfed.daemon.committer import StepCommitter
-from wfed.engine.runner import Outcome, WorkflowRunner
-from wfed.store import claims
+from wfed.engine.runner import Outcome
 
 LEASE = 600.0
 OUTAGES = 3
@@ -64,20 +63,8 @@ async def test_a_commit_that_waited_out_an_outage_does_not_lengthen_the_step(
     name = unique_name("outage")
     definition = [{"step": "record", "args": {"key": f"{key}-{i}"}} for i in range(steps)]
     await engine.create_workflow(name, {}, definition, queue=TEST_QUEUE)
-    row = await probe.row(name)
-    async with engine.db.transaction() as conn:
-        assert await claims.workflow_claim_by_id(
-            conn, row.id, owner="outage", now=utc_now(), lease=LEASE
-        )
     outage = OutageAfterStep(engine, f"{key}-0")
-    runner = WorkflowRunner(
-        engine.db,
-        engine.registry,
-        await probe.row(name),
-        actor="outage",
-        lease_seconds=LEASE,
-        clock=outage.clock,
-    )
+    runner = await probe.claimed_runner(name, "outage", LEASE, outage.clock)
     finished = asyncio.Event()
     loop = None
     if grouped:
