@@ -17,6 +17,8 @@ from typing import Any
 HANG = "hang"
 """A scripted reply: never answer (until the receiver closes)."""
 HANG_LIMIT = 60.0
+GATED = "gated"
+"""A scripted reply: 200 once the test opens the receiver's `gate`."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Receiver:
         self.scripts: dict[str, list[int | str]] = {}
         self.hanging = 0
         self.closed = threading.Event()
+        self.gate = threading.Event()
 
     def url(self, path: str) -> str:
         host, port = self.server.server_address[:2]
@@ -74,6 +77,9 @@ class _Handler(BaseHTTPRequestHandler):
                 receiver.hanging += 1
             receiver.closed.wait(HANG_LIMIT)
             return
+        if reply == GATED:
+            receiver.gate.wait(HANG_LIMIT)
+            reply = 200
         self.send_response(int(reply))
         self.send_header("Content-Type", "text/plain")
         text = b"ok" if int(reply) < 300 else b"receiver says no"

@@ -12,8 +12,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from notify_receiver import HANG, Receiver, eventually, receiving
-from sqlalchemy import delete, insert, select, update
+from notify_receiver import GATED, HANG, Receiver, eventually, receiving
+from sqlalchemy import delete, event, insert, select, update
+from structlog.testing import capture_logs
 
 from wfed import Engine, StepError, WorkflowHalted
 from wfed.clock import utc_now
@@ -609,3 +610,64 @@ async def test_a_stop_requested_with_sql_is_notified(setup: Setup) -> None:
     await notifier.run_once()
     [body] = setup.receiver.to(f"/{hook.name}")
     assert (body["workflow"], body["state"], body["event"]) == (name, "stopped", "stopped")
+
+
+LOCK_WAIT_SECONDS = 1
+"""The notifier's sessions' lock wait limit in the lock-wait test."""
+
+
+def short_lock_waits(db: Database) -> None:
+    """Sessions of `db` give up a row lock wait after LOCK_WAIT_SECONDS (MariaDB error
+    1205, PostgreSQL 55P03), as a session would under a busy server's own limit."""
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        statement = (
+            f"SET lock_timeout = '{LOCK_WAIT_SECONDS}s'"
+            if db.backend == "postgresql"
+            else f"SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_SECONDS}"
+        )
+        cursor = dbapi_connection.cursor()
+        cursor.execute(statement)
+        cursor.close()
+
+    event.listen(db.engine.sync_engine, "connect", on_connect)
+
+
+async def test_an_outcome_write_that_waits_for_a_lock_is_retried_not_sent_again(
+    setup: Setup,
+) -> None:
+    """Another session holds the delivery's row while the POST is answered: the write of
+    `sent` gives up its lock wait, is tried again once the row is free, and the delivery
+    is sent once and recorded as sent by this notifier (not left claimed, to be sent again
+    by another daemon once the claim expires)."""
+    if setup.engine.db.backend == "sqlite":
+        pytest.skip("SQLite has no row locks: a writer waits for the file (busy_timeout)")
+    hook = setup.hook("locked", events=["error"])
+    setup.receiver.script(f"/{hook.name}", GATED)
+    with capture_logs() as logs:
+        notifier = setup.notifier(hook)
+        short_lock_waits(notifier.db)
+        await notifier.run_once()
+        await setup.failed_workflow()
+        await notifier.record()
+        sending = asyncio.create_task(notifier.deliver(wait=True))
+        await eventually(lambda: setup.receiver.to(f"/{hook.name}"), what="the POST")
+        [row] = await setup.deliveries(hook.name)
+        async with setup.engine.db.engine.connect() as blocker:
+            await blocker.execute(
+                select(notification_deliveries.c.id)
+                .where(notification_deliveries.c.id == row.id)
+                .with_for_update()
+            )
+            setup.receiver.gate.set()
+
+            def retried() -> bool:
+                return any(line["event"] == "transaction_retried" for line in logs)
+
+            await eventually(retried, what="the outcome's write to give up a lock wait")
+            await blocker.rollback()
+        sent = await sending
+    assert [s.outcome for s in sent] == ["sent"]
+    assert len(setup.receiver.to(f"/{hook.name}")) == 1
+    [row] = await setup.deliveries(hook.name)
+    assert (row.state, row.attempts, row.claimed_by) == ("sent", 1, None)

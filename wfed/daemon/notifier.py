@@ -45,6 +45,7 @@ from wfed.engine.webhook import WebhookFailed, client, post
 from wfed.metrics import Metrics
 from wfed.store import notifications as store
 from wfed.store.database import Database, run_retrying
+from wfed.store.faults import TRANSIENT, Fault, classify
 
 if TYPE_CHECKING:
     import httpx
@@ -66,6 +67,9 @@ CLAIM_MARGIN = 30.0
 FINAL_GRACE = 5.0
 """Seconds a stopping daemon waits for its POSTs under way (the rest are cut short and
 handed back, for any daemon to send)."""
+OUTAGE_RETRY_FIRST = 0.2
+"""Seconds before the outcome of a POST is written again after an outage or a lost reply
+(doubled each time)."""
 PRUNE_INTERVAL = 3600.0
 """Seconds between two deletions of old deliveries by one daemon."""
 PRUNE_BATCH = 1000
@@ -81,6 +85,28 @@ class Sent:
     outcome: str
     """sent, retried, failed, or lost (the claim was taken over: nothing written)."""
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a POST of a claimed delivery came to, as its owner writes it."""
+
+    delivery: store.DeliveryRow
+    owner: str
+    at: datetime
+    error: str | None
+    retry_at: datetime | None
+
+    def landed_in(self, row: store.DeliveryRow | None) -> bool:
+        """Whether `row`, read after a lost reply, holds this outcome's write (the claim
+        let go, one attempt more, and this outcome's own time stamp)."""
+        if row is None or row.claimed_by is not None:
+            return False
+        if row.attempts != self.delivery.attempts + 1:
+            return False
+        if self.error is None:
+            return row.state == "sent" and row.sent_at == self.at
+        return row.state != "sent" and row.next_attempt_at == self.retry_at
 
 
 @dataclass(frozen=True)
@@ -209,23 +235,29 @@ class Notifier:
                 return []
         longest = max(hook.timeout for hook in self.hooks.values())
         until = now + timedelta(seconds=longest + CLAIM_MARGIN)
-        claimed: list[store.DeliveryRow] = []
-        async with self.db.transaction() as conn:
-            # A claim per webhook (a few): each takes no more than its free slots.
-            for target, slots in open_to.items():
-                claimed += await store.deliveries_claim(
-                    conn,
-                    [target],
-                    owner=self.daemon_id,
-                    now=now,
-                    until=until,
-                    limit=min(slots, free - len(claimed)),
-                    skip_locked=self.db.supports_skip_locked,
-                )
-            events = await store.events_by_id(conn, [d.event_id for d in claimed])
+
+        async def claim() -> tuple[list[store.DeliveryRow], dict[int, store.NotifiableEvent]]:
+            claimed: list[store.DeliveryRow] = []
+            async with self.db.transaction() as conn:
+                # A claim per webhook (a few): each takes no more than its free slots.
+                for target, slots in open_to.items():
+                    claimed += await store.deliveries_claim(
+                        conn,
+                        [target],
+                        owner=self.daemon_id,
+                        now=now,
+                        until=until,
+                        limit=min(slots, free - len(claimed)),
+                        skip_locked=self.db.supports_skip_locked,
+                    )
+                events = await store.events_by_id(conn, [d.event_id for d in claimed])
+            return claimed, events
+
+        claimed, events = await run_retrying(claim)
         tasks = []
         for delivery in claimed:
-            task = asyncio.create_task(self._send(delivery, events.get(delivery.event_id)))
+            item = events.get(delivery.event_id)
+            task = asyncio.create_task(self._send(delivery, item, until))
             self._sending[delivery.id] = (delivery.target, task)
             task.add_done_callback(functools.partial(self._sent, delivery.id))
             tasks.append(task)
@@ -236,7 +268,9 @@ class Notifier:
     def _sent(self, delivery_id: int, _task: asyncio.Task[Sent]) -> None:
         self._sending.pop(delivery_id, None)
 
-    async def _send(self, delivery: store.DeliveryRow, item: store.NotifiableEvent | None) -> Sent:
+    async def _send(
+        self, delivery: store.DeliveryRow, item: store.NotifiableEvent | None, until: datetime
+    ) -> Sent:
         hook = self.hooks[delivery.target]
         attempt = delivery.attempts + 1
         error: str | None = None
@@ -260,19 +294,13 @@ class Notifier:
             delay = min(hook.backoff * 2 ** (attempt - 1), hook.backoff_max)
             retry_at = now + timedelta(seconds=delay)
         try:
-            async with self.db.transaction() as conn:
-                if error is None:
-                    held = await store.delivery_sent(
-                        conn, delivery.id, owner=self.daemon_id, now=now
-                    )
-                else:
-                    held = await store.delivery_failed(
-                        conn, delivery.id, owner=self.daemon_id, error=error, retry_at=retry_at
-                    )
+            held = await self._record_outcome(
+                Outcome(delivery, self.daemon_id, now, error, retry_at), until
+            )
         except Exception as exc:
-            # An outage (or a privilege missing): the claim expires and the delivery is
-            # tried again, so a POST that went through may be sent twice, which the
-            # payload's `id` lets a receiver tell.
+            # The database stayed away while the claim lasted (or a privilege is
+            # missing): the claim expires and the delivery is tried again, so a POST that
+            # went through may be sent twice, which the payload's `id` lets a receiver tell.
             self.log.warning("notification_unrecorded", webhook=hook.name, error=describe(exc))
             return Sent(delivery.id, hook.name, "lost", error)
         outcome = "sent" if error is None else "retried" if retry_at is not None else "failed"
@@ -280,6 +308,43 @@ class Notifier:
             outcome = "lost"
         self._count(hook.name, outcome, delivery, workflow, attempt, error, retry_at, now)
         return Sent(delivery.id, hook.name, outcome, error)
+
+    async def _record_outcome(self, outcome: Outcome, until: datetime) -> bool:
+        """Write what became of a POST under this daemon's claim: whether the claim still
+        held. A deadlock or a lock wait is tried again at once; an outage or a lost reply
+        is waited out while the claim lasts (after that another daemon may send it
+        again), and after a lost reply the row is read before anything is written again:
+        the write may have landed."""
+        delay = OUTAGE_RETRY_FIRST
+        uncertain = False
+        while True:
+            try:
+                if uncertain:
+                    async with self.db.autocommit() as conn:
+                        row = await store.delivery_read(conn, outcome.delivery.id)
+                    if row is None or row.claimed_by != self.daemon_id:
+                        return outcome.landed_in(row)
+                    uncertain = False
+                return bool(await run_retrying(functools.partial(self._write_outcome, outcome)))
+            except Exception as exc:
+                fault = classify(exc)
+                if fault not in TRANSIENT:
+                    raise
+                if self.clock() + timedelta(seconds=delay) >= until:
+                    raise
+                uncertain = uncertain or fault is Fault.LOST_REPLY
+                self.log.info("notification_outcome_retried", error=describe(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, OUTAGE_BACKOFF_MAX)
+
+    async def _write_outcome(self, outcome: Outcome) -> bool:
+        delivery_id, owner = outcome.delivery.id, outcome.owner
+        async with self.db.transaction() as conn:
+            if outcome.error is None:
+                return await store.delivery_sent(conn, delivery_id, owner=owner, now=outcome.at)
+            return await store.delivery_failed(
+                conn, delivery_id, owner=owner, error=outcome.error, retry_at=outcome.retry_at
+            )
 
     def _count(
         self,

@@ -238,6 +238,16 @@ async def deliveries_claim(
     return rows
 
 
+async def delivery_read(conn: AsyncConnection, delivery_id: int) -> DeliveryRow | None:
+    """The delivery of id `delivery_id` (None once pruned)."""
+    row = (
+        (await conn.execute(select(notification_deliveries).where(D.id == delivery_id)))
+        .mappings()
+        .first()
+    )
+    return DeliveryRow.from_mapping(row) if row is not None else None
+
+
 def _claimed(delivery_id: int, owner: str) -> Any:
     # Only the holder of the claim writes the outcome: a daemon whose claim expired while
     # its POST hung finds the row taken over and writes nothing.
