@@ -19,7 +19,7 @@ from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from wfed import Engine, WorkflowState
-from wfed.config import SchedulesConfig
+from wfed.config import SchedulesConfig, parse_config
 from wfed.daemon.scheduler import RECHECK, Scheduler
 from wfed.engine.schedule_firing import Fired
 from wfed.engine.schedule_times import InvalidSchedule
@@ -163,6 +163,25 @@ async def test_add_list_pause_resume_remove(
         await engine.schedule(name)
     with pytest.raises(ScheduleNotFound):
         await engine.remove_schedule(name)
+
+
+async def test_the_configured_catchup_reaches_an_engine_made_from_the_config(
+    database_url: str, scheduled: Callable[[], str]
+) -> None:
+    """`Engine.from_config` gives the Python API the `[schedules] catchup` setting: a
+    schedule that names no policy of its own follows it."""
+    config = parse_config(
+        {
+            "database": {"url": database_url},
+            "steps": {"modules": ["wfed.examples"]},
+            "schedules": {"catchup": "skip"},
+        }
+    )
+    async with Engine.from_config(config=config) as configured:
+        name = scheduled()
+        view = await configured.add_schedule(name, "0 2 * * *", PARIS, steps=["sleep"])
+        assert view.catchup == "skip"
+        assert [v.catchup for v in await configured.schedules() if v.name == name] == ["skip"]
 
 
 async def test_next_ticks_in_local_time_and_utc(

@@ -16,16 +16,14 @@ import typer
 from . import render
 from .app import AsJson, app, settings_of
 from .parse import parse_assignments, parse_json_object, parse_step
-from .run import Settings, run_engine
+from .run import run_engine
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
     from datetime import datetime
 
     from wfed.engine import Engine
     from wfed.engine.schedules import ScheduleView, Tick
 
-    from .run import T
 
 schedule_app = typer.Typer(
     no_args_is_help=True,
@@ -36,17 +34,6 @@ app.add_typer(schedule_app, name="schedule")
 
 ScheduleName = Annotated[str, typer.Argument(metavar="NAME", help="The schedule's name.")]
 CATCHUPS = ("once", "skip")
-
-
-def _with_engine(settings: Settings, work: Callable[[Engine], Awaitable[T]]) -> T:
-    """Run `work` with the engine knowing the [schedules] catchup setting."""
-    catchup = settings.config().schedules.catchup
-
-    async def body(engine: Engine) -> T:
-        engine.schedule_catchup = catchup
-        return await work(engine)
-
-    return run_engine(settings, body)
 
 
 def _params(items: list[str]) -> dict[str, str]:
@@ -181,7 +168,7 @@ def add(
             windows=window_specs,
         )
 
-    view = _with_engine(settings_of(cli), work)
+    view = run_engine(settings_of(cli), work)
     template = view.template
     what = render.plural(len(template.steps), "step") if template else "its template"
     source = f" from {runbook}" if runbook is not None else ""
@@ -203,7 +190,7 @@ def list_(cli: typer.Context, as_json: AsJson = False) -> None:
     async def work(engine: Engine) -> list[ScheduleView]:
         return await engine.schedules()
 
-    views = _with_engine(settings_of(cli), work)
+    views = run_engine(settings_of(cli), work)
     if as_json:
         render.print_json([view.to_json() for view in views])
         return
@@ -247,7 +234,7 @@ def pause(cli: typer.Context, name: ScheduleName) -> None:
     async def work(engine: Engine) -> ScheduleView:
         return await engine.pause_schedule(name)
 
-    view = _with_engine(settings_of(cli), work)
+    view = run_engine(settings_of(cli), work)
     render.say(f"paused schedule {view.name}")
 
 
@@ -261,7 +248,7 @@ def resume(cli: typer.Context, name: ScheduleName) -> None:
     async def work(engine: Engine) -> ScheduleView:
         return await engine.resume_schedule(name)
 
-    view = _with_engine(settings_of(cli), work)
+    view = run_engine(settings_of(cli), work)
     render.say(
         f"resumed schedule {view.name}: next run {_local(view.next_local())} "
         f"({_utc(view.row.next_fire_at)})"
@@ -278,7 +265,7 @@ def remove(cli: typer.Context, name: ScheduleName) -> None:
     async def work(engine: Engine) -> None:
         await engine.remove_schedule(name)
 
-    _with_engine(settings_of(cli), work)
+    run_engine(settings_of(cli), work)
     render.say(f"removed schedule {name}")
 
 
@@ -299,7 +286,7 @@ def next_(
     async def work(engine: Engine) -> tuple[ScheduleView, list[Tick]]:
         return await engine.schedule(name), await engine.next_ticks(name, count)
 
-    view, ticks = _with_engine(settings_of(cli), work)
+    view, ticks = run_engine(settings_of(cli), work)
     if as_json:
         render.print_json([tick.to_json() for tick in ticks])
         return

@@ -120,7 +120,7 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, ConcurrencyKeys, Notificati
         options.setdefault("output_max_bytes", config.output.max_bytes)
         options.setdefault("locks", config.locks)
         options.setdefault("windows", config.windows)
-        return cls(
+        engine = cls(
             config.database.url,
             step_modules=config.steps.modules,
             step_paths=config.steps.paths,
@@ -129,6 +129,8 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, ConcurrencyKeys, Notificati
             control_interval=config.daemon.control_interval,
             **options,
         )
+        engine.schedule_catchup = config.schedules.catchup
+        return engine
 
     async def __aenter__(self) -> Engine:
         return self
