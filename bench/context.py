@@ -120,7 +120,7 @@ class Sizes:
             fleet_seconds=5.0,
             ten_thousand_workflows=300,
             ten_thousand_stops=5,
-            ten_thousand_wire_seconds=3.0,
+            ten_thousand_wire_seconds=8.0,
         )
 
 

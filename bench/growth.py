@@ -7,8 +7,8 @@ inserted with one `INSERT … SELECT`:
 * one claim's time: wfed's own `workflow_claim_pending` (limit `max_workflows`) on a queue
   of `max_workflows` pending rows, in a transaction that is rolled back; the median of
   `claim_repeats`;
-* EXPLAIN of the claim query, and of the rescue and heartbeat queries: the index used and
-  no filesort;
+* EXPLAIN of the claim query, and of the rescue, heartbeat and stop-request queries: the
+  index used and no filesort;
 * throughput of one daemon on batches of `growth_workflows` x 10 no-op steps, on one
   database then the other, `growth_rounds` times (A B A B: the machine's drift during
   the workload falls on both alike instead of passing for an effect of the history).
@@ -31,7 +31,7 @@ from bench.queries import W, insert_history
 from bench.stats import percentile, utc_now
 from bench.throughput import run_queue
 from wfed.states import WorkflowState
-from wfed.store import claims
+from wfed.store import claims, leases
 from wfed.store.schema import workflows
 
 HISTORY_AT = datetime(2026, 1, 1)
@@ -49,6 +49,7 @@ def _explained_queries(queue: str, limit: int, now: datetime) -> dict[str, Any]:
         "heartbeat": select(W.id, W.fence, W.requested).where(
             W.claimed_by == "bench", W.state == WorkflowState.RUNNING, W.id.in_([1, 2, 3])
         ),
+        "requests": leases.requests_owned_query("bench"),
     }
 
 

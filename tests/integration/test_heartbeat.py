@@ -160,6 +160,67 @@ async def test_a_beat_renews_every_lease_and_the_daemons_row(
     assert await heartbeat_of(engine, harness.id) == harness.now
 
 
+async def test_between_renewals_a_beat_only_asks_for_stop_requests(
+    engine: Engine, create: CreateFn, queue: str, harness: Harness
+) -> None:
+    """After a renewal, the beats of the next quarter lease renew nothing and leave the
+    daemon's row alone; they still pass a stop request on at once. A quarter lease after
+    the renewal the next beat renews every lease again."""
+    ids = [await held(engine, create, queue, harness) for _ in range(2)]
+    for workflow_id, fence in ids:
+        harness.runners[workflow_id] = FakeRunner(fence, harness.now + timedelta(seconds=LEASE))
+    assert (await harness.heartbeat.run_once()).renewed == 2
+    renewed_until = harness.now + timedelta(seconds=LEASE)
+    stopped_id = ids[0][0]
+    async with engine.db.transaction() as conn:
+        await conn.execute(
+            workflows.update().where(workflows.c.id == stopped_id).values(requested="stop")
+        )
+    harness.now += timedelta(seconds=IDLE_INTERVAL - 1)
+    harness.ticker.now += IDLE_INTERVAL - 1
+
+    between = await harness.heartbeat.run_once()
+
+    assert (between.renewed, between.stopped, between.refreshed) == (0, 1, False)
+    assert harness.runners[stopped_id].told == ["renewed", "stop: stop requested"]
+    for workflow_id, _ in ids:
+        assert await lease_of(engine, workflow_id) == renewed_until
+    assert await heartbeat_of(engine, harness.id) == harness.now - timedelta(
+        seconds=IDLE_INTERVAL - 1
+    )
+
+    harness.now += timedelta(seconds=1)
+    harness.ticker.now += 1
+    due = await harness.heartbeat.run_once()
+
+    assert (due.renewed, due.stopped, due.refreshed) == (2, 0, True)
+    for workflow_id, _ in ids:
+        assert await lease_of(engine, workflow_id) == harness.now + timedelta(seconds=LEASE)
+    assert harness.runners[stopped_id].told.count("stop: stop requested") == 1
+
+
+async def test_a_stop_request_for_an_older_fence_is_not_passed_on(
+    engine: Engine, create: CreateFn, queue: str, harness: Harness
+) -> None:
+    """Between renewals, a stop request read with a fence other than the runner's (the
+    workflow changed hands) is not that runner's."""
+    workflow_id, fence = await held(engine, create, queue, harness)
+    runner = harness.runners[workflow_id] = FakeRunner(
+        fence, harness.now + timedelta(seconds=LEASE)
+    )
+    await harness.heartbeat.run_once()
+    async with engine.db.transaction() as conn:
+        await conn.execute(
+            workflows.update()
+            .where(workflows.c.id == workflow_id)
+            .values(requested="stop", fence=fence + 1)
+        )
+    harness.ticker.now += CONTROL
+
+    assert (await harness.heartbeat.run_once()).stopped == 0
+    assert runner.told == ["renewed"]
+
+
 async def test_a_runner_whose_workflow_changed_hands_is_told_it_lost(
     engine: Engine, create: CreateFn, queue: str, harness: Harness
 ) -> None:

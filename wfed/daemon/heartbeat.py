@@ -1,12 +1,15 @@
 """The heartbeat: keeps the daemon's row and its leases fresh, and tells its runners what
 the database says of their workflows.
 
-One beat (`run_once`) with workflows running is one transaction: refresh the daemon's
-row (registering it again if it was pruned while the daemon looked dead) and renew every
-lease it holds in one UPDATE; then each runner hears whether it lost its workflow, got
-its lease renewed, or was asked to stop. Without workflows only the row needs refreshing,
-and only often enough to look alive. After every beat, failed or not, a lease past its
-end on the daemon's own clock is lost: its runner must stop before another owner starts.
+A beat (`run_once`, every control interval) with workflows running asks one question:
+which of them were asked to stop — one range of the index on (claimed_by, requested),
+however many workflows the daemon runs. Every quarter lease the beat renews as well, in
+one transaction: refresh the daemon's row (registering it again if it was pruned while
+the daemon looked dead) and renew every lease it holds in one UPDATE; then each runner
+hears whether it lost its workflow, got its lease renewed, or was asked to stop. Without
+workflows only the row needs refreshing, and only often enough to look alive. After
+every beat, failed or not, a lease past its end on the daemon's own clock is lost: its
+runner must stop before another owner starts.
 """
 
 from __future__ import annotations
@@ -95,6 +98,8 @@ class Heartbeat:
         self.monotonic = monotonic
         self.query_limit = query_limit(db, settings.lease)
         self.idle_interval = max(settings.control_interval, settings.lease / 4)
+        self.renew_interval = self.idle_interval
+        """Seconds between two renewals of the leases (and refreshes of the row)."""
         self.log = log.bind(daemon=daemon.id)
         self._beaten_at: float | None = None
         # The runners told of their workflow's stop request. A runner hears of it once:
@@ -102,6 +107,9 @@ class Heartbeat:
         # (the shell step's SIGKILL), cutting its graceful stop short.
         self._told_to_stop: dict[int, Leased] = {}
         self._woken = asyncio.Event()
+        self._renewed_at: float | None = None
+        self._unrenewed = False
+        """The last renewal skipped a row another transaction held: renew again next beat."""
 
     async def register(self) -> None:
         """Write the daemon's row afresh (at start-up, and when it was found gone)."""
@@ -128,6 +136,10 @@ class Heartbeat:
         if not owned_ids:
             self._told_to_stop.clear()
             return Beat(refreshed=await self._idle_beat(now))
+        if not self._renewal_due():
+            async with self.db.autocommit() as conn:
+                requests = await leases.workflow_requests_owned(conn, owner=self.daemon.id)
+            return self._tell_requests(requests)
 
         async def attempt() -> tuple[dict[int, Held], set[int]]:
             async with self.db.transaction() as conn:
@@ -147,8 +159,30 @@ class Heartbeat:
                 return owned, await leases.workflows_ended_under(conn, gone)
 
         owned, ended = await run_retrying(attempt)
-        self._beaten_at = self.monotonic()
+        self._beaten_at = self._renewed_at = self.monotonic()
+        self._unrenewed = any(not held.renewed for held in owned.values())
         return self._tell(owned_ids, owned, ended, now + timedelta(seconds=self.settings.lease))
+
+    def _renewal_due(self) -> bool:
+        if self._renewed_at is None or self._unrenewed:
+            return True
+        return self.monotonic() - self._renewed_at >= self.renew_interval
+
+    def _tell_requests(self, requests: dict[int, Held]) -> Beat:
+        """Pass the stop requests on, each once to the runner holding the workflow under
+        the fence the request was read with (between renewals)."""
+        stopped = 0
+        told: dict[int, Leased] = {}
+        for workflow_id, held in requests.items():
+            runner = self.runners.get(workflow_id)
+            if runner is None or held.fence != runner.fence or held.request is not Request.STOP:
+                continue
+            if self._told_to_stop.get(workflow_id) is not runner:
+                runner.stop(STOP_REASON)
+                stopped += 1
+            told[workflow_id] = runner
+        self._told_to_stop = told
+        return Beat(stopped=stopped)
 
     def _tell(
         self, owned_ids: list[int], owned: dict[int, Held], ended: set[int], expires: datetime

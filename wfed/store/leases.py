@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.states import Operation, Request, sources
@@ -83,3 +83,17 @@ async def workflow_renew_owned(
         row.id: Held(row.fence, Request(row.requested) if row.requested else None, row.id in free)
         for row in rows
     }
+
+
+def requests_owned_query(owner: str) -> Select[tuple[int, int, str | None]]:
+    """The workflows `owner` runs that have a request waiting: one range of the index on
+    (claimed_by, requested), however many workflows the owner runs."""
+    return select(W.id, W.fence, W.requested).where(
+        W.claimed_by == owner, W.requested.is_not(None), state_in(Operation.RENEW)
+    )
+
+
+async def workflow_requests_owned(conn: AsyncConnection, *, owner: str) -> dict[int, Held]:
+    """What `requests_owned_query` finds, as the heartbeat reads it."""
+    rows = await conn.execute(requests_owned_query(owner))
+    return {row.id: Held(row.fence, Request(row.requested), renewed=False) for row in rows}

@@ -205,8 +205,8 @@ workflows = Table(
     Index("ix_workflows_claim", "state", "queue", "claim_rank", "id"),
     # Rescue: running rows whose lease expired; listing by state.
     Index("ix_workflows_lease", "state", "lease_expires_at"),
-    # A daemon's own leases (heartbeat renewal).
-    Index("ix_workflows_claimed_by", "claimed_by"),
+    # A daemon's own leases (heartbeat renewal), and those of them with a request waiting.
+    Index("ix_workflows_owner_requested", "claimed_by", "requested"),
     # Retention: finished workflows by age.
     Index("ix_workflows_finished", "state", "finished_at"),
     # The workflows a window's closing paused, for the chore that resumes them.
