@@ -12,6 +12,9 @@ LOCK := requirements.lock
 
 CONFIG ?= config.toml
 PYTEST_ARGS ?=
+# Test processes `make test` runs at once (pytest-xdist): most tests wait on databases
+# and daemon processes, so a few at a time keep a 2-core machine busy. 0 runs one process.
+TEST_WORKERS ?= 3
 BENCH_ARGS ?=
 # Extra pip-compile options for `make lock`, e.g. LOCK_ARGS=--upgrade
 # or LOCK_ARGS='--upgrade-package asyncmy'.
@@ -28,7 +31,7 @@ help: ## List the targets
 	@echo "wfed make targets:"
 	@grep -E '^[a-zA-Z_.-]+:.*## ' $(MAKEFILE_LIST) \
 		| awk 'BEGIN {FS = ":.*## "} {printf "  %-10s %s\n", $$1, $$2}'
-	@echo "Variables: PYTEST_ARGS, BENCH_ARGS, CONFIG (=$(CONFIG)), LOCK_ARGS, PYTHON (=$(PYTHON))"
+	@echo "Variables: PYTEST_ARGS, TEST_WORKERS (=$(TEST_WORKERS)), BENCH_ARGS, CONFIG (=$(CONFIG)), LOCK_ARGS, PYTHON (=$(PYTHON))"
 
 .venv: $(STAMP) ## Create/refresh .venv from requirements.lock (+ editable wfed)
 
@@ -46,8 +49,8 @@ run: .venv ## Upgrade the database schema, then run the daemon (CONFIG=config.to
 	$(BIN)/wfectl --config $(CONFIG) db upgrade
 	exec $(BIN)/wfed --config $(CONFIG)
 
-test: .venv ## Run the test suite (PYTEST_ARGS=... passed to pytest)
-	@rc=0; $(BIN)/pytest $(PYTEST_ARGS) || rc=$$?; \
+test: .venv ## Run the test suite (TEST_WORKERS=3 processes; PYTEST_ARGS=... passed to pytest)
+	@rc=0; $(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal --durations=25 $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then \
 		echo "make test: pytest ran no tests (exit 5); treating that as a failure" >&2; \
 	fi; \

@@ -399,7 +399,7 @@ async def make_engine() -> AsyncIterator[EngineFactory]:
 
 # --- per-backend markers and counts ------------------------------------------------
 
-_ITEM_BACKENDS_KEY = pytest.StashKey[dict[str, frozenset[str]]]()
+_BACKENDS_PROPERTY: Final = "wfed_backends"
 _SUMMARY_OUTCOMES: Final = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 
 
@@ -427,11 +427,15 @@ def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # wfectl lays its tables out for $COLUMNS when set, and pytest-xdist sets it (80) in
+    # its worker processes: the processes the tests start must see the same environment
+    # however the suite is run.
+    for name in ("COLUMNS", "LINES"):
+        os.environ.pop(name, None)
     for backend in BACKENDS:
         config.addinivalue_line(
             "markers", f"{backend}: test uses the {_LABELS[backend]} backend (set by conftest)"
         )
-    config.stash[_ITEM_BACKENDS_KEY] = {}
     if (
         threading.current_thread() is threading.main_thread()
         and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
@@ -449,10 +453,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselection sees the items
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    by_nodeid = config.stash[_ITEM_BACKENDS_KEY]
     for item in items:
         backends = item_backends(item)
-        by_nodeid[item.nodeid] = backends
+        # Carried by the test's reports, so the summary can count them in the process
+        # that prints it (with pytest-xdist, not the one that collected the test).
+        item.user_properties.append((_BACKENDS_PROPERTY, ",".join(sorted(backends))))
         for backend in sorted(backends):
             item.add_marker(backend)
 
@@ -461,14 +466,16 @@ def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, config: pytest.Config
 ) -> None:
     """Print how many tests ran per backend (numbers for the release notes)."""
-    by_nodeid = config.stash.get(_ITEM_BACKENDS_KEY, {})
-    if not any(by_nodeid.values()):
-        return
     counts: dict[str, Counter[str]] = {backend: Counter() for backend in BACKENDS}
     for outcome in _SUMMARY_OUTCOMES:
-        nodeids = {getattr(r, "nodeid", "") for r in terminalreporter.stats.get(outcome, [])}
-        for nodeid in nodeids:
-            for backend in by_nodeid.get(nodeid, ()):
+        backends_of = {
+            getattr(report, "nodeid", ""): dict(getattr(report, "user_properties", ())).get(
+                _BACKENDS_PROPERTY, ""
+            )
+            for report in terminalreporter.stats.get(outcome, [])
+        }
+        for backends in backends_of.values():
+            for backend in filter(None, backends.split(",")):
                 counts[backend][outcome] += 1
     if not any(counts.values()):
         return
