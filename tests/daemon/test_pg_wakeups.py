@@ -142,7 +142,7 @@ async def test_a_listening_daemon_claims_at_once_and_stops_at_once(
             killed = await conn.scalar(
                 text(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE application_name = :app"
+                    "WHERE application_name = :app AND datname = current_database()"
                 ),
                 {"app": wakeup_store.APPLICATION_NAME},
             )
