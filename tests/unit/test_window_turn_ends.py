@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from wfed.engine import windows
+from wfed.engine import window_reads, windows
 from wfed.engine.views import Workflow
 from wfed.errors import InvalidDefinition
 from wfed.states import Operation, StepState, WorkflowState
@@ -84,37 +84,37 @@ def test_outside_the_windows_the_claim_hands_back_until_the_opening() -> None:
 
 def test_checked_windows_are_stored_as_given_or_refused() -> None:
     """Creation keeps readable specs as written and refuses the rest as InvalidDefinition."""
-    assert windows.checked(None) == []
-    assert windows.checked((SPEC,)) == [SPEC]
+    assert window_reads.checked(None) == []
+    assert window_reads.checked((SPEC,)) == [SPEC]
     with pytest.raises(InvalidDefinition, match=r"windows: .*must be a list"):
-        windows.checked(SPEC)
+        window_reads.checked(SPEC)
 
 
 def test_status_says_when_the_windows_open() -> None:
     """`show`'s window status: none without windows, open or the next opening, and a
     value that cannot be read named."""
     queues = QueueWindows.parse({"maint": ["daily 03:00-04:00"]})
-    nothing = windows.status(queues, row(), AFTER_CLOSING)
+    nothing = window_reads.status(queues, row(), AFTER_CLOSING)
     assert (nothing.any, nothing.closed) == (False, False)
 
-    own = windows.status(queues, row(windows=[SPEC]), AFTER_CLOSING)
+    own = window_reads.status(queues, row(windows=[SPEC]), AFTER_CLOSING)
     assert own is not None
     assert (own.own, own.queue, own.closed, own.opens_at) == ([SPEC], [], True, NEXT_OPENING)
 
-    both = windows.status(queues, row(queue="maint", windows=[SPEC]), AFTER_CLOSING)
+    both = window_reads.status(queues, row(queue="maint", windows=[SPEC]), AFTER_CLOSING)
     assert both is not None
     # Saturday 01:00-04:00 UTC and daily 03:00-04:00 UTC meet at 03:00 on Saturdays.
     assert both.opens_at == datetime(2026, 12, 12, 3, 0)
     apart = QueueWindows.parse({"maint": ["daily 10:00-11:00"]})
-    never = windows.status(apart, row(queue="maint", windows=[SPEC]), AFTER_CLOSING)
+    never = window_reads.status(apart, row(queue="maint", windows=[SPEC]), AFTER_CLOSING)
     assert never is not None
     assert (never.closed, never.opens_at) == (True, None)
 
-    queue_only = windows.status(queues, row(queue="maint"), datetime(2026, 12, 5, 3, 30))
+    queue_only = window_reads.status(queues, row(queue="maint"), datetime(2026, 12, 5, 3, 30))
     assert queue_only is not None
     assert (queue_only.closed, queue_only.opens_at) == (False, None)
 
-    bad = windows.status(queues, row(windows="sat"), AFTER_CLOSING)
+    bad = window_reads.status(queues, row(windows="sat"), AFTER_CLOSING)
     assert bad is not None
     assert bad.invalid is not None
     assert bad.invalid.startswith("windows: windows must be a list")

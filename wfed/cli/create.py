@@ -102,7 +102,7 @@ def create(
     if dry_run:
 
         async def plan(engine: Engine) -> list[PlannedStep]:
-            from wfed.engine.windows import checked
+            from wfed.engine.window_reads import checked
 
             checked(window_specs)
             engine.check_lock_keys(lock_keys)

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from wfed.engine.control import Operator
-from wfed.engine.windows import checked as checked_windows
+from wfed.engine.window_reads import checked as checked_windows
 from wfed.errors import InvalidDefinition
 from wfed.logging import get_logger
 from wfed.states import EventKind

@@ -207,7 +207,7 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, ConcurrencyKeys, Notificati
         """A workflow with its steps and, if halted, why (WorkflowNotFound if none)."""
         async with self.db.transaction() as conn:
             workflow = await reading.read_workflow(conn, name, self.lock_limits.limit_of)
-        from wfed.engine.windows import status  # noqa: PLC0415
+        from wfed.engine.window_reads import status  # noqa: PLC0415
 
         return replace(workflow, window=status(self.queue_windows, workflow.row, self.clock()))
 
@@ -378,7 +378,7 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, ConcurrencyKeys, Notificati
         """Replace the maintenance windows of a workflow that is not running; none (the
         default) lets it run at any time (docs/windows.md). InvalidDefinition names a
         spec that cannot be read."""
-        from wfed.engine.windows import checked  # noqa: PLC0415
+        from wfed.engine.window_reads import checked  # noqa: PLC0415
 
         await control.set_windows(self._operator, name, checked(list(windows)), reason)
         return await self.get(name)

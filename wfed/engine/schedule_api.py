@@ -60,7 +60,7 @@ class ScheduleApi:
         from wfed.engine import runbooks  # noqa: PLC0415
         from wfed.engine.schedule_times import CronTimes, InvalidSchedule  # noqa: PLC0415
         from wfed.engine.schedules import Template, check_catchup, check_name  # noqa: PLC0415
-        from wfed.engine.windows import checked as checked_windows  # noqa: PLC0415
+        from wfed.engine.window_reads import checked as checked_windows  # noqa: PLC0415
         from wfed.store.lock_keys import parse_lock_keys  # noqa: PLC0415
 
         check_name(name)

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wfed.engine import windows
+from wfed.engine import window_reads, windows
 from wfed.engine.turn import Next, NextStep, RunResult, StepEnd, TurnEnd, TurnWriter
 from wfed.errors import InvalidDefinition
 from wfed.logging import get_logger
@@ -79,11 +79,11 @@ class TurnStart:
             parse_lock_keys(row.locks)
         except InvalidDefinition as exc:
             raise Halted(await self._reject(write, str(exc))) from None
-        bad_windows = windows.unreadable(row.windows)
+        bad_windows = window_reads.unreadable(row.windows)
         if bad_windows is not None:
             raise Halted(await self._reject(write, bad_windows))
         if self.queue_windows is not None:
-            self.gate = windows.gate_of(self.queue_windows, row.queue, row.windows)
+            self.gate = window_reads.gate_of(self.queue_windows, row.queue, row.windows)
 
         async def body(conn: AsyncConnection) -> Next:
             # A transaction may be tried again (a lock wait, an outage): what it found is

@@ -1,10 +1,11 @@
 """What a workflow's maintenance windows do to its runner's turn.
 
 A daemon's runner is given its queue's windows (config) and reads the workflow's own
-(its `windows` column) when the turn starts. Outside them, a workflow just claimed is
-handed back as pending until the next opening (`outside_windows`); one whose window
-closes while it runs pauses after its current step (`window_closed`), as an operator's
-pause would, and a daemon's chore resumes it when its windows open again.
+(its `windows` column) when the turn starts (`wfed.engine.window_reads`). Outside them, a
+workflow just claimed is handed back as pending until the next opening
+(`outside_windows`); one whose window closes while it runs pauses after its current step
+(`window_closed`), as an operator's pause would, and a daemon's chore resumes it when its
+windows open again.
 """
 
 from __future__ import annotations
@@ -16,50 +17,12 @@ from typing import Any
 from wfed.engine.ends import after_step
 from wfed.engine.json_values import iso
 from wfed.engine.turn import StepEnd, TurnEnd
-from wfed.engine.views import WindowStatus
-from wfed.errors import InvalidDefinition
 from wfed.states import Operation
 from wfed.steps.definition import StepPlan
-from wfed.store.rows import WorkflowRow
-from wfed.unreadable_json import UnreadableJson
-from wfed.windows import (
-    GRAMMAR_HINT,
-    Closed,
-    QueueWindows,
-    WindowGate,
-    WindowSpecError,
-    parse_windows,
-    specs,
-)
+from wfed.windows import Closed
 
 ALL_WINDOWS = "its maintenance windows"
 """What a pause names when no single window closed (windows that never opened since)."""
-
-
-def gate_of(queue_windows: QueueWindows, queue: str, own: Any) -> WindowGate:
-    """The windows a workflow of `queue` with `own` (its column) runs in; WindowSpecError
-    when `own` cannot be read."""
-    return WindowGate(queue_windows.of(queue), parse_windows(own))
-
-
-def checked(windows: Any) -> list[str]:
-    """Windows given at creation (a list of specs, or None), as they are stored;
-    InvalidDefinition naming the problem when one cannot be read."""
-    try:
-        return specs(parse_windows(list(windows) if isinstance(windows, tuple) else windows))
-    except WindowSpecError as exc:
-        raise InvalidDefinition(f"windows: {exc}") from None
-
-
-def unreadable(own: Any) -> str | None:
-    """Why a workflow's `windows` column cannot be read, or None."""
-    if isinstance(own, UnreadableJson):
-        return f"windows: {own.reason} ({str(own)[:60]!r}); {GRAMMAR_HINT}"
-    try:
-        parse_windows(own)
-    except WindowSpecError as exc:
-        return f"windows: {exc}"
-    return None
 
 
 def _when(moment: datetime | None) -> str:
@@ -109,22 +72,4 @@ def outside_windows(
         reason=reason,
         message=reason,
         detail={"window": window_name(closed), "opens_at": iso(opens_at)},
-    )
-
-
-def status(queue_windows: QueueWindows, row: WorkflowRow, now: datetime) -> WindowStatus:
-    """What `show` says of a workflow's windows at `now`."""
-    queue = queue_windows.of(row.queue)
-    try:
-        own = parse_windows(row.windows)
-    except WindowSpecError as exc:
-        return WindowStatus(queue=specs(queue), invalid=f"windows: {exc}")
-    if not (own or queue):
-        return WindowStatus()
-    closed = WindowGate(queue, own).closed(now)
-    return WindowStatus(
-        own=specs(own),
-        queue=specs(queue),
-        closed=closed is not None,
-        opens_at=None if closed is None else closed.opens_at,
     )
