@@ -94,6 +94,10 @@ async def private_mariadb(root: Path) -> AsyncIterator[URL]:
     assert INSTALL_DB is not None
     await asyncio.to_thread(root.mkdir, parents=True)
     datadir = root / "data"
+    # Its own tmpdir: a starting server deletes the `#sql*` files in its tmpdir, which in
+    # a shared /tmp are the live temporary tables of another server.
+    tmpdir = root / "tmp"
+    await asyncio.to_thread(tmpdir.mkdir)
     error_log = root / "mariadbd.err"
     port = _spare_port()
     process: asyncio.subprocess.Process | None = None
@@ -114,6 +118,7 @@ async def private_mariadb(root: Path) -> AsyncIterator[URL]:
             "--bind-address=127.0.0.1",
             f"--socket={root / 'mariadbd.sock'}",
             f"--pid-file={root / 'mariadbd.pid'}",
+            f"--tmpdir={tmpdir}",
             "--user=root",
             "--skip-log-bin",
             "--innodb-buffer-pool-size=64M",

@@ -64,6 +64,10 @@ class PrivateMariaDB:
         )
 
     def start(self) -> None:
+        # A tmpdir of its own: a starting server deletes the `#sql*` files it finds in
+        # its tmpdir, which in a shared /tmp are the live temporary tables of another.
+        tmpdir = self.root / "tmp"
+        tmpdir.mkdir(exist_ok=True)
         with open(self.root / "mariadbd.log", "ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -74,6 +78,7 @@ class PrivateMariaDB:
                     "--bind-address=127.0.0.1",
                     f"--socket={self.root / 'mariadbd.sock'}",
                     f"--pid-file={self.root / 'mariadbd.pid'}",
+                    f"--tmpdir={tmpdir}",
                     "--user=root",
                     "--skip-log-bin",
                     "--innodb-buffer-pool-size=32M",
