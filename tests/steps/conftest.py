@@ -53,16 +53,18 @@ class Procs:
         state = self.state(pid)
         return state is not None and state[0] not in {"Z", "X"}
 
-    def assert_gone(self, *pids: int) -> None:
+    def assert_gone(self, *pids: int, within: float = 10.0) -> None:
         """Each pid is dead: gone, or at most a zombie left to init (never one of ours, so
-        nothing we started is left unreaped)."""
+        nothing we started is left unreaped). A SIGKILL takes effect when its process is
+        next scheduled, which on a busy machine may be a moment after it was sent."""
+        deadline = time.monotonic() + within
         for pid in pids:
-            state = self.state(pid)
-            if state is None:
-                continue
-            letter, parent = state
-            assert letter in {"Z", "X"}, f"process {pid} is still alive (state {letter})"
-            assert parent != os.getpid(), f"process {pid} is a zombie of ours: never reaped"
+            while (state := self.state(pid)) is not None and state[0] not in {"Z", "X"}:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"process {pid} is still alive (state {state[0]})")
+                time.sleep(0.01)
+            if state is not None:
+                assert state[1] != os.getpid(), f"process {pid} is a zombie of ours: never reaped"
 
     @staticmethod
     async def written(path: Path, within: float = 10.0) -> str:
