@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 from daemon_harness import (
     DaemonFactory,
+    DaemonProcess,
     insert_workflows,
     journal_lines,
     wait_for_journal,
     wait_until,
 )
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from wfed import Engine, StepState, WorkflowState
 
@@ -207,6 +212,30 @@ async def test_kill_9_during_non_idempotent_step_puts_workflow_in_error(
     assert rescuer.proc.poll() is None
 
 
+def sqlite_writable(url: str) -> bool:
+    """Whether a writer can take the SQLite file's write lock at once."""
+    with contextlib.closing(sqlite3.connect(make_url(url).database or "", timeout=0.2)) as db:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return False
+        db.rollback()
+    return True
+
+
+async def freeze_outside_a_write(daemon: DaemonProcess, url: str) -> None:
+    """SIGSTOP `daemon`. On SQLite a daemon frozen inside a write transaction would hold
+    the file's lock, and no other daemon could start (docs/operations.md, "A daemon
+    stalls"): there it is let run a moment and frozen again until it holds none."""
+    for _ in range(100):
+        daemon.signal(signal.SIGSTOP)
+        if make_url(url).get_backend_name() != "sqlite" or sqlite_writable(url):
+            return
+        daemon.signal(signal.SIGCONT)
+        await asyncio.sleep(0.02)
+    raise AssertionError("the daemon held the SQLite write lock at every freeze")
+
+
 async def test_fencing_a_resumed_daemon_cannot_overwrite_the_new_owner(
     engine: Engine, start_daemon: DaemonFactory, queue: str, journal: Path, schema: str
 ) -> None:
@@ -220,7 +249,7 @@ async def test_fencing_a_resumed_daemon_cannot_overwrite_the_new_owner(
     await _create(engine, name, queue, journal, steps)
     frozen = start_daemon(schema, queue=queue, lease=1.5)
     await wait_for_journal(journal, "start b")
-    frozen.signal(signal.SIGSTOP)
+    await freeze_outside_a_write(frozen, schema)
     successor = start_daemon(schema, queue=queue, lease=1.5)
     await wait_until(_state_is(engine, name, WorkflowState.COMPLETED), limit=30, what="completed")
     before = await engine.get(name)
