@@ -8,6 +8,7 @@ boundary under test); the daemon rows and workflows are real, in a queue of the 
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
@@ -197,6 +198,46 @@ async def test_between_renewals_a_beat_only_asks_for_stop_requests(
     for workflow_id, _ in ids:
         assert await lease_of(engine, workflow_id) == harness.now + timedelta(seconds=LEASE)
     assert harness.runners[stopped_id].told.count("stop: stop requested") == 1
+
+
+async def test_a_stop_is_passed_on_while_a_slow_renewal_runs_aside(
+    engine: Engine, create: CreateFn, queue: str, harness: Harness
+) -> None:
+    """In the daemon's loop a due renewal runs beside the beats: while it waits (another
+    session holds the daemon's row), the next beat still passes a stop request on; the
+    renewal's outcome is taken by a beat once it is over, and the runner hears of the
+    stop once."""
+    if engine.db.backend == "sqlite":
+        pytest.skip("SQLite: the other session's write lock would hold up every reader too")
+    workflow_id, fence = await held(engine, create, queue, harness)
+    runner = harness.runners[workflow_id] = FakeRunner(
+        fence, harness.now + timedelta(seconds=LEASE)
+    )
+    async with engine.db.engine.connect() as blocker:
+        await blocker.execute(
+            select(daemons.c.id).where(daemons.c.id == harness.id).with_for_update()
+        )
+        first = await harness.heartbeat.run_once(renew_aside=True)
+        async with engine.db.transaction() as conn:
+            await conn.execute(
+                workflows.update().where(workflows.c.id == workflow_id).values(requested="stop")
+            )
+        harness.ticker.now += CONTROL
+        second = await harness.heartbeat.run_once(renew_aside=True)
+        assert (first.renewed, second.renewed, second.stopped) == (0, 0, 1)
+        assert runner.told == ["stop: stop requested"]
+        await blocker.rollback()
+
+    renewed = 0
+    for _ in range(500):
+        harness.ticker.now += CONTROL
+        renewed = (await harness.heartbeat.run_once(renew_aside=True)).renewed
+        if renewed:
+            break
+        await asyncio.sleep(0.01)
+    assert renewed == 1
+    assert runner.told == ["stop: stop requested", "renewed"]
+    await harness.heartbeat.stop_renewing()
 
 
 async def test_a_stop_request_for_an_older_fence_is_not_passed_on(

@@ -15,6 +15,7 @@ runner must stop before another owner starts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -110,6 +111,8 @@ class Heartbeat:
         self._renewed_at: float | None = None
         self._unrenewed = False
         """The last renewal skipped a row another transaction held: renew again next beat."""
+        self._renewing: asyncio.Task[Beat] | None = None
+        """The renewal `run()` started beside its beats (None once its outcome was taken)."""
 
     async def register(self) -> None:
         """Write the daemon's row afresh (at start-up, and when it was found gone)."""
@@ -120,26 +123,62 @@ class Heartbeat:
     def _row(self, now: datetime) -> DaemonRow:
         return replace(self.daemon, started_at=now, heartbeat_at=now)
 
-    async def run_once(self) -> Beat:
-        """One beat; raises what the database raised, but drops expired leases even then."""
+    async def run_once(self, *, renew_aside: bool = False) -> Beat:
+        """One beat; raises what the database raised, but drops expired leases even then.
+
+        With `renew_aside` (the daemon's loop), a renewal that is due runs in a task of its
+        own while this beat reads the stop requests: renewing ten thousand leases takes
+        longer than a control interval, and a stop must not wait for it. Its outcome (an
+        error too) is taken by a later beat."""
         beat = Beat()
         try:
             async with asyncio.timeout(self.query_limit):
-                beat = await self._beat()
+                beat = await self._beat(renew_aside)
         finally:
             expired = self._lose_expired()
         return replace(beat, lost=beat.lost + expired)
 
-    async def _beat(self) -> Beat:
+    async def _beat(self, renew_aside: bool) -> Beat:
         now = self.clock()
-        owned_ids = list(self.runners)
-        if not owned_ids:
+        if not self.runners:
             self._told_to_stop.clear()
             return Beat(refreshed=await self._idle_beat(now))
-        if not self._renewal_due():
-            async with self.db.autocommit() as conn:
-                requests = await leases.workflow_requests_owned(conn, owner=self.daemon.id)
-            return self._tell_requests(requests)
+        renewed = self._renewal_outcome()
+        if self._renewal_due():
+            if not renew_aside:
+                return await self._renew(now)
+            if self._renewing is None:
+                self._renewing = asyncio.create_task(self._renew_within_limit(now))
+        async with self.db.autocommit() as conn:
+            requests = await leases.workflow_requests_owned(conn, owner=self.daemon.id)
+        told = self._tell_requests(requests)
+        if renewed is None:
+            return told
+        return replace(renewed, stopped=renewed.stopped + told.stopped)
+
+    def _renewal_outcome(self) -> Beat | None:
+        """What the renewal run aside did, once it is over (raising what it raised)."""
+        if self._renewing is None or not self._renewing.done():
+            return None
+        task, self._renewing = self._renewing, None
+        return task.result()
+
+    async def _renew_within_limit(self, now: datetime) -> Beat:
+        async with asyncio.timeout(self.query_limit):
+            return await self._renew(now)
+
+    async def stop_renewing(self) -> None:
+        """Cancel a renewal under way (the daemon is stopping)."""
+        if self._renewing is not None:
+            self._renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, *LOOP_ERRORS):
+                await self._renewing
+            self._renewing = None
+
+    async def _renew(self, now: datetime) -> Beat:
+        """Refresh the daemon's row and renew every lease it holds, in one transaction;
+        tell the runners what became of their workflows."""
+        owned_ids = list(self.runners)
 
         async def attempt() -> tuple[dict[int, Held], set[int]]:
             async with self.db.transaction() as conn:
@@ -172,17 +211,31 @@ class Heartbeat:
         """Pass the stop requests on, each once to the runner holding the workflow under
         the fence the request was read with (between renewals)."""
         stopped = 0
-        told: dict[int, Leased] = {}
         for workflow_id, held in requests.items():
             runner = self.runners.get(workflow_id)
             if runner is None or held.fence != runner.fence or held.request is not Request.STOP:
                 continue
-            if self._told_to_stop.get(workflow_id) is not runner:
-                runner.stop(STOP_REASON)
-                stopped += 1
-            told[workflow_id] = runner
-        self._told_to_stop = told
+            stopped += self._tell_stop(workflow_id, runner)
+        self._forget_gone_runners()
         return Beat(stopped=stopped)
+
+    def _tell_stop(self, workflow_id: int, runner: Leased) -> int:
+        """Tell `runner` its workflow was asked to stop, unless it was told already: a
+        second stop cancels its step again, which a step may take as "kill at once" (the
+        shell step's SIGKILL), cutting its graceful stop short. 1 if told now."""
+        if self._told_to_stop.get(workflow_id) is runner:
+            return 0
+        runner.stop(STOP_REASON)
+        self._told_to_stop[workflow_id] = runner
+        return 1
+
+    def _forget_gone_runners(self) -> None:
+        # A runner that ended is forgotten; the next runner of its workflow is told anew.
+        self._told_to_stop = {
+            workflow_id: runner
+            for workflow_id, runner in self._told_to_stop.items()
+            if self.runners.get(workflow_id) is runner
+        }
 
     def _tell(
         self, owned_ids: list[int], owned: dict[int, Held], ended: set[int], expires: datetime
@@ -192,7 +245,6 @@ class Heartbeat:
         neither renewed nor lost: the runner learns of the end when it retries, and if it
         never does, its lease runs out on its own clock."""
         renewed = lost = stopped = 0
-        told: dict[int, Leased] = {}
         for workflow_id in owned_ids:
             runner = self.runners.get(workflow_id)
             if runner is None:
@@ -209,11 +261,8 @@ class Heartbeat:
                 self.metrics.lease_renewals.inc()
                 renewed += 1
             if held.request is Request.STOP:
-                if self._told_to_stop.get(workflow_id) is not runner:
-                    runner.stop(STOP_REASON)
-                    stopped += 1
-                told[workflow_id] = runner
-        self._told_to_stop = told
+                stopped += self._tell_stop(workflow_id, runner)
+        self._forget_gone_runners()
         return Beat(refreshed=True, renewed=renewed, lost=lost, stopped=stopped)
 
     async def _idle_beat(self, now: datetime) -> bool:
@@ -251,23 +300,28 @@ class Heartbeat:
         if watchdog is not None:
             interval = min(interval, watchdog)
         delay = interval
-        while True:
-            await wait_first((finished, self._woken), delay)
-            if finished.is_set():
-                break
-            self._woken.clear()
-            if watchdog is not None:
-                # The watchdog guards against a wedged event loop, not a database away:
-                # outages are ridden out (see docs/operations.md).
-                sdnotify.notify("WATCHDOG=1")
-            try:
-                await self.run_once()
-            except LOOP_ERRORS as exc:
-                if not ridden_out(exc):
-                    raise
-                # Back off, but look at the leases often enough to drop an expired one
-                # soon after it ends (run_once does, failed or not).
-                delay = await ride_out(self.log, self.metrics, "heartbeat", exc, delay, finished)
-                delay = min(delay, self.settings.lease / 4)
-                continue
-            delay = interval
+        try:
+            while True:
+                await wait_first((finished, self._woken), delay)
+                if finished.is_set():
+                    break
+                self._woken.clear()
+                if watchdog is not None:
+                    # The watchdog guards against a wedged event loop, not a database away:
+                    # outages are ridden out (see docs/operations.md).
+                    sdnotify.notify("WATCHDOG=1")
+                try:
+                    await self.run_once(renew_aside=True)
+                except LOOP_ERRORS as exc:
+                    if not ridden_out(exc):
+                        raise
+                    # Back off, but look at the leases often enough to drop an expired one
+                    # soon after it ends (run_once does, failed or not).
+                    delay = await ride_out(
+                        self.log, self.metrics, "heartbeat", exc, delay, finished
+                    )
+                    delay = min(delay, self.settings.lease / 4)
+                    continue
+                delay = interval
+        finally:
+            await self.stop_renewing()
