@@ -94,6 +94,12 @@ class Harness:
         )
         self.id = daemon_id
 
+    def later(self, seconds: float) -> None:
+        """Move both clocks on by `seconds` (IDLE_INTERVAL: a quarter lease, when the
+        leases of runners made now fall due for renewal)."""
+        self.now += timedelta(seconds=seconds)
+        self.ticker.now += seconds
+
 
 @pytest.fixture
 async def queue(engine: Engine, new_name: Callable[..., str]) -> AsyncIterator[str]:
@@ -170,6 +176,7 @@ async def test_between_renewals_a_beat_only_asks_for_stop_requests(
     ids = [await held(engine, create, queue, harness) for _ in range(2)]
     for workflow_id, fence in ids:
         harness.runners[workflow_id] = FakeRunner(fence, harness.now + timedelta(seconds=LEASE))
+    harness.later(IDLE_INTERVAL)
     assert (await harness.heartbeat.run_once()).renewed == 2
     renewed_until = harness.now + timedelta(seconds=LEASE)
     stopped_id = ids[0][0]
@@ -217,6 +224,7 @@ async def test_a_stop_is_passed_on_while_a_slow_renewal_runs_aside(
         await blocker.execute(
             select(daemons.c.id).where(daemons.c.id == harness.id).with_for_update()
         )
+        harness.later(IDLE_INTERVAL)
         first = await harness.heartbeat.run_once(renew_aside=True)
         async with engine.db.transaction() as conn:
             await conn.execute(
@@ -249,6 +257,7 @@ async def test_a_stop_request_for_an_older_fence_is_not_passed_on(
     runner = harness.runners[workflow_id] = FakeRunner(
         fence, harness.now + timedelta(seconds=LEASE)
     )
+    harness.later(IDLE_INTERVAL)
     await harness.heartbeat.run_once()
     async with engine.db.transaction() as conn:
         await conn.execute(
@@ -260,6 +269,27 @@ async def test_a_stop_request_for_an_older_fence_is_not_passed_on(
 
     assert (await harness.heartbeat.run_once()).stopped == 0
     assert runner.told == ["renewed"]
+
+
+async def test_only_leases_a_quarter_spent_are_renewed(
+    engine: Engine, create: CreateFn, queue: str, harness: Harness
+) -> None:
+    """A beat renews the leases a quarter spent, not one just claimed (its lease is
+    whole): ten thousand workflows claimed at once are not all renewed at their start."""
+    (old_id, old_fence), (new_id, new_fence) = [
+        await held(engine, create, queue, harness) for _ in range(2)
+    ]
+    harness.runners[old_id] = FakeRunner(old_fence, harness.now + timedelta(seconds=LEASE))
+    harness.later(IDLE_INTERVAL)
+    fresh = harness.now + timedelta(seconds=LEASE)
+    harness.runners[new_id] = FakeRunner(new_fence, fresh)
+
+    beat = await harness.heartbeat.run_once()
+
+    assert beat.renewed == 1
+    assert harness.runners[old_id].told == ["renewed"]
+    assert harness.runners[new_id].told == []
+    assert await lease_of(engine, old_id) == harness.now + timedelta(seconds=LEASE)
 
 
 async def test_a_runner_whose_workflow_changed_hands_is_told_it_lost(
@@ -278,6 +308,7 @@ async def test_a_runner_whose_workflow_changed_hands_is_told_it_lost(
     expires = harness.now + timedelta(seconds=LEASE)
     harness.runners[stale_id] = FakeRunner(fence - 1, expires)
     harness.runners[taken_id] = FakeRunner(taken_fence, expires)
+    harness.later(IDLE_INTERVAL)
 
     beat = await harness.heartbeat.run_once()
 
@@ -308,6 +339,7 @@ async def test_a_workflow_its_own_runner_ended_is_no_lost_lease(
     expires = harness.now + timedelta(seconds=LEASE)
     harness.runners[own_id] = FakeRunner(own_fence, expires)
     harness.runners[other_id] = FakeRunner(other_fence, expires)
+    harness.later(IDLE_INTERVAL)
 
     beat = await harness.heartbeat.run_once()
 
@@ -397,7 +429,7 @@ async def test_a_busy_beat_registers_a_deleted_daemon_row_again(
     harness.runners[workflow_id] = FakeRunner(fence, harness.now + timedelta(seconds=LEASE))
     async with engine.db.transaction() as conn:
         await conn.execute(delete(daemons).where(daemons.c.id == harness.id))
-    harness.now += timedelta(seconds=1)
+    harness.later(IDLE_INTERVAL)
 
     beat = await harness.heartbeat.run_once()
 

@@ -3,10 +3,12 @@ the database says of their workflows.
 
 A beat (`run_once`, every control interval) with workflows running asks one question:
 which of them were asked to stop — one range of the index on (claimed_by, requested),
-however many workflows the daemon runs. Every quarter lease the beat renews as well, in
-one transaction: refresh the daemon's row (registering it again if it was pruned while
-the daemon looked dead) and renew every lease it holds in one UPDATE; then each runner
-hears whether it lost its workflow, got its lease renewed, or was asked to stop. Without
+however many workflows the daemon runs. Once a quarter of a lease has passed (or of the
+time the daemon's row may go unrefreshed) the beat renews as well, in one transaction:
+refresh the daemon's row (registering it again if it was pruned while the daemon looked
+dead) and renew, in one UPDATE, the leases that are a quarter spent (a workflow just
+claimed waits its turn); then each of their runners hears whether it lost its
+workflow, got its lease renewed, or was asked to stop. Without
 workflows only the row needs refreshing, and only often enough to look alive. After
 every beat, failed or not, a lease past its end on the daemon's own clock is lost: its
 runner must stop before another owner starts.
@@ -100,7 +102,7 @@ class Heartbeat:
         self.query_limit = query_limit(db, settings.lease)
         self.idle_interval = max(settings.control_interval, settings.lease / 4)
         self.renew_interval = self.idle_interval
-        """Seconds between two renewals of the leases (and refreshes of the row)."""
+        """Seconds of a lease spent before it is renewed."""
         self.log = log.bind(daemon=daemon.id)
         self._beaten_at: float | None = None
         # The runners told of their workflow's stop request. A runner hears of it once:
@@ -108,9 +110,6 @@ class Heartbeat:
         # (the shell step's SIGKILL), cutting its graceful stop short.
         self._told_to_stop: dict[int, Leased] = {}
         self._woken = asyncio.Event()
-        self._renewed_at: float | None = None
-        self._unrenewed = False
-        """The last renewal skipped a row another transaction held: renew again next beat."""
         self._renewing: asyncio.Task[Beat] | None = None
         """The renewal `run()` started beside its beats (None once its outcome was taken)."""
 
@@ -144,11 +143,12 @@ class Heartbeat:
             self._told_to_stop.clear()
             return Beat(refreshed=await self._idle_beat(now))
         renewed = self._renewal_outcome()
-        if self._renewal_due():
+        due = self._leases_due(now)
+        if due or self._row_refresh_due():
             if not renew_aside:
-                return await self._renew(now)
+                return await self._renew(now, due)
             if self._renewing is None:
-                self._renewing = asyncio.create_task(self._renew_within_limit(now))
+                self._renewing = asyncio.create_task(self._renew_within_limit(now, due))
         async with self.db.autocommit() as conn:
             requests = await leases.workflow_requests_owned(conn, owner=self.daemon.id)
         told = self._tell_requests(requests)
@@ -163,9 +163,9 @@ class Heartbeat:
         task, self._renewing = self._renewing, None
         return task.result()
 
-    async def _renew_within_limit(self, now: datetime) -> Beat:
+    async def _renew_within_limit(self, now: datetime, due: list[int]) -> Beat:
         async with asyncio.timeout(self.query_limit):
-            return await self._renew(now)
+            return await self._renew(now, due)
 
     async def stop_renewing(self) -> None:
         """Cancel a renewal under way (the daemon is stopping)."""
@@ -175,10 +175,9 @@ class Heartbeat:
                 await self._renewing
             self._renewing = None
 
-    async def _renew(self, now: datetime) -> Beat:
-        """Refresh the daemon's row and renew every lease it holds, in one transaction;
-        tell the runners what became of their workflows."""
-        owned_ids = list(self.runners)
+    async def _renew(self, now: datetime, owned_ids: list[int]) -> Beat:
+        """Refresh the daemon's row and renew the leases of `owned_ids`, in one
+        transaction; tell their runners what became of their workflows."""
 
         async def attempt() -> tuple[dict[int, Held], set[int]]:
             async with self.db.transaction() as conn:
@@ -186,6 +185,8 @@ class Heartbeat:
                     # Our row is gone (pruned while we looked dead): register again.
                     self.log.warning("daemon_reregistered")
                     await daemon_store.daemon_register(conn, self._row(now))
+                if not owned_ids:
+                    return {}, set()
                 owned = await leases.workflow_renew_owned(
                     conn, owner=self.daemon.id, ids=owned_ids, now=now, lease=self.settings.lease
                 )
@@ -198,14 +199,22 @@ class Heartbeat:
                 return owned, await leases.workflows_ended_under(conn, gone)
 
         owned, ended = await run_retrying(attempt)
-        self._beaten_at = self._renewed_at = self.monotonic()
-        self._unrenewed = any(not held.renewed for held in owned.values())
+        self._beaten_at = self.monotonic()
         return self._tell(owned_ids, owned, ended, now + timedelta(seconds=self.settings.lease))
 
-    def _renewal_due(self) -> bool:
-        if self._renewed_at is None or self._unrenewed:
-            return True
-        return self.monotonic() - self._renewed_at >= self.renew_interval
+    def _leases_due(self, now: datetime) -> list[int]:
+        """The workflows whose lease is a quarter spent (or more: one a renewal skipped,
+        its row held by another transaction, is due again at once)."""
+        threshold = now + timedelta(seconds=self.settings.lease - self.renew_interval)
+        return [
+            workflow_id
+            for workflow_id, runner in self.runners.items()
+            if runner.lease_expires_at <= threshold
+        ]
+
+    def _row_refresh_due(self) -> bool:
+        # The daemon's row must look alive however short-lived its workflows are.
+        return self._beaten_at is None or self.monotonic() - self._beaten_at >= self.idle_interval
 
     def _tell_requests(self, requests: dict[int, Held]) -> Beat:
         """Pass the stop requests on, each once to the runner holding the workflow under
