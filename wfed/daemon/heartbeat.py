@@ -8,10 +8,10 @@ time the daemon's row may go unrefreshed) the beat renews as well, in one transa
 refresh the daemon's row (registering it again if it was pruned while the daemon looked
 dead) and renew, in one UPDATE, the leases that are a quarter spent (a workflow just
 claimed waits its turn); then each of their runners hears whether it lost its
-workflow, got its lease renewed, or was asked to stop. Without
-workflows only the row needs refreshing, and only often enough to look alive. After
-every beat, failed or not, a lease past its end on the daemon's own clock is lost: its
-runner must stop before another owner starts.
+workflow, got its lease renewed, or was asked to stop. Without workflows only the row
+needs refreshing, and only often enough to look alive. After every beat, failed or not,
+a lease past its end on the daemon's own clock is lost: its runner must stop before
+another owner starts.
 """
 
 from __future__ import annotations
@@ -100,9 +100,9 @@ class Heartbeat:
         self.clock = clock
         self.monotonic = monotonic
         self.query_limit = query_limit(db, settings.lease)
-        self.idle_interval = max(settings.control_interval, settings.lease / 4)
-        self.renew_interval = self.idle_interval
-        """Seconds of a lease spent before it is renewed."""
+        self.refresh_interval = max(settings.control_interval, settings.lease / 4)
+        """Seconds of a lease spent before it is renewed, and between two refreshes of the
+        daemon's row."""
         self.log = log.bind(daemon=daemon.id)
         self._beaten_at: float | None = None
         # The runners told of their workflow's stop request. A runner hears of it once:
@@ -205,7 +205,7 @@ class Heartbeat:
     def _leases_due(self, now: datetime) -> list[int]:
         """The workflows whose lease is a quarter spent (or more: one a renewal skipped,
         its row held by another transaction, is due again at once)."""
-        threshold = now + timedelta(seconds=self.settings.lease - self.renew_interval)
+        threshold = now + timedelta(seconds=self.settings.lease - self.refresh_interval)
         return [
             workflow_id
             for workflow_id, runner in self.runners.items()
@@ -214,7 +214,9 @@ class Heartbeat:
 
     def _row_refresh_due(self) -> bool:
         # The daemon's row must look alive however short-lived its workflows are.
-        return self._beaten_at is None or self.monotonic() - self._beaten_at >= self.idle_interval
+        return (
+            self._beaten_at is None or self.monotonic() - self._beaten_at >= self.refresh_interval
+        )
 
     def _tell_requests(self, requests: dict[int, Held]) -> Beat:
         """Pass the stop requests on, each once to the runner holding the workflow under
@@ -277,7 +279,7 @@ class Heartbeat:
     async def _idle_beat(self, now: datetime) -> bool:
         """With no workflows, only the daemon's row needs refreshing, and only often
         enough to look alive (its lease) — every lease/4, one autocommit UPDATE."""
-        if self._beaten_at is not None and self.monotonic() - self._beaten_at < self.idle_interval:
+        if not self._row_refresh_due():
             return False
         async with self.db.autocommit() as conn:
             present = await daemon_store.daemon_heartbeat(conn, self.daemon.id, now)
