@@ -106,13 +106,19 @@ def _dropped(*_: Any, **__: Any) -> None:
 class _LazyLogger:
     """A logger that follows structlog's configuration once there is one, and is quiet
     (warnings and up, on stderr) before that; structlog is imported by its first line
-    that is not dropped."""
+    that is not dropped.
 
-    __slots__ = ("_name", "_values")
+    The logger it resolves to is kept until structlog's configuration changes: a runner
+    logs a line or two per step, and building a bound logger for each cost more than
+    writing the line."""
+
+    __slots__ = ("_name", "_resolved", "_resolved_for", "_values")
 
     def __init__(self, name: str, values: dict[str, Any]) -> None:
         self._name = name
         self._values = values
+        self._resolved: Any = None
+        self._resolved_for: tuple[Any, ...] = ()
 
     def bind(self, **new_values: Any) -> _LazyLogger:
         return _LazyLogger(self._name, {**self._values, **new_values})
@@ -126,11 +132,21 @@ class _LazyLogger:
     def __getattr__(self, method: str) -> Any:
         if method in _QUIET_METHODS and "structlog" not in sys.modules:
             return _dropped  # nobody configured structlog: nobody imported it
+        return getattr(self._logger(), method)
+
+    def _logger(self) -> Any:
         import structlog  # noqa: PLC0415 - see the module docstring
 
-        if structlog.is_configured():
-            return getattr(structlog.get_logger(self._name).bind(**self._values), method)
-        return getattr(_quiet().bind(**self._values), method)
+        # What a bound logger is built from. `capture_logs` and the like change the
+        # processors in place, which a kept logger sees (it holds the same list).
+        configuration = (structlog.is_configured(), *structlog.get_config().values())
+        if self._resolved is None or configuration != self._resolved_for:
+            if configuration[0]:
+                self._resolved = structlog.get_logger(self._name).bind(**self._values)
+            else:
+                self._resolved = _quiet().bind(**self._values)
+            self._resolved_for = configuration
+        return self._resolved
 
 
 def get_logger(name: str) -> Any:
