@@ -20,10 +20,12 @@ from wfed.clock import utc_now
 from wfed.daemon.committer import StepCommitter
 from wfed.engine.group_commit import BatchableAdvance
 from wfed.errors import DatabaseUnavailable, LeaseLost
-from wfed.states import Operation, StepState
+from wfed.states import EventKind, Operation, StepState, WorkflowState
 from wfed.store import claims
+from wfed.store import events as event_store
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
+from wfed.store.events import Event
 from wfed.store.rows import WorkflowRow
 from wfed.store.steps import StepMove
 from wfed.store.workflows import Advance
@@ -425,3 +427,107 @@ async def test_a_runner_gone_before_its_batch_gets_nothing_written(
         assert cancelled.cancelled()
         assert (await probe.row(gone.name)).current_step == 0
         assert (await probe.row(kept.name)).current_step == 1
+
+
+def _completion(row: WorkflowRow, context: dict[str, Any], fence: int | None = None):
+    """A batched completion of a workflow whose step 0 was its last."""
+    now = utc_now()
+    done = Event(row.id, row.name, EventKind.COMPLETED.value, OWNER, now)
+    move = Advance(row.id, row.fence if fence is None else fence, 0, context)
+    return BatchableAdvance(move, now, f"completed {row.name}", completes=done)
+
+
+def _statements_by_table(engine: Engine) -> Counter[tuple[str, str]]:
+    """Counts the UPDATE and INSERT statements sent on `engine`, by (verb, table)."""
+    counts: Counter[tuple[str, str]] = Counter()
+
+    def seen(conn, cursor, statement: str, *args: Any) -> None:
+        words = statement.split()
+        if words and words[0].upper() == "UPDATE":
+            counts["UPDATE", words[1].strip('`"')] += 1
+        elif words[:2] and words[0].upper() == "INSERT":
+            counts["INSERT", words[2].strip('`"')] += 1
+
+    event.listen(engine.db.engine.sync_engine, "before_cursor_execute", seen)
+    return counts
+
+
+async def test_completions_are_written_with_one_statement_per_table(
+    engine: Engine, probe: Probe
+) -> None:
+    """Completions waiting together, beside an advance, are written by one UPDATE of
+    `workflows`, one of `workflow_steps` and one INSERT of their events, never through
+    their bodies: each workflow completed with its own context, its owner, lease and a
+    waiting pause request cleared, its last step completed, one `completed`
+    event each."""
+    committer = StepCommitter(engine.db)
+    async with (
+        running_workflows(engine, probe, 3, steps=1) as ending,
+        running_workflows(engine, probe, 1) as (advancing,),
+    ):
+        await engine.pause(ending[1].name)  # a request that comes too late to matter
+        statements = _statements_by_table(engine)
+        outcome = await _run_batch(
+            committer,
+            [committer.run(r.id, _never, _completion(r, {"i": i})) for i, r in enumerate(ending)]
+            + [committer.run(advancing.id, _never, _fast(advancing, {}, "advanced"))],
+        )
+        assert outcome == [f"completed {r.name}" for r in ending] + ["advanced"]
+        assert statements == {
+            ("UPDATE", "workflows"): 2,
+            ("UPDATE", "workflow_steps"): 2,
+            ("INSERT", "workflow_events"): 1,
+        }
+        assert (committer.batches, committer.bodies, committer.diverged) == (1, 4, 0)
+        for i, row in enumerate(ending):
+            after = await probe.row(row.name)
+            assert after.state is WorkflowState.COMPLETED
+            assert (after.current_step, after.context, after.fence) == (1, {"i": i}, row.fence)
+            assert (after.claimed_by, after.lease_expires_at, after.requested) == (None, None, None)
+            assert after.finished_at is not None
+            async with engine.db.transaction() as conn:
+                (step,) = await step_store.steps_get(conn, row.id)
+            assert (step.state, step.attempts, step.error) == (StepState.COMPLETED, 1, None)
+            assert step.finished_at is not None
+            assert (await probe.kinds(row.name)).count("completed") == 1
+        assert (await probe.row(advancing.name)).current_step == 1
+
+
+async def test_a_completion_that_lost_its_lease_fails_alone(engine: Engine, probe: Probe) -> None:
+    """A completion whose owner changed (a stale fence) rolls the batched write back; the
+    batch runs again body by body: that runner's body finds the lease lost, and the other
+    completion is written once (one event, not two)."""
+    committer = StepCommitter(engine.db)
+    async with running_workflows(engine, probe, 2, steps=1) as (stale, good):
+
+        async def lost(conn: AsyncConnection) -> None:
+            raise LeaseLost
+
+        async def complete_alone(conn: AsyncConnection) -> str:
+            now = utc_now()
+            assert await workflow_store.workflow_update(
+                conn,
+                good.id,
+                Operation.COMPLETE,
+                fence=good.fence,
+                values={"claimed_by": None, "lease_expires_at": None, "finished_at": now},
+            )
+            await step_store.step_finish(conn, good.id, 0, StepState.COMPLETED, now)
+            done = Event(good.id, good.name, EventKind.COMPLETED.value, OWNER, now)
+            await event_store.events_insert(conn, done)
+            return "body"
+
+        outcome = await _run_batch(
+            committer,
+            [
+                committer.run(stale.id, lost, _completion(stale, {}, fence=stale.fence - 1)),
+                committer.run(good.id, complete_alone, _completion(good, {})),
+            ],
+        )
+        assert isinstance(outcome[0], LeaseLost)
+        assert outcome[1] == "body"
+        assert committer.diverged == 1
+        assert (await probe.row(good.name)).state is WorkflowState.COMPLETED
+        assert (await probe.kinds(good.name)).count("completed") == 1
+        assert (await probe.row(stale.name)).state is WorkflowState.RUNNING
+        assert "completed" not in await probe.kinds(stale.name)

@@ -6,12 +6,15 @@ which runs every body waiting at that moment inside one transaction and commits 
 each step is still committed before its next step starts, at a fraction of the commits.
 
 The commonest transition — step N completed, step N+1 started, no request waiting — also
-comes as plain data (a `wfed.engine.group_commit.BatchableAdvance`). The committer writes all of a
-batch's advances with one UPDATE per table instead of two statements per workflow. If any
-advance's guard does not hold (a pause or stop request arrived, or the workflow changed
-owner), that transaction is rolled back and the batch runs again body by body, where each
-runner's own code decides what the guard failure means. Nothing is written twice: the
-rolled-back transaction left no trace.
+comes as plain data (a `wfed.engine.group_commit.BatchableAdvance`), and so does the
+commonest end — the last step completed, and with it the workflow. The committer writes
+all of a batch's advances with one UPDATE per table instead of two statements per
+workflow, and its completions with one UPDATE per table and one INSERT of their events
+instead of three statements per workflow. If any guard does not hold (a pause or stop
+request arrived before an advance, or the workflow changed owner), that transaction is
+rolled back and the batch runs again body by body, where each runner's own code decides
+what the guard failure means. Nothing is written twice: the rolled-back transaction left
+no trace.
 
 A batch locks its advances' rows first, then runs the other bodies in workflow id order.
 The heartbeat and the claims skip locked rows, so they never wait on a batch; two batches
@@ -33,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.engine.group_commit import BatchableAdvance, TransactionBody
 from wfed.errors import WfedError
+from wfed.store import events as event_store
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
 from wfed.store.database import Database, is_outage
@@ -134,7 +138,8 @@ class StepCommitter:
     async def _run_batched(
         self, conn: AsyncConnection, batch: list[_Waiting]
     ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
-        """All advances as one UPDATE per table, then the other bodies one by one."""
+        """All advances and completions as one statement per table, then the other bodies
+        one by one."""
         fast: list[tuple[_Waiting, BatchableAdvance]] = []
         others: list[_Waiting] = []
         for item in batch:
@@ -150,32 +155,39 @@ class StepCommitter:
         return outcomes + await self._run_bodies(conn, others)
 
     @staticmethod
-    async def _advance(conn: AsyncConnection, advances: list[BatchableAdvance]) -> None:
-        """Write the advances with one UPDATE per table; _Diverged if a guard failed."""
-        now = max(advance.now for advance in advances)
-        # A lease renewed by one advance is renewed for the whole batch (to the latest
-        # end asked for): longer than its runner counts on, which is the safe side.
-        leases = [advance.lease_expires_at for advance in advances if advance.lease_expires_at]
-        moved = await workflow_store.workflows_advance_many(
-            conn,
-            [advance.move for advance in advances],
-            now=now,
-            lease_expires_at=max(leases) if leases else None,
-        )
-        if moved != len(advances):
-            raise _Diverged
-        await step_store.steps_finish_and_start_next_many(
-            conn,
-            [
-                StepMove(
-                    advance.move.workflow_id,
-                    advance.move.position,
-                    advance.finished_at or advance.now,
-                )
-                for advance in advances
-            ],
-            now,
-        )
+    async def _advance(conn: AsyncConnection, batched: list[BatchableAdvance]) -> None:
+        """Write the advances with one UPDATE per table, and the completions with one
+        UPDATE per table and one INSERT of their events; _Diverged if a guard failed."""
+        now = max(item.now for item in batched)
+        advances = [item for item in batched if item.completes is None]
+        completions = [item for item in batched if item.completes is not None]
+        if advances:
+            # A lease renewed by one advance is renewed for the whole batch (to the latest
+            # end asked for): longer than its runner counts on, which is the safe side.
+            leases = [item.lease_expires_at for item in advances if item.lease_expires_at]
+            moved = await workflow_store.workflows_advance_many(
+                conn,
+                [item.move for item in advances],
+                now=now,
+                lease_expires_at=max(leases) if leases else None,
+            )
+            if moved != len(advances):
+                raise _Diverged
+            await step_store.steps_finish_and_start_next_many(
+                conn, [_step_move(item) for item in advances], now
+            )
+        if completions:
+            completed = await workflow_store.workflows_complete_many(
+                conn, [item.move for item in completions], now=now
+            )
+            if completed != len(completions):
+                raise _Diverged
+            await step_store.steps_complete_many(
+                conn, [_step_move(item) for item in completions], now
+            )
+            await event_store.events_insert(
+                conn, *(item.completes for item in completions if item.completes is not None)
+            )
 
     @staticmethod
     async def _run_bodies(
@@ -190,3 +202,7 @@ class StepCommitter:
             except WfedError as exc:
                 outcomes.append((item.future, None, exc))
         return outcomes
+
+
+def _step_move(item: BatchableAdvance) -> StepMove:
+    return StepMove(item.move.workflow_id, item.move.position, item.finished_at or item.now)

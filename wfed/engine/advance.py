@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.engine import ends
 from wfed.engine.group_commit import BatchableAdvance
-from wfed.engine.turn import Next, NextStep, TurnEnd, TurnWriter
+from wfed.engine.turn import Next, NextStep, TurnEnd, TurnWriter, recorded_as, result_of
 from wfed.errors import LeaseLost
 from wfed.states import HONOURED, Operation, sources
 from wfed.steps.definition import StepPlan
@@ -47,6 +47,23 @@ class StepAdvance:
             finished_at=self.writer.finished_at(now),
             lease_expires_at=lease.renewal_due(),
             applies=applies,
+        )
+
+    def batchable_completion(self, applies: Callable[[], bool]) -> BatchableAdvance:
+        """The workflow's completion after its last step, as data for a group commit
+        (built anew for each attempt): what `commit` writes for `ends.after_step(plan,
+        COMPLETE, …)` of a workflow that holds no concurrency keys."""
+        lease = self.writer.lease
+        now = self.writer.clock()
+        end = ends.after_step(self.plan, Operation.COMPLETE, self.following.context)
+        self.ended = end  # for the runner's log line, whichever way it is written
+        return BatchableAdvance(
+            Advance(lease.workflow_id, lease.fence, self.plan.position, self.following.context),
+            now,
+            result_of(end),
+            finished_at=self.writer.finished_at(now),
+            applies=applies,
+            completes=self.writer.event(recorded_as(end), position=end.position),
         )
 
     async def commit(self, conn: AsyncConnection, end: TurnEnd | None) -> Next:

@@ -4,7 +4,8 @@ A runner's write is a transaction body. The daemon runs the bodies of many runne
 one transaction (`wfed.daemon.committer.StepCommitter`); for the commonest write — step N
 completed, step N+1 started — a runner also hands over the same effect as plain data, a
 `BatchableAdvance`, which the group commit writes together with other workflows'
-advances in one statement per table. Without a group commit (`Engine.run`), a runner runs
+advances in one statement per table; so does the commonest end of a run, the last step
+completed and with it the workflow. Without a group commit (`Engine.run`), a runner runs
 its bodies in transactions of their own.
 """
 
@@ -17,6 +18,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from wfed.store.events import Event
 from wfed.store.workflows import Advance
 
 TransactionBody = Callable[[AsyncConnection], Awaitable[Any]]
@@ -28,7 +30,11 @@ class BatchableAdvance:
     later one; and a lease ending at `lease_expires_at` or later, if given) and hand back
     `result`. When the guard fails the body runs instead and decides what the failure
     means. `applies` is asked again when the batch is built: a runner told to release
-    its workflow meanwhile wants its body to run, not the advance."""
+    its workflow meanwhile wants its body to run, not the advance.
+
+    With `completes`, step `move.position` was the workflow's last: the workflow is
+    completed (its lease, owner and any waiting request cleared) and `completes` is the
+    event that records it."""
 
     move: Advance
     now: datetime
@@ -37,6 +43,7 @@ class BatchableAdvance:
     """When the completed step ended (its own run time, not the commit's); else `now`."""
     lease_expires_at: datetime | None = None
     applies: Callable[[], bool] = field(default=lambda: True)
+    completes: Event | None = None
 
 
 class GroupCommit(Protocol):

@@ -265,9 +265,13 @@ class WorkflowRunner:
 
         following = NextStep(context, nxt, 0 if last else self._prior_attempts[nxt] + 1)
         move = StepAdvance(self.writer, plan, following)
-        # Only the plain advance has a batched form; the body decides everything else.
+        # Only the plain advance and the plain completion have a batched form; the body
+        # decides everything else.
         batched = None
-        if ending() is None:
+        if last and self.workflow.locks is None:
+            # Its end releases no concurrency key: the completion alone is written.
+            batched = functools.partial(move.batchable_completion, lambda: not self.lease.lost)
+        elif ending() is None:
             # Asked again when the batch is built: a release requested meanwhile
             # (shutdown) must hand the workflow back instead of starting a step.
             batched = functools.partial(

@@ -126,6 +126,24 @@ class TurnEnd:
     honoured instead (a window's closing must not hide an operator's pause)."""
 
 
+def result_of(end: TurnEnd) -> RunResult:
+    """What the runner reports once `end` is written."""
+    return RunResult(
+        _OUTCOME_OF[end.operation],
+        end.message,
+        invalid=end.operation is Operation.REJECT,
+        run_after=end.values.get("run_after"),
+    )
+
+
+def recorded_as(end: TurnEnd) -> EventKind:
+    """The kind of the event that records `end`."""
+    kind = end.event or event_kind(end.operation)
+    if kind is None:
+        raise AssertionError(f"{end.operation} records no event")
+    return kind
+
+
 def _request_event(honour: Operation) -> str:
     """The event kind of the operator's request that `honour` carries out."""
     request = next(r for r, operation in HONOURED.items() if operation is honour)
@@ -184,12 +202,7 @@ class TurnWriter:
         }
         if finishes(end.operation):
             values["finished_at"] = now
-        result = RunResult(
-            _OUTCOME_OF[end.operation],
-            end.message,
-            invalid=end.operation is Operation.REJECT,
-            run_after=end.values.get("run_after"),
-        )
+        result = result_of(end)
         if not await self.lease.guard(
             conn, end.operation, values, unrequested=end.yields_to_request
         ):
@@ -228,13 +241,10 @@ class TurnWriter:
             if asked is not None:
                 reason = asked.reason if asked.reason else reason
                 detail["requested_by"] = asked.actor
-        kind = end.event or event_kind(end.operation)
-        if kind is None:
-            raise AssertionError(f"{end.operation} records no event")
         await event_store.events_insert(
             conn,
             *(self.event(before, position=end.position, **more) for before, more in end.before),
-            self.event(kind, position=end.position, reason=reason, **detail),
+            self.event(recorded_as(end), position=end.position, reason=reason, **detail),
         )
         return result
 

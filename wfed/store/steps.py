@@ -150,7 +150,8 @@ def _finish_and_start_many(size: int) -> Update:
 
 @dataclass(frozen=True)
 class StepMove:
-    """Step `position` of a workflow completed at `finished_at`; the next one starts."""
+    """Step `position` of a workflow completed at `finished_at` (in an advance, the next
+    one starts)."""
 
     workflow_id: int
     position: int
@@ -173,6 +174,41 @@ async def steps_finish_and_start_next_many(
         params[f"b_position_{i}"] = move.position
         params[f"b_finished_{i}"] = min(move.finished_at, now)
     await conn.execute(_finish_and_start_many(len(moves)), params)
+
+
+@cache
+def _finish_many(size: int) -> Update:
+    """Complete one step of each of `size` workflows (its workflow's last), in one
+    statement built once per size (see workflows._advance_many)."""
+    ids: list[BindParameter[int]] = [
+        bindparam(f"b_id_{i}", type_=S.workflow_id.type) for i in range(size)
+    ]
+    done = case(
+        *[(ids[i], bindparam(f"b_position_{i}", type_=S.position.type)) for i in range(size)],
+        value=S.workflow_id,
+    )
+    finished = case(
+        *[(ids[i], bindparam(f"b_finished_{i}", type_=S.finished_at.type)) for i in range(size)],
+        value=S.workflow_id,
+    )
+    return (
+        update(workflow_steps)
+        .where(S.workflow_id.in_(ids), S.position == done)
+        .values(state=StepState.COMPLETED.value, finished_at=finished, error=None)
+    )
+
+
+async def steps_complete_many(
+    conn: AsyncConnection, moves: Sequence[StepMove], now: datetime
+) -> None:
+    """Complete step `position` of each workflow, with its own finish time (never after
+    `now`: see steps_finish_and_start_next_many)."""
+    params: dict[str, Any] = {}
+    for i, move in enumerate(moves):
+        params[f"b_id_{i}"] = move.workflow_id
+        params[f"b_position_{i}"] = move.position
+        params[f"b_finished_{i}"] = min(move.finished_at, now)
+    await conn.execute(_finish_many(len(moves)), params)
 
 
 async def step_reschedule(

@@ -236,6 +236,58 @@ async def workflows_advance_many(
     return int(result.rowcount)
 
 
+@cache
+def _complete_many(size: int) -> Update:
+    """The last step of `size` workflows done: each workflow completed, in one statement
+    built once per size (see _advance_many). Each row is guarded by its own fence and
+    current step, like an advance; unlike an advance, a waiting pause or stop request
+    does not hold it back: a workflow with nothing left to run completes, and the request
+    is cleared (as a completion written alone does)."""
+    ids: list[BindParameter[int]] = [bindparam(f"b_id_{i}", type_=W.id.type) for i in range(size)]
+
+    def per_row(name: str, type_: Any) -> Any:
+        return case(
+            *[(ids[i], bindparam(f"{name}_{i}", type_=type_)) for i in range(size)], value=W.id
+        )
+
+    now: BindParameter[datetime] = bindparam("b_now", type_=W.updated_at.type)
+    return (
+        update(workflows)
+        .where(
+            W.id.in_(ids),
+            W.fence == per_row("b_fence", W.fence.type),
+            W.current_step == per_row("b_position", W.current_step.type),
+            state_in(Operation.COMPLETE),
+        )
+        .values(
+            state=target(Operation.COMPLETE),
+            context=per_row("b_context", W.context.type),
+            current_step=W.current_step + 1,
+            claimed_by=None,
+            lease_expires_at=None,
+            requested=None,
+            finished_at=now,
+            updated_at=now,
+        )
+    )
+
+
+async def workflows_complete_many(
+    conn: AsyncConnection, moves: Sequence[Advance], *, now: datetime
+) -> int:
+    """Complete many running workflows whose last step (`position`) is done, each with its
+    context, in one statement; returns how many rows matched their guard (all of them,
+    unless an owner changed)."""
+    params: dict[str, Any] = {"b_now": now}
+    for i, move in enumerate(moves):
+        params[f"b_id_{i}"] = move.workflow_id
+        params[f"b_fence_{i}"] = move.fence
+        params[f"b_position_{i}"] = move.position
+        params[f"b_context_{i}"] = move.context
+    result = await conn.execute(_complete_many(len(moves)), params)
+    return int(result.rowcount)
+
+
 async def workflow_advance(
     conn: AsyncConnection,
     workflow_id: int,
