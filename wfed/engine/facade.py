@@ -45,7 +45,6 @@ from wfed.errors import (
 )
 from wfed.logging import get_logger
 from wfed.states import Operation, WorkflowState
-from wfed.steps.registry import StepRegistry
 from wfed.store import events as event_store
 from wfed.store import migrate
 from wfed.store import workflows as workflow_store
@@ -56,6 +55,7 @@ from wfed.store.rows import WorkflowRow
 if TYPE_CHECKING:
     from wfed.engine import bulk
     from wfed.steps.definition import StepPlan
+    from wfed.steps.registry import StepRegistry
 
 log = get_logger("wfed.engine")
 
@@ -109,6 +109,8 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, ConcurrencyKeys, Notificati
         imported the first time a step is validated or run. Reading and controlling
         workflows never imports them, so a host without the runbook code can do both."""
         if self._registry is None:
+            from wfed.steps.registry import StepRegistry  # noqa: PLC0415
+
             self._registry = StepRegistry.from_modules(self._step_modules, paths=self._step_paths)
         return self._registry
 
