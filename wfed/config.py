@@ -35,6 +35,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+def _empty() -> list[Any]:
+    """The default factory of an empty list.
+
+    Not `list` itself: pydantic reads the signature of each default factory, and the
+    builtin's is parsed from its text with the tokenizer's regular expressions, which
+    are compiled for it (3 ms of every wfectl command).
+    """
+    return []
+
+
 class DatabaseConfig(_Section):
     url: str = DEFAULT_DATABASE_URL
     password_file: str = ""
@@ -71,7 +81,7 @@ class DaemonConfig(_Section):
 
 class StepsConfig(_Section):
     modules: list[str] = Field(default_factory=lambda: ["wfed.examples"])
-    paths: list[str] = Field(default_factory=list)
+    paths: list[str] = Field(default_factory=_empty)
     """Directories put first on the import path before `modules` are imported; relative
     ones are taken from the config file's directory."""
 
@@ -212,7 +222,7 @@ class WebhookConfig(_Section):
     """Names the webhook in deliveries, logs, metrics and `wfectl notify test NAME`."""
     url: str
     events: list[NotifyEventName] = Field(default_factory=lambda: list(_HALTS), min_length=1)
-    queues: list[str] = Field(default_factory=list)
+    queues: list[str] = Field(default_factory=_empty)
     """Only workflows of these queues; empty: every queue."""
     format: Literal["json", "slack"] = "json"
     """"json": the whole event as a JSON object; "slack": {"text": "<one line>"}."""
@@ -242,7 +252,7 @@ class WebhookConfig(_Section):
 class NotifyConfig(_Section):
     """[notify]: webhooks for chosen events."""
 
-    webhooks: list[WebhookConfig] = Field(default_factory=list)
+    webhooks: list[WebhookConfig] = Field(default_factory=_empty)
     poll_interval: float = Field(default=2.0, gt=0)
     """How often a daemon looks for events it was not told of (other daemons' and
     wfectl's transitions) and for deliveries due again."""

@@ -14,12 +14,16 @@ It changes nothing when the package was imported before wfed was.
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.machinery
 import sys
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    # Only for typing: importing importlib.abc imports importlib.resources, and with it
+    # pathlib, tempfile and urllib (10 ms); a finder and a loader need no base class.
+    import importlib.abc
 
 PACKAGE = "sqlalchemy.ext.asyncio"
 CORE_NAMES = {
@@ -35,7 +39,7 @@ CORE_NAMES = {
 }
 
 
-class _CoreFirstLoader(importlib.abc.Loader):
+class _CoreFirstLoader:
     """Loads the package with its Core names only; the rest on first use."""
 
     def __init__(self, package_loader: importlib.abc.Loader) -> None:
@@ -66,7 +70,7 @@ class _CoreFirstLoader(importlib.abc.Loader):
         module.__getattr__ = __getattr__  # type: ignore[method-assign]
 
 
-class _Finder(importlib.abc.MetaPathFinder):
+class _Finder:
     def find_spec(
         self,
         fullname: str,
@@ -78,7 +82,7 @@ class _Finder(importlib.abc.MetaPathFinder):
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.loader is None:
             return spec
-        spec.loader = _CoreFirstLoader(spec.loader)
+        spec.loader = cast("importlib.abc.Loader", _CoreFirstLoader(spec.loader))
         return spec
 
 

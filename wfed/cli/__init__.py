@@ -5,6 +5,10 @@
 # at their top they import only typer and wfed's light modules (errors, states, clock),
 # and the engine, SQLAlchemy and rich inside the commands, or for typing only
 # (tests/acceptance/test_wfectl_startup.py checks what `--help`, `show` and `pause` load).
+# The modules that declare commands do without `from __future__ import annotations`:
+# typer reads every command's annotations several times when it builds the command tree, and
+# an annotation kept as a string is compiled and evaluated each time (a third of the
+# tree's cost). Names imported for typing only are quoted there.
 from wfed.cli import create  # noqa: F401, I001
 from wfed.cli import runbook  # noqa: F401
 from wfed.cli import schedule  # noqa: F401

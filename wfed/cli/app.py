@@ -10,8 +10,6 @@ This module holds the one Typer app, its global options, the options the command
 `ops` (imported by the package, in the order `wfectl --help` lists them).
 """
 
-from __future__ import annotations
-
 import os
 import sys
 from typing import TYPE_CHECKING, Annotated
@@ -55,7 +53,7 @@ def _complete_name(cli: typer.Context, incomplete: str) -> list[str]:
 
         settings = Settings(config_path=cli.find_root().params.get("config"))
 
-        async def names(engine: Engine) -> list[str]:
+        async def names(engine: "Engine") -> list[str]:
             async with asyncio.timeout(2):
                 return [workflow.name for workflow in await engine.list(limit=500)]
 
@@ -116,7 +114,7 @@ def db_upgrade(cli: typer.Context) -> None:
     Example: wfectl db upgrade
     """
 
-    async def work(engine: Engine) -> tuple[str | None, str]:
+    async def work(engine: "Engine") -> tuple[str | None, str]:
         return await engine.upgrade_schema()
 
     from wfed.engine import Engine

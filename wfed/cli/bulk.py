@@ -204,6 +204,10 @@ def _optional_name(parameter: inspect.Parameter) -> inspect.Parameter:
 
 def _filter(options: dict[str, Any]) -> Filter | None:
     """The filter the options give; None if none was given."""
+    if not options["filter_states"] and all(
+        options[key] is None for key in ("filter_queue", "filter_name_like", "filter_older_than")
+    ):
+        return None  # a NAME, then: the bulk machinery need not load
     from wfed.durations import parse_duration
     from wfed.engine.bulk import Filter
 

@@ -3,8 +3,6 @@
 stderr when the workflow's state does not allow it). `by_filter` (`wfed.cli.bulk`) lets
 pause … delete act on every workflow a filter matches instead of NAME."""
 
-from __future__ import annotations
-
 import json
 import os
 import re
@@ -29,7 +27,7 @@ if TYPE_CHECKING:
     from wfed.engine.views import DaemonStatus, Workflow
 
 
-def _next(workflow: Workflow) -> str:
+def _next(workflow: "Workflow") -> str:
     """Where a pending workflow continues: `from step 2 'start_app'`."""
     if workflow.current_step >= render.step_count(workflow):
         return "no steps left: it completes when it runs next"
@@ -44,7 +42,7 @@ def pause(cli: typer.Context, name: Name, reason: Reason = None) -> None:
     Example: wfectl pause maint-42 --reason "waiting for the DBA"
     """
 
-    async def work(engine: Engine) -> Workflow:
+    async def work(engine: "Engine") -> "Workflow":
         return await engine.pause(name, reason)
 
     workflow = run_engine(settings_of(cli), work)
@@ -62,7 +60,7 @@ def resume(cli: typer.Context, name: Name, reason: Reason = None) -> None:
     Example: wfectl resume maint-42 --reason "approved by ops"
     """
 
-    async def work(engine: Engine) -> Workflow:
+    async def work(engine: "Engine") -> "Workflow":
         return await engine.resume(name, reason)
 
     workflow = run_engine(settings_of(cli), work)
@@ -78,7 +76,7 @@ def stop(cli: typer.Context, name: Name, reason: Reason = None) -> None:
     """
     settings = settings_of(cli)
 
-    async def work(engine: Engine) -> tuple[Workflow, DaemonStatus | None]:
+    async def work(engine: "Engine") -> "tuple[Workflow, DaemonStatus | None]":
         workflow = await engine.stop(name, reason)
         running = workflow.state is WorkflowState.RUNNING
         return workflow, await engine.owner(workflow) if running else None
@@ -99,7 +97,7 @@ def retry(cli: typer.Context, name: Name, reason: Reason = None) -> None:
     Example: wfectl retry maint-42 --reason "disk cleaned up"
     """
 
-    async def work(engine: Engine) -> Workflow:
+    async def work(engine: "Engine") -> "Workflow":
         return await engine.retry(name, reason)
 
     workflow = run_engine(settings_of(cli), work)
@@ -127,7 +125,7 @@ def skip(
     """
     updates = parse_assignments(set_items or [], "--set")
 
-    async def work(engine: Engine) -> tuple[Workflow, Workflow]:
+    async def work(engine: "Engine") -> "tuple[Workflow, Workflow]":
         before = await engine.get(name)
         return before, await engine.skip(name, set_context=updates or None, reason=reason)
 
@@ -151,7 +149,7 @@ def restart(
     Example: wfectl restart maint-42 --from-step 0 --reason "second pass"
     """
 
-    async def work(engine: Engine) -> Workflow:
+    async def work(engine: "Engine") -> "Workflow":
         return await engine.restart(name, from_step, reason)
 
     workflow = run_engine(settings_of(cli), work)
@@ -179,7 +177,7 @@ def delete(
     Example: wfectl delete maint-42 --backup /var/backups/wfed --reason "obsolete"
     """
 
-    async def work(engine: Engine) -> Path | None:
+    async def work(engine: "Engine") -> Path | None:
         written = None
         if backup is not None:
             document = await engine.export(name)
@@ -246,7 +244,7 @@ def context(
             if not key or "=" in key:
                 raise typer.BadParameter(f"{key!r}: unset takes keys, not KEY=VALUE")
 
-    async def work(engine: Engine) -> Workflow:
+    async def work(engine: "Engine") -> "Workflow":
         return await engine.set_context(name, updates, unset, reason)
 
     run_engine(settings_of(cli), work)

@@ -1,8 +1,6 @@
 """`wfectl create`: validate a definition and context, then write a pending workflow (or,
 with `--dry-run`, only show the plan)."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -101,7 +99,7 @@ def create(
 
     if dry_run:
 
-        async def plan(engine: Engine) -> list[PlannedStep]:
+        async def plan(engine: "Engine") -> "list[PlannedStep]":
             from wfed.engine.window_reads import checked
 
             checked(window_specs)
@@ -114,7 +112,7 @@ def create(
         render.console().print(render_steps.plan_view(plans, context))
         return
 
-    async def work(engine: Engine) -> Workflow:
+    async def work(engine: "Engine") -> "Workflow":
         return await engine.create_workflow(
             name,
             context,

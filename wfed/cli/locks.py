@@ -2,8 +2,6 @@
 waiters) and `locks release KEY` (free a stuck key, recorded with the operator and
 reason). See docs/concurrency-keys.md."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -42,7 +40,7 @@ def locks(cli: typer.Context, as_json: AsJson = False) -> None:
     if cli.invoked_subcommand is not None:
         return
 
-    async def work(engine: Engine) -> list[KeyStatus]:
+    async def work(engine: "Engine") -> "list[KeyStatus]":
         return await engine.locks()
 
     statuses = run_engine(settings_of(cli), work)
@@ -77,7 +75,7 @@ def release(
     Example: wfectl locks release cluster:db1 --workflow maint-41 -r "db1 checked by hand"
     """
 
-    async def work(engine: Engine) -> list[KeyHolder]:
+    async def work(engine: "Engine") -> "list[KeyHolder]":
         return await engine.release_lock(key, workflow=workflow, reason=reason)
 
     freed = run_engine(settings_of(cli), work)
@@ -90,7 +88,7 @@ def release(
         )
 
 
-def _keys_table(statuses: list[KeyStatus], now: datetime) -> Table:
+def _keys_table(statuses: "list[KeyStatus]", now: "datetime") -> "Table":
     from rich.table import Table
     from rich.text import Text
 

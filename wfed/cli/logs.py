@@ -1,8 +1,6 @@
 """`wfectl logs NAME`: what a step printed (the `shell` step's stdout and stderr, recorded
 line by line while it runs), and with `--follow` what it prints until it ends."""
 
-from __future__ import annotations
-
 import json
 import sys
 from typing import TYPE_CHECKING, Annotated
@@ -73,7 +71,7 @@ def logs(
     """
     printer = _Printer(as_json)
 
-    async def work(engine: Engine) -> None:
+    async def work(engine: "Engine") -> None:
         lines = await engine.output(name, position=step, attempt=attempt)
         printer.print(lines)
         if follow:
@@ -94,12 +92,12 @@ def _which(name: str, step: int | None, attempt: int | None) -> str:
 
 
 async def _follow(
-    engine: Engine,
+    engine: "Engine",
     name: str,
-    lines: list[OutputLine],
+    lines: "list[OutputLine]",
     step: int | None,
     attempt: int | None,
-    printer: _Printer,
+    printer: "_Printer",
 ) -> None:
     """Print the followed step attempt's new lines until it ends: the attempt of the
     lines printed, else of step `step` (else the running one, else the one the workflow
@@ -134,11 +132,11 @@ async def _follow(
         await asyncio.sleep(POLL_SECONDS)
 
 
-def _step(snapshot: Snapshot, position: int) -> StepRow | None:
+def _step(snapshot: "Snapshot", position: int) -> "StepRow | None":
     return next((s for s in snapshot.workflow.steps if s.position == position), None)
 
 
-def _to_wait_for(snapshot: Snapshot, cursor: OutputCursor) -> bool:
+def _to_wait_for(snapshot: "Snapshot", cursor: "OutputCursor") -> bool:
     """Whether the followed attempt runs, or may still start."""
     if snapshot.step_running(cursor.position, cursor.attempt):
         return True
@@ -158,7 +156,7 @@ class _Printer:
         self.as_json = as_json
         self.tty = sys.stdout.isatty()
 
-    def print(self, lines: list[OutputLine]) -> None:
+    def print(self, lines: "list[OutputLine]") -> None:
         for line in lines:
             if self.as_json:
                 sys.stdout.write(json.dumps(line.to_json(), ensure_ascii=False) + "\n")

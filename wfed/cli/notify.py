@@ -1,8 +1,6 @@
 """wfectl's notification commands: `notifications` (the deliveries to the webhooks) and
 `notify test NAME` (a test message to a configured webhook)."""
 
-from __future__ import annotations
-
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
@@ -55,7 +53,7 @@ def notifications(
     Example: wfectl notifications --state failed
     """
 
-    async def work(engine: Engine) -> list[DeliveryView]:
+    async def work(engine: "Engine") -> "list[DeliveryView]":
         return await engine.notifications(state=state.value if state else None, limit=limit)
 
     found = run_engine(settings_of(cli), work)
@@ -84,14 +82,14 @@ def notify_test(
         known = ", ".join(h.name for h in settings.config().notify.webhooks) or "none"
         raise WfedError(f"no webhook {name!r} in [notify] (configured: {known})")
 
-    async def work(engine: Engine) -> int:
+    async def work(engine: "Engine") -> int:
         return await engine.notify_test(hook)
 
     status = run_engine(settings, work, connect=False)
     render.say(f"webhook {name!r} answered HTTP {status}")
 
 
-def _deliveries_table(found: list[DeliveryView]) -> Table:
+def _deliveries_table(found: "list[DeliveryView]") -> "Table":
     from rich.table import Table
     from rich.text import Text
 

@@ -5,8 +5,6 @@ healthy; exit code 1 and one `wfectl: <problem>` line per problem on stderr othe
 (with `--json`, the whole report is on stdout either way).
 """
 
-from __future__ import annotations
-
 import sys
 from typing import TYPE_CHECKING, Annotated
 
@@ -41,7 +39,7 @@ def daemons(cli: typer.Context, as_json: AsJson = False) -> None:
     Example: wfectl daemons
     """
 
-    async def work(engine: Engine) -> Fleet:
+    async def work(engine: "Engine") -> "Fleet":
         return await engine.fleet()
 
     fleet = run_engine(settings_of(cli), work)
@@ -86,7 +84,7 @@ def health(
     settings = settings_of(cli)
     chosen = sorted(set(queues or []))
 
-    async def work(engine: Engine) -> Health:
+    async def work(engine: "Engine") -> "Health":
         return await engine.health(chosen, schema=False)
 
     database = None
@@ -111,7 +109,7 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{queue} {count}" for queue, count in sorted(counts.items())) or "none"
 
 
-def _summary(report: Health) -> list[str]:
+def _summary(report: "Health") -> list[str]:
     """The OK lines: live daemons, queues served, runnable workflows per queue."""
     fleet = report.fleet
     runnable = report.runnable or {}
@@ -203,7 +201,7 @@ def purge(
     chosen = _purge_states(states)
     spelled = older_than.strip().lower()
 
-    async def work(engine: Engine) -> int:
+    async def work(engine: "Engine") -> int:
         return await engine.purge(
             age, states=chosen, events=events, dry_run=dry_run, batch_size=batch_size
         )

@@ -1,7 +1,5 @@
 """wfectl's read commands: `list`, `show`, `history`, `export` and `steps`."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -34,7 +32,7 @@ def list_workflows(
     Example: wfectl list --state error --state paused
     """
 
-    async def work(engine: Engine) -> list[WorkflowSummary]:
+    async def work(engine: "Engine") -> "list[WorkflowSummary]":
         return await engine.list(state=state or None, queue=queue, limit=limit)
 
     workflows = run_engine(settings_of(cli), work)
@@ -53,7 +51,7 @@ def show(cli: typer.Context, name: Name, as_json: AsJson = False) -> None:
     Example: wfectl show maint-42
     """
 
-    async def work(engine: Engine) -> Workflow:
+    async def work(engine: "Engine") -> "Workflow":
         return await engine.get(name)
 
     workflow = run_engine(settings_of(cli), work)
@@ -70,7 +68,7 @@ def history(cli: typer.Context, name: Name, as_json: AsJson = False) -> None:
     Example: wfectl history maint-42 --json
     """
 
-    async def work(engine: Engine) -> list[EventView]:
+    async def work(engine: "Engine") -> "list[EventView]":
         return await engine.history(name)
 
     events = run_engine(settings_of(cli), work)
@@ -91,7 +89,7 @@ def export(
     Example: wfectl export maint-42 > maint-42.json
     """
 
-    async def work(engine: Engine) -> dict[str, Any]:
+    async def work(engine: "Engine") -> dict[str, Any]:
         return await engine.export(name)
 
     render.print_json(run_engine(settings_of(cli), work))
@@ -104,7 +102,7 @@ def steps(cli: typer.Context, as_json: AsJson = False) -> None:
     Example: wfectl steps --json
     """
 
-    async def work(engine: Engine) -> list[StepInfo]:
+    async def work(engine: "Engine") -> "list[StepInfo]":
         return engine.registered_steps()
 
     found = run_engine(settings_of(cli), work, connect=False)

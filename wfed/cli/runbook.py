@@ -5,8 +5,6 @@ A bad file or parameter is one line naming the file (and the line, where the TOM
 gives one, and the field) and exit code 1, before anything is written.
 """
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -120,8 +118,8 @@ def run_runbook(
     if dry_run:
 
         async def plan(
-            engine: Engine,
-        ) -> tuple[str, str, int, dict[str, object], list[PlannedStep]]:
+            engine: "Engine",
+        ) -> "tuple[str, str, int, dict[str, object], list[PlannedStep]]":
             from wfed.engine.views import PlannedStep
 
             row, plans = engine.plan_runbook(path, given, name=name, queue=queue)
@@ -139,7 +137,7 @@ def run_runbook(
 
     from .watch import finish, watch_workflow
 
-    async def work(engine: Engine) -> Ending | None:
+    async def work(engine: "Engine") -> "Ending | None":
         workflow = await engine.run_runbook(
             path, given, name=name, queue=queue, run_after=run_after
         )
@@ -165,7 +163,7 @@ def _where(queue: str, priority: int, run_after: object) -> str:
     return where
 
 
-def _created(workflow: Workflow, path: str, run_after: object) -> None:
+def _created(workflow: "Workflow", path: str, run_after: object) -> None:
     row = workflow.row
     render.say(
         f"created {workflow.name} from {path}: "
@@ -195,7 +193,7 @@ def lint(
     Example: wfectl --config /etc/wfed/config.toml runbook lint runbooks/
     """
 
-    async def work(engine: Engine) -> list[str]:
+    async def work(engine: "Engine") -> list[str]:
         return engine.lint_runbooks(str(directory))
 
     problems = run_engine(settings_of(cli), work, connect=False)

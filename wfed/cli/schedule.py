@@ -6,8 +6,6 @@ anything is written, as for `create` and `run`; options that do not go together 
 usage error (exit code 2).
 """
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -152,7 +150,7 @@ def add(
     # Checked before connecting: a typo is told as such even with the database away.
     CronTimes.of(cron, timezone)
 
-    async def work(engine: Engine) -> ScheduleView:
+    async def work(engine: "Engine") -> "ScheduleView":
         return await engine.add_schedule(
             name,
             cron,
@@ -187,7 +185,7 @@ def list_(cli: typer.Context, as_json: AsJson = False) -> None:
     Example: wfectl schedule list --json
     """
 
-    async def work(engine: Engine) -> list[ScheduleView]:
+    async def work(engine: "Engine") -> "list[ScheduleView]":
         return await engine.schedules()
 
     views = run_engine(settings_of(cli), work)
@@ -231,7 +229,7 @@ def pause(cli: typer.Context, name: ScheduleName) -> None:
     Example: wfectl schedule pause nightly-logrotate
     """
 
-    async def work(engine: Engine) -> ScheduleView:
+    async def work(engine: "Engine") -> "ScheduleView":
         return await engine.pause_schedule(name)
 
     view = run_engine(settings_of(cli), work)
@@ -245,7 +243,7 @@ def resume(cli: typer.Context, name: ScheduleName) -> None:
     Example: wfectl schedule resume nightly-logrotate
     """
 
-    async def work(engine: Engine) -> ScheduleView:
+    async def work(engine: "Engine") -> "ScheduleView":
         return await engine.resume_schedule(name)
 
     view = run_engine(settings_of(cli), work)
@@ -262,7 +260,7 @@ def remove(cli: typer.Context, name: ScheduleName) -> None:
     Example: wfectl schedule remove nightly-logrotate
     """
 
-    async def work(engine: Engine) -> None:
+    async def work(engine: "Engine") -> None:
         await engine.remove_schedule(name)
 
     run_engine(settings_of(cli), work)
@@ -283,7 +281,7 @@ def next_(
     Example: wfectl schedule next nightly-logrotate --count 3
     """
 
-    async def work(engine: Engine) -> tuple[ScheduleView, list[Tick]]:
+    async def work(engine: "Engine") -> "tuple[ScheduleView, list[Tick]]":
         return await engine.schedule(name), await engine.next_ticks(name, count)
 
     view, ticks = run_engine(settings_of(cli), work)
@@ -302,9 +300,9 @@ def next_(
     render.console().print(table)
 
 
-def _local(moment: datetime | None) -> str:
+def _local(moment: "datetime | None") -> str:
     return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
-def _utc(moment: datetime | None) -> str:
+def _utc(moment: "datetime | None") -> str:
     return "-" if moment is None else f"{moment:%Y-%m-%d %H:%M:%S}Z"

@@ -12,8 +12,6 @@ the database. When the workflow halts, one more read says why (`Engine.get`) and
 the last lines of the step it halted at.
 """
 
-from __future__ import annotations
-
 import sys
 from collections import deque
 from dataclasses import dataclass
@@ -64,7 +62,7 @@ def watch(cli: typer.Context, name: Name, as_json: AsJson = False) -> None:
     Example: wfectl watch maint-42 --json | jq -c 'select(.event == "end")'
     """
 
-    async def work(engine: Engine) -> Ending:
+    async def work(engine: "Engine") -> Ending:
         return await watch_workflow(engine, name, as_json=as_json)
 
     finish(run_engine(settings_of(cli), work), as_json=as_json)
@@ -83,7 +81,7 @@ def finish(ending: Ending, *, as_json: bool = False) -> None:
 
 
 async def watch_workflow(
-    engine: Engine,
+    engine: "Engine",
     name: str,
     *,
     live: bool | None = None,
@@ -117,7 +115,7 @@ async def watch_workflow(
         raise typer.Exit(130) from None
 
 
-def _completed(workflow: Workflow) -> Ending:
+def _completed(workflow: "Workflow") -> Ending:
     steps = workflow.steps
     took = ""
     if steps and steps[0].started_at and workflow.row.finished_at:
@@ -127,7 +125,7 @@ def _completed(workflow: Workflow) -> Ending:
     return Ending(0, f"{workflow.name} completed: {render.plural(len(steps), 'step')}{took}")
 
 
-async def _halted(engine: Engine, snapshot: Snapshot, view: _View) -> Ending:
+async def _halted(engine: "Engine", snapshot: "Snapshot", view: "_View") -> Ending:
     """Why it halted (one more read), and the last lines of the step it halted at."""
     workflow = await engine.get(snapshot.workflow.name)
     if workflow.state not in _HALTED:  # moved on meanwhile (resumed, retried, …)
@@ -137,7 +135,7 @@ async def _halted(engine: Engine, snapshot: Snapshot, view: _View) -> Ending:
     return Ending(1, halt_message(workflow))
 
 
-def halt_message(workflow: Workflow) -> str:
+def halt_message(workflow: "Workflow") -> str:
     """`maint-42 halted in error: step 2 'shell' failed: …`, `maint-42 paused before
     step 3 'pause' (approve): pause by alice@ops: …`."""
     why = f": {workflow.halt_reason}" if workflow.halt_reason else ""
@@ -154,16 +152,16 @@ def halt_message(workflow: Workflow) -> str:
 
 
 class _View:
-    def __enter__(self) -> _View:
+    def __enter__(self) -> "_View":
         return self
 
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def update(self, snapshot: Snapshot) -> None:
+    def update(self, snapshot: "Snapshot") -> None:
         raise NotImplementedError
 
-    def halted(self, workflow: Workflow, lines: list[OutputLine]) -> None:
+    def halted(self, workflow: "Workflow", lines: "list[OutputLine]") -> None:
         raise NotImplementedError
 
 
@@ -173,7 +171,7 @@ def _stamp() -> str:
     return f"{utc_now():%H:%M:%S}Z"
 
 
-def _step_key(step: StepRow) -> tuple[StepState, int, str | None]:
+def _step_key(step: "StepRow") -> tuple[StepState, int, str | None]:
     return step.state, step.attempts, step.error
 
 
@@ -184,7 +182,7 @@ class _LineView(_View):
         self._workflow: tuple[WorkflowState, Any, str | None] | None = None
         self._steps: dict[int, tuple[StepState, int, str | None]] = {}
 
-    def update(self, snapshot: Snapshot) -> None:
+    def update(self, snapshot: "Snapshot") -> None:
         workflow = snapshot.workflow
         first = self._workflow is None
         row = workflow.row
@@ -207,7 +205,7 @@ class _LineView(_View):
         for line in steps + lines if ending and not first else lines + steps:
             self._say(line)
 
-    def halted(self, workflow: Workflow, lines: list[OutputLine]) -> None:
+    def halted(self, workflow: "Workflow", lines: "list[OutputLine]") -> None:
         if lines:
             position, attempt = lines[-1].position, lines[-1].attempt
             title = render.step_title(workflow, position)
@@ -238,7 +236,7 @@ class _JsonView(_View):
         sys.stdout.write(json.dumps(document, ensure_ascii=False, default=str) + "\n")
         sys.stdout.flush()
 
-    def update(self, snapshot: Snapshot) -> None:
+    def update(self, snapshot: "Snapshot") -> None:
         workflow = snapshot.workflow
         row = workflow.row
         seen = (
@@ -252,7 +250,7 @@ class _JsonView(_View):
             self._attempts_shown.add((line.position, line.attempt))
             self.emit("output", line=line.to_json())
 
-    def halted(self, workflow: Workflow, lines: list[OutputLine]) -> None:
+    def halted(self, workflow: "Workflow", lines: "list[OutputLine]") -> None:
         self.emit("workflow", workflow=workflow.to_json())
         # The last lines of the step it halted at, unless they were followed already.
         if lines and (lines[-1].position, lines[-1].attempt) not in self._attempts_shown:
@@ -260,7 +258,7 @@ class _JsonView(_View):
                 self.emit("output", line=line.to_json())
 
 
-def _step_change(step: StepRow) -> str:
+def _step_change(step: "StepRow") -> str:
     attempt = f"attempt {step.attempts}"
     if step.state is StepState.RUNNING:
         return f"running ({attempt})"
@@ -277,7 +275,7 @@ def _step_change(step: StepRow) -> str:
     return step.state.value + (f" ({attempt})" if step.attempts else "") + error
 
 
-def _workflow_line(workflow: Workflow, *, first: bool) -> str:
+def _workflow_line(workflow: "Workflow", *, first: bool) -> str:
     row = workflow.row
     total = render.step_count(workflow)
     done = sum(1 for s in workflow.steps if s.state in {StepState.COMPLETED, StepState.SKIPPED})
@@ -315,14 +313,14 @@ class _LiveView(_View):
             transient=False,
         )
 
-    def __enter__(self) -> _LiveView:
+    def __enter__(self) -> "_LiveView":
         self._live.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._live.__exit__(None, None, None)
 
-    def update(self, snapshot: Snapshot) -> None:
+    def update(self, snapshot: "Snapshot") -> None:
         for line in snapshot.output:  # the end of one attempt, then the next one's
             if self.output_of != (line.position, line.attempt):
                 self.output.clear()
@@ -331,7 +329,7 @@ class _LiveView(_View):
         self.snapshot = snapshot
         self._live.refresh()
 
-    def halted(self, workflow: Workflow, lines: list[OutputLine]) -> None:
+    def halted(self, workflow: "Workflow", lines: "list[OutputLine]") -> None:
         if lines:
             self.output.clear()
             self.output.extend(lines)
@@ -339,7 +337,7 @@ class _LiveView(_View):
         self.halt = workflow.halt_reason or workflow.state.value
         self._live.refresh()
 
-    def _render(self) -> RenderableType:
+    def _render(self) -> "RenderableType":
         from rich.console import Group
         from rich.text import Text
 
@@ -361,7 +359,7 @@ class _LiveView(_View):
         return Group(*parts)
 
 
-def _header(workflow: Workflow, now: datetime) -> RenderableType:
+def _header(workflow: "Workflow", now: datetime) -> "RenderableType":
     from rich.text import Text
 
     row = workflow.row
@@ -382,7 +380,7 @@ def _header(workflow: Workflow, now: datetime) -> RenderableType:
     return header
 
 
-def _steps_table(workflow: Workflow, now: datetime) -> RenderableType:
+def _steps_table(workflow: "Workflow", now: datetime) -> "RenderableType":
     from rich.table import Table
     from rich.text import Text
 

@@ -2,8 +2,6 @@
 does not run (docs/windows.md), recorded with the operator and reason. Clearing them is
 how an operator lets a workflow run outside its windows."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -46,7 +44,7 @@ def set_windows(
         raise typer.BadParameter("give either --window SPEC (repeatable) or --clear")
     specs = [] if clear else list(window_specs or [])
 
-    async def work(engine: Engine) -> Workflow:
+    async def work(engine: "Engine") -> "Workflow":
         return await engine.set_windows(name, specs, reason)
 
     run_engine(settings_of(cli), work)

@@ -31,7 +31,7 @@ from wfed.config import (
     WindowsConfig,
     load_config,
 )
-from wfed.engine import bulk, control, reading, views
+from wfed.engine import control, reading, views
 from wfed.engine import health as fleet_health
 from wfed.engine.locks_api import ConcurrencyKeys
 from wfed.engine.notify_api import Notifications
@@ -45,16 +45,17 @@ from wfed.errors import (
 )
 from wfed.logging import get_logger
 from wfed.states import Operation, WorkflowState
-from wfed.steps.registry import StepRegistry
 from wfed.store import events as event_store
-from wfed.store import grants, migrate
+from wfed.store import migrate
 from wfed.store import workflows as workflow_store
 from wfed.store.database import DATABASE_ERRORS, Database, explained_errors, redacted, url_password
 from wfed.store.lock_keys import parse_lock_keys
 from wfed.store.rows import WorkflowRow
 
 if TYPE_CHECKING:
+    from wfed.engine import bulk
     from wfed.steps.definition import StepPlan
+    from wfed.steps.registry import StepRegistry
 
 log = get_logger("wfed.engine")
 
@@ -108,6 +109,8 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, ConcurrencyKeys, Notificati
         imported the first time a step is validated or run. Reading and controlling
         workflows never imports them, so a host without the runbook code can do both."""
         if self._registry is None:
+            from wfed.steps.registry import StepRegistry  # noqa: PLC0415
+
             self._registry = StepRegistry.from_modules(self._step_modules, paths=self._step_paths)
         return self._registry
 
@@ -275,7 +278,12 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, ConcurrencyKeys, Notificati
         heartbeat); None if unclaimed or not held by a registered daemon."""
         return await reading.owner(self.db, workflow, self.clock())
 
-    grant_statements = staticmethod(grants.script)
+    @staticmethod
+    def grant_statements(url: str, database: str, **accounts: str) -> str:
+        """The SQL that creates wfed's accounts (`wfed.store.grants.script`)."""
+        from wfed.store import grants  # noqa: PLC0415 - only `wfectl db grants` needs it
+
+        return grants.script(url, database, **accounts)
 
     @contextlib.asynccontextmanager
     async def session(self, *, check: bool = True, schema: bool = True) -> AsyncIterator[Engine]:
@@ -359,6 +367,8 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, ConcurrencyKeys, Notificati
         retry, skip, delete) applies to, oldest first: what a bulk command acts on, one
         at a time, each with its `expected`. InvalidTransition for a state in the filter
         that the operation never applies to."""
+        from wfed.engine import bulk  # noqa: PLC0415 - only the bulk commands select
+
         return await bulk.select(self.db, Operation(operation), filter_, self.clock())
 
     async def set_context(

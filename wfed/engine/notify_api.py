@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 from wfed.clock import Clock
 from wfed.engine import views
 from wfed.errors import WfedError
-from wfed.store import notifications as notification_store
 from wfed.store.database import Database
 
 if TYPE_CHECKING:
@@ -31,6 +30,9 @@ class Notifications:
         failed), each with its event's workflow and kind."""
         if state is not None and state not in DELIVERY_STATES:
             raise WfedError(f"no delivery state {state!r}: use one of {', '.join(DELIVERY_STATES)}")
+        # The deliveries' store loads here: no other wfectl command reads it.
+        from wfed.store import notifications as notification_store  # noqa: PLC0415
+
         async with self.db.transaction() as conn:
             rows = await notification_store.deliveries_list(conn, state=state, limit=limit)
             events = await notification_store.events_by_id(conn, [r.event_id for r in rows])

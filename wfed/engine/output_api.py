@@ -3,10 +3,17 @@ for polling, and what a follower needs to know (part of `wfed.Engine`)."""
 
 from __future__ import annotations
 
-from wfed.engine import control, output_view
-from wfed.engine import snapshot as snapshots
+from typing import TYPE_CHECKING
+
+from wfed.engine import control
 from wfed.store import steps as step_store
 from wfed.store.database import Database
+
+# The output's views and snapshots load when output is read (`logs`, `watch`): no other
+# wfectl command needs them.
+if TYPE_CHECKING:
+    from wfed.engine import output_view
+    from wfed.engine import snapshot as snapshots
 
 
 class OutputReads:
@@ -29,6 +36,8 @@ class OutputReads:
         runs, else its last attempt that printed. `after` is a cursor: only the lines of
         chunks after that `seq` (the `seq` of the last line read). WorkflowNotFound;
         StepNotFound for a position the workflow has no step at."""
+        from wfed.engine import output_view  # noqa: PLC0415
+
         async with self.db.transaction() as conn:
             row = await control.require(conn, name)
             steps = await step_store.steps_get(conn, row.id)
@@ -43,6 +52,8 @@ class OutputReads:
         those of the running step), from one indexed SELECT whatever the number of steps:
         what `wfectl watch` and `logs --follow` poll (see `wfed.engine.snapshot`). The
         context is not read, nor why a workflow halted (`get` tells). WorkflowNotFound."""
+        from wfed.engine import snapshot as snapshots  # noqa: PLC0415
+
         return await snapshots.snapshot(
             self.db, name, cursor or snapshots.OutputCursor.of_running()
         )
@@ -53,6 +64,8 @@ class OutputReads:
         """(position, attempt) whose lines `output` reads with these arguments, even before
         there are any (a follower starts here); None while the workflow has no step rows
         (enqueued with SQL, not claimed yet). WorkflowNotFound; StepNotFound."""
+        from wfed.engine import output_view  # noqa: PLC0415
+
         async with self.db.transaction() as conn:
             row = await control.require(conn, name)
             steps = await step_store.steps_get(conn, row.id)
@@ -62,6 +75,8 @@ class OutputReads:
         """Whether step `position` of the workflow is running (in its attempt `attempt`,
         if given): a follower of its output reads once more after this turns False, then
         stops. WorkflowNotFound; StepNotFound."""
+        from wfed.engine import output_view  # noqa: PLC0415
+
         async with self.db.transaction() as conn:
             row = await control.require(conn, name)
             steps = await step_store.steps_get(conn, row.id)
