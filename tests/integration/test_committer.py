@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from conftest import TEST_QUEUE, Probe, unique_name
-from sqlalchemy import event, text
+from sqlalchemy import event, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -27,6 +28,7 @@ from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
 from wfed.store.events import Event
 from wfed.store.rows import WorkflowRow
+from wfed.store.schema import workflow_locks
 from wfed.store.steps import StepMove
 from wfed.store.workflows import Advance
 
@@ -531,3 +533,40 @@ async def test_a_completion_that_lost_its_lease_fails_alone(engine: Engine, prob
         assert (await probe.kinds(good.name)).count("completed") == 1
         assert (await probe.row(stale.name)).state is WorkflowState.RUNNING
         assert "completed" not in await probe.kinds(stale.name)
+
+
+async def test_batched_completions_give_up_the_keys_of_their_workflows_only(
+    engine: Engine, probe: Probe
+) -> None:
+    """A batched completion of a workflow that holds concurrency keys gives them up with
+    one DELETE for the batch; a completion whose workflow took none deletes nothing, and
+    a workflow outside the batch keeps its slot."""
+    committer = StepCommitter(engine.db)
+    async with running_workflows(engine, probe, 3, steps=1) as (keyed, plain, bystander):
+        async with engine.db.transaction() as conn:
+            for row, key in ((keyed, "k:a"), (keyed, "k:b"), (bystander, "k:c")):
+                await conn.execute(
+                    workflow_locks.insert().values(lock_key=key, slot=0, workflow_id=row.id)
+                )
+        deletes: list[str] = []
+
+        def seen(conn, cursor, statement: str, *args: Any) -> None:
+            if statement.split()[:1] == ["DELETE"]:
+                deletes.append(statement)
+
+        event.listen(engine.db.engine.sync_engine, "before_cursor_execute", seen)
+        holding = replace(_completion(keyed, {}), releases_keys=True)
+        outcome = await _run_batch(
+            committer,
+            [
+                committer.run(keyed.id, _never, holding),
+                committer.run(plain.id, _never, _completion(plain, {})),
+            ],
+        )
+        assert outcome == [f"completed {keyed.name}", f"completed {plain.name}"]
+        assert len(deletes) == 1
+        async with engine.db.engine.connect() as conn:
+            held = await conn.execute(
+                select(workflow_locks.c.lock_key, workflow_locks.c.workflow_id)
+            )
+            assert sorted(held.all()) == [("k:c", bystander.id)]

@@ -9,8 +9,9 @@ The commonest transition — step N completed, step N+1 started, no request wait
 comes as plain data (a `wfed.engine.group_commit.BatchableAdvance`), and so does the
 commonest end — the last step completed, and with it the workflow. The committer writes
 all of a batch's advances with one UPDATE per table instead of two statements per
-workflow, and its completions with one UPDATE per table and one INSERT of their events
-instead of three statements per workflow. If any guard does not hold (a pause or stop
+workflow, and its completions with one UPDATE per table, one INSERT of their events and
+one DELETE of the concurrency keys they held instead of three or four statements per
+workflow. If any guard does not hold (a pause or stop
 request arrived before an advance, or the workflow changed owner), that transaction is
 rolled back and the batch runs again body by body, where each runner's own code decides
 what the guard failure means. Nothing is written twice: the rolled-back transaction left
@@ -37,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from wfed.engine.group_commit import BatchableAdvance, TransactionBody
 from wfed.errors import WfedError
 from wfed.store import events as event_store
+from wfed.store import locks as lock_store
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
 from wfed.store.database import Database, is_outage
@@ -182,6 +184,9 @@ class StepCommitter:
             )
             if completed != len(completions):
                 raise _Diverged
+            holders = [item.move.workflow_id for item in completions if item.releases_keys]
+            if holders:
+                await lock_store.locks_release_workflows(conn, holders)
             await step_store.steps_complete_many(
                 conn, [_step_move(item) for item in completions], now
             )

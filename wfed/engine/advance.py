@@ -52,7 +52,7 @@ class StepAdvance:
     def batchable_completion(self, applies: Callable[[], bool]) -> BatchableAdvance:
         """The workflow's completion after its last step, as data for a group commit
         (built anew for each attempt): what `commit` writes for `ends.after_step(plan,
-        COMPLETE, …)` of a workflow that holds no concurrency keys."""
+        COMPLETE, …)`."""
         lease = self.writer.lease
         now = self.writer.clock()
         end = ends.after_step(self.plan, Operation.COMPLETE, self.following.context)
@@ -64,6 +64,8 @@ class StepAdvance:
             finished_at=self.writer.finished_at(now),
             applies=applies,
             completes=self.writer.event(recorded_as(end), position=end.position),
+            # As `TurnWriter.end`: a row that named no keys at its claim took none.
+            releases_keys=self.writer.workflow.locks is not None,
         )
 
     async def commit(self, conn: AsyncConnection, end: TurnEnd | None) -> Next:

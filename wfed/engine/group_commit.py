@@ -33,8 +33,9 @@ class BatchableAdvance:
     its workflow meanwhile wants its body to run, not the advance.
 
     With `completes`, step `move.position` was the workflow's last: the workflow is
-    completed (its lease, owner and any waiting request cleared) and `completes` is the
-    event that records it."""
+    completed (its lease, owner and any waiting request cleared, and with
+    `releases_keys` its concurrency keys given up) and `completes` is the event that
+    records it."""
 
     move: Advance
     now: datetime
@@ -44,6 +45,7 @@ class BatchableAdvance:
     lease_expires_at: datetime | None = None
     applies: Callable[[], bool] = field(default=lambda: True)
     completes: Event | None = None
+    releases_keys: bool = False
 
 
 class GroupCommit(Protocol):

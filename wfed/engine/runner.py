@@ -268,8 +268,7 @@ class WorkflowRunner:
         # Only the plain advance and the plain completion have a batched form; the body
         # decides everything else.
         batched = None
-        if last and self.workflow.locks is None:
-            # Its end releases no concurrency key: the completion alone is written.
+        if last:
             batched = functools.partial(move.batchable_completion, lambda: not self.lease.lost)
         elif ending() is None:
             # Asked again when the batch is built: a release requested meanwhile

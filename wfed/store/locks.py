@@ -307,6 +307,12 @@ async def locks_release_workflow(conn: AsyncConnection, workflow_id: int) -> int
     return int(result.rowcount)
 
 
+async def locks_release_workflows(conn: AsyncConnection, workflow_ids: Sequence[int]) -> int:
+    """`locks_release_workflow` for many workflows in one statement."""
+    result = await conn.execute(delete(workflow_locks).where(L.workflow_id.in_(list(workflow_ids))))
+    return int(result.rowcount)
+
+
 async def locks_release(
     conn: AsyncConnection, key: str, workflow_id: int | None = None
 ) -> list[HeldSlot]:
