@@ -114,12 +114,9 @@ async def step_finish(
     )
 
 
-@cache
-def _finish_and_start_many(size: int) -> Update:
-    """Complete a step and start the next one, for `size` workflows in one statement,
-    built once per size (see workflows._advance_many). `done` is, per row, the position
-    its workflow just completed; the id list lets every database find the rows through
-    the (workflow_id, position) index."""
+def _moved_steps(size: int) -> tuple[list[BindParameter[int]], Any, Any]:
+    """The parameters of `size` workflows' step moves: their ids, and, per row (a CASE on
+    the workflow id), the position each completed and when it finished."""
     # Typed parameters: PostgreSQL cannot infer a type for one in a CASE.
     ids: list[BindParameter[int]] = [
         bindparam(f"b_id_{i}", type_=S.workflow_id.type) for i in range(size)
@@ -132,6 +129,28 @@ def _finish_and_start_many(size: int) -> Update:
         *[(ids[i], bindparam(f"b_finished_{i}", type_=S.finished_at.type)) for i in range(size)],
         value=S.workflow_id,
     )
+    return ids, done, finished
+
+
+def _step_move_params(moves: Sequence[StepMove], now: datetime) -> dict[str, Any]:
+    """`_moved_steps`' parameters for `moves`. A step's finish time is its own, not the
+    commit's (never after `now`): a commit that waited out a database outage does not
+    lengthen it."""
+    params: dict[str, Any] = {}
+    for i, move in enumerate(moves):
+        params[f"b_id_{i}"] = move.workflow_id
+        params[f"b_position_{i}"] = move.position
+        params[f"b_finished_{i}"] = min(move.finished_at, now)
+    return params
+
+
+@cache
+def _finish_and_start_many(size: int) -> Update:
+    """Complete a step and start the next one, for `size` workflows in one statement,
+    built once per size (see workflows._advance_many). `done` is, per row, the position
+    its workflow just completed; the id list lets every database find the rows through
+    the (workflow_id, position) index."""
+    ids, done, finished = _moved_steps(size)
     now: BindParameter[datetime] = bindparam("b_now", type_=S.started_at.type)
     return (
         update(workflow_steps)
@@ -166,13 +185,9 @@ async def step_finish_and_start_next(conn: AsyncConnection, move: StepMove, now:
 async def steps_finish_and_start_next_many(
     conn: AsyncConnection, moves: Sequence[StepMove], now: datetime
 ) -> None:
-    """`step_finish_and_start_next` for many workflows. A step's finish time is its own,
-    not the commit's: a commit that waited out a database outage does not lengthen it."""
-    params: dict[str, Any] = {"b_now": now}
-    for i, move in enumerate(moves):
-        params[f"b_id_{i}"] = move.workflow_id
-        params[f"b_position_{i}"] = move.position
-        params[f"b_finished_{i}"] = min(move.finished_at, now)
+    """`step_finish_and_start_next` for many workflows, each step finishing at its own
+    time (see `_step_move_params`)."""
+    params = {"b_now": now, **_step_move_params(moves, now)}
     await conn.execute(_finish_and_start_many(len(moves)), params)
 
 
@@ -180,17 +195,7 @@ async def steps_finish_and_start_next_many(
 def _finish_many(size: int) -> Update:
     """Complete one step of each of `size` workflows (its workflow's last), in one
     statement built once per size (see workflows._advance_many)."""
-    ids: list[BindParameter[int]] = [
-        bindparam(f"b_id_{i}", type_=S.workflow_id.type) for i in range(size)
-    ]
-    done = case(
-        *[(ids[i], bindparam(f"b_position_{i}", type_=S.position.type)) for i in range(size)],
-        value=S.workflow_id,
-    )
-    finished = case(
-        *[(ids[i], bindparam(f"b_finished_{i}", type_=S.finished_at.type)) for i in range(size)],
-        value=S.workflow_id,
-    )
+    ids, done, finished = _moved_steps(size)
     return (
         update(workflow_steps)
         .where(S.workflow_id.in_(ids), S.position == done)
@@ -201,14 +206,9 @@ def _finish_many(size: int) -> Update:
 async def steps_complete_many(
     conn: AsyncConnection, moves: Sequence[StepMove], now: datetime
 ) -> None:
-    """Complete step `position` of each workflow, with its own finish time (never after
-    `now`: see steps_finish_and_start_next_many)."""
-    params: dict[str, Any] = {}
-    for i, move in enumerate(moves):
-        params[f"b_id_{i}"] = move.workflow_id
-        params[f"b_position_{i}"] = move.position
-        params[f"b_finished_{i}"] = min(move.finished_at, now)
-    await conn.execute(_finish_many(len(moves)), params)
+    """Complete step `position` of each workflow, at its own finish time (see
+    `_step_move_params`)."""
+    await conn.execute(_finish_many(len(moves)), _step_move_params(moves, now))
 
 
 async def step_reschedule(

@@ -8,7 +8,7 @@ written come from the operation's row in `wfed.states`, never from the caller.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -174,6 +174,38 @@ class Advance:
     context: dict[str, Any]
 
 
+def _moves_guard(size: int) -> tuple[list[Any], Callable[[str, Any], Any]]:
+    """What a statement about `size` workflow moves selects by — each row by its id, its
+    own fence and its own current step — and a maker of its per-row values: a CASE on the
+    id over the parameters `NAME_0` … `NAME_{size-1}` (see `_move_params`)."""
+    # Typed parameters: PostgreSQL cannot infer a type for one in a CASE.
+    ids: list[BindParameter[int]] = [bindparam(f"b_id_{i}", type_=W.id.type) for i in range(size)]
+
+    def per_row(name: str, type_: Any) -> Any:
+        return case(
+            *[(ids[i], bindparam(f"{name}_{i}", type_=type_)) for i in range(size)], value=W.id
+        )
+
+    guard = [
+        W.id.in_(ids),
+        W.fence == per_row("b_fence", W.fence.type),
+        W.current_step == per_row("b_position", W.current_step.type),
+    ]
+    return guard, per_row
+
+
+def _move_params(moves: Sequence[Advance], now: datetime) -> dict[str, Any]:
+    """The parameters of `_moves_guard`'s statements (`_advance_many`, `_complete_many`)
+    for `moves`."""
+    params: dict[str, Any] = {"b_now": now}
+    for i, move in enumerate(moves):
+        params[f"b_id_{i}"] = move.workflow_id
+        params[f"b_fence_{i}"] = move.fence
+        params[f"b_position_{i}"] = move.position
+        params[f"b_context_{i}"] = move.context
+    return params
+
+
 @cache
 def _advance_many(size: int, renewing: bool) -> Update:
     """A step advance of `size` workflows in one statement, built once per size (a batch
@@ -186,23 +218,10 @@ def _advance_many(size: int, renewing: bool) -> Update:
     step's commit maintains no secondary index (which, with a large history, would no
     longer be in the buffer pool). Only a runner whose lease is half spent (its
     heartbeat kept finding the row locked) renews it with its step (`renewing`)."""
-    # Typed parameters: PostgreSQL cannot infer a type for one in a CASE.
-    ids: list[BindParameter[int]] = [bindparam(f"b_id_{i}", type_=W.id.type) for i in range(size)]
-
-    def per_row(name: str, type_: Any) -> Any:
-        return case(
-            *[(ids[i], bindparam(f"{name}_{i}", type_=type_)) for i in range(size)], value=W.id
-        )
-
+    guard, per_row = _moves_guard(size)
     statement = (
         update(workflows)
-        .where(
-            W.id.in_(ids),
-            W.fence == per_row("b_fence", W.fence.type),
-            W.current_step == per_row("b_position", W.current_step.type),
-            state_in(Operation.ADVANCE),
-            W.requested.is_(None),
-        )
+        .where(*guard, state_in(Operation.ADVANCE), W.requested.is_(None))
         .values(
             context=per_row("b_context", W.context.type),
             current_step=W.current_step + 1,
@@ -224,14 +243,9 @@ async def workflows_advance_many(
     """Move many running workflows on by one step in one statement (renewing all their leases
     to `lease_expires_at`, if given); returns how many rows matched their guard (all of
     them, unless an owner changed or a request waits)."""
-    params: dict[str, Any] = {"b_now": now}
+    params = _move_params(moves, now)
     if lease_expires_at is not None:
         params["b_lease_expires_at"] = lease_expires_at
-    for i, move in enumerate(moves):
-        params[f"b_id_{i}"] = move.workflow_id
-        params[f"b_fence_{i}"] = move.fence
-        params[f"b_position_{i}"] = move.position
-        params[f"b_context_{i}"] = move.context
     result = await conn.execute(_advance_many(len(moves), lease_expires_at is not None), params)
     return int(result.rowcount)
 
@@ -243,22 +257,11 @@ def _complete_many(size: int) -> Update:
     current step, like an advance; unlike an advance, a waiting pause or stop request
     does not hold it back: a workflow with nothing left to run completes, and the request
     is cleared (as a completion written alone does)."""
-    ids: list[BindParameter[int]] = [bindparam(f"b_id_{i}", type_=W.id.type) for i in range(size)]
-
-    def per_row(name: str, type_: Any) -> Any:
-        return case(
-            *[(ids[i], bindparam(f"{name}_{i}", type_=type_)) for i in range(size)], value=W.id
-        )
-
+    guard, per_row = _moves_guard(size)
     now: BindParameter[datetime] = bindparam("b_now", type_=W.updated_at.type)
     return (
         update(workflows)
-        .where(
-            W.id.in_(ids),
-            W.fence == per_row("b_fence", W.fence.type),
-            W.current_step == per_row("b_position", W.current_step.type),
-            state_in(Operation.COMPLETE),
-        )
+        .where(*guard, state_in(Operation.COMPLETE))
         .values(
             state=target(Operation.COMPLETE),
             context=per_row("b_context", W.context.type),
@@ -278,13 +281,7 @@ async def workflows_complete_many(
     """Complete many running workflows whose last step (`position`) is done, each with its
     context, in one statement; returns how many rows matched their guard (all of them,
     unless an owner changed)."""
-    params: dict[str, Any] = {"b_now": now}
-    for i, move in enumerate(moves):
-        params[f"b_id_{i}"] = move.workflow_id
-        params[f"b_fence_{i}"] = move.fence
-        params[f"b_position_{i}"] = move.position
-        params[f"b_context_{i}"] = move.context
-    result = await conn.execute(_complete_many(len(moves)), params)
+    result = await conn.execute(_complete_many(len(moves)), _move_params(moves, now))
     return int(result.rowcount)
 
 
