@@ -11,13 +11,13 @@ commonest end — the last step completed, and with it the workflow. The committ
 all of a batch's advances with one UPDATE per table instead of two statements per
 workflow, and its completions with one UPDATE per table, one INSERT of their events and
 one DELETE of the concurrency keys they held instead of three or four statements per
-workflow. If any guard does not hold (a pause or stop
-request arrived before an advance, or the workflow changed owner), that transaction is
-rolled back and the batch runs again body by body, where each runner's own code decides
-what the guard failure means. Nothing is written twice: the rolled-back transaction left
-no trace.
+workflow. If any guard does not hold (a pause or stop request arrived before an advance,
+or the workflow changed owner), that transaction is rolled back and the batch runs again
+body by body, where each runner's own code decides what the guard failure means. Nothing
+is written twice: the rolled-back transaction left no trace.
 
-A batch locks its advances' rows first, then runs the other bodies in workflow id order.
+A batch locks its advances' and completions' rows first, then runs the other bodies in
+workflow id order.
 The heartbeat and the claims skip locked rows, so they never wait on a batch; two batches
 never share a workflow. A body may raise a wfed error (a lost lease) only before it has
 written anything; that error goes to its runner alone. A runner gone by the time its
@@ -159,7 +159,8 @@ class StepCommitter:
     @staticmethod
     async def _advance(conn: AsyncConnection, batched: list[BatchableAdvance]) -> None:
         """Write the advances with one UPDATE per table, and the completions with one
-        UPDATE per table and one INSERT of their events; _Diverged if a guard failed."""
+        UPDATE per table, one DELETE of the keys they held and one INSERT of their
+        events; _Diverged if a guard failed."""
         now = max(item.now for item in batched)
         advances = [item for item in batched if item.completes is None]
         completions = [item for item in batched if item.completes is not None]
@@ -210,4 +211,5 @@ class StepCommitter:
 
 
 def _step_move(item: BatchableAdvance) -> StepMove:
+    """The step row's part of a batched advance or completion."""
     return StepMove(item.move.workflow_id, item.move.position, item.finished_at or item.now)
