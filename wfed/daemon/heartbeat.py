@@ -139,10 +139,12 @@ class Heartbeat:
 
     async def _beat(self, renew_aside: bool) -> Beat:
         now = self.clock()
+        # Taken first, whether or not workflows still run: a finished renewal must not
+        # hold back the next one, nor keep its error unseen.
+        renewed = self._renewal_outcome()
         if not self.runners:
             self._told_to_stop.clear()
             return Beat(refreshed=await self._idle_beat(now))
-        renewed = self._renewal_outcome()
         due = self._leases_due(now)
         if due or self._row_refresh_due():
             if not renew_aside:
