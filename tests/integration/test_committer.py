@@ -214,17 +214,24 @@ async def _run_batch(committer: StepCommitter, calls: list[Awaitable[Any]]) -> l
     return outcome
 
 
-def _updates_by_table(engine: Engine) -> Counter[str]:
-    """Counts the UPDATE statements sent on `engine`, by table."""
-    counts: Counter[str] = Counter()
+def _statements_by_table(engine: Engine) -> Counter[tuple[str, str]]:
+    """Counts the UPDATE, INSERT and DELETE statements sent on `engine`, by (verb, table)."""
+    counts: Counter[tuple[str, str]] = Counter()
+    table_word = {"UPDATE": 1, "INSERT": 2, "DELETE": 2}  # UPDATE t, INSERT INTO t, DELETE FROM t
 
     def seen(conn, cursor, statement: str, *args: Any) -> None:
         words = statement.split()
-        if words and words[0].upper() == "UPDATE":
-            counts[words[1].strip('`"')] += 1
+        verb = words[0].upper() if words else ""
+        if verb in table_word and len(words) > table_word[verb]:
+            counts[verb, words[table_word[verb]].strip('`"')] += 1
 
     event.listen(engine.db.engine.sync_engine, "before_cursor_execute", seen)
     return counts
+
+
+def _updates(statements: Counter[tuple[str, str]]) -> dict[str, int]:
+    """The UPDATE counts of `_statements_by_table`, by table."""
+    return {table: n for (verb, table), n in statements.items() if verb == "UPDATE"}
 
 
 async def test_plain_advances_are_written_with_one_update_per_table(
@@ -236,13 +243,13 @@ async def test_plain_advances_are_written_with_one_update_per_table(
     step 2 untouched."""
     committer = StepCommitter(engine.db)
     async with running_workflows(engine, probe, 4) as rows:
-        updates = _updates_by_table(engine)
+        statements = _statements_by_table(engine)
         outcome = await _run_batch(
             committer,
             [committer.run(r.id, _never, _fast(r, {"i": i}, i)) for i, r in enumerate(rows)],
         )
         assert outcome == [0, 1, 2, 3]
-        assert updates == {"workflows": 1, "workflow_steps": 1}
+        assert _updates(statements) == {"workflows": 1, "workflow_steps": 1}
         assert (committer.batches, committer.bodies, committer.diverged) == (1, 4, 0)
         for i, row in enumerate(rows):
             after = await probe.row(row.name)
@@ -439,21 +446,6 @@ def _completion(row: WorkflowRow, context: dict[str, Any], fence: int | None = N
     return BatchableAdvance(move, now, f"completed {row.name}", completes=done)
 
 
-def _statements_by_table(engine: Engine) -> Counter[tuple[str, str]]:
-    """Counts the UPDATE and INSERT statements sent on `engine`, by (verb, table)."""
-    counts: Counter[tuple[str, str]] = Counter()
-
-    def seen(conn, cursor, statement: str, *args: Any) -> None:
-        words = statement.split()
-        if words and words[0].upper() == "UPDATE":
-            counts["UPDATE", words[1].strip('`"')] += 1
-        elif words[:2] and words[0].upper() == "INSERT":
-            counts["INSERT", words[2].strip('`"')] += 1
-
-    event.listen(engine.db.engine.sync_engine, "before_cursor_execute", seen)
-    return counts
-
-
 async def test_completions_are_written_with_one_statement_per_table(
     engine: Engine, probe: Probe
 ) -> None:
@@ -548,13 +540,7 @@ async def test_batched_completions_give_up_the_keys_of_their_workflows_only(
                 await conn.execute(
                     workflow_locks.insert().values(lock_key=key, slot=0, workflow_id=row.id)
                 )
-        deletes: list[str] = []
-
-        def seen(conn, cursor, statement: str, *args: Any) -> None:
-            if statement.split()[:1] == ["DELETE"]:
-                deletes.append(statement)
-
-        event.listen(engine.db.engine.sync_engine, "before_cursor_execute", seen)
+        statements = _statements_by_table(engine)
         holding = replace(_completion(keyed, {}), releases_keys=True)
         outcome = await _run_batch(
             committer,
@@ -564,7 +550,8 @@ async def test_batched_completions_give_up_the_keys_of_their_workflows_only(
             ],
         )
         assert outcome == [f"completed {keyed.name}", f"completed {plain.name}"]
-        assert len(deletes) == 1
+        deletes = {key: n for key, n in statements.items() if key[0] == "DELETE"}
+        assert deletes == {("DELETE", "workflow_locks"): 1}
         async with engine.db.engine.connect() as conn:
             held = await conn.execute(
                 select(workflow_locks.c.lock_key, workflow_locks.c.workflow_id)

@@ -152,12 +152,12 @@ class StepCommitter:
             else:
                 others.append(item)
         if fast:
-            await self._advance(conn, [advance for _, advance in fast])
+            await self._write_batched(conn, [advance for _, advance in fast])
         outcomes = [(item.future, advance.result, None) for item, advance in fast]
         return outcomes + await self._run_bodies(conn, others)
 
     @staticmethod
-    async def _advance(conn: AsyncConnection, batched: list[BatchableAdvance]) -> None:
+    async def _write_batched(conn: AsyncConnection, batched: list[BatchableAdvance]) -> None:
         """Write the advances with one UPDATE per table, and the completions with one
         UPDATE per table, one DELETE of the keys they held and one INSERT of their
         events; _Diverged if a guard failed."""
