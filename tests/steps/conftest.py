@@ -43,7 +43,8 @@ class Procs:
         """(state letter, parent pid) of a process, or None when it no longer exists."""
         try:
             stat = Path(f"/proc/{pid}/stat").read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
+            # Gone before the open, or between the open and the read (ESRCH).
             return None
         fields = stat[stat.rfind(b")") + 2 :].split()
         return fields[0].decode(), int(fields[1])
