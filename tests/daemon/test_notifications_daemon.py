@@ -360,9 +360,9 @@ async def test_a_delivery_of_a_killed_daemon_is_sent_by_another(
     cleanup: list[str],
 ) -> None:
     """A daemon killed (-9) while its POST hangs leaves its claim behind; another daemon
-    takes the delivery over once the claim expires (the webhook's timeout and a margin)
-    and sends it: the delivery is sent, once recorded, its one retry made by the other
-    daemon."""
+    takes the delivery over once the claim expires (the webhook's timeout and the
+    claimer's lease) and sends it: the delivery is sent, once recorded, its one retry made
+    by the other daemon."""
     target = f"takeover-{tag}"
     receiver.script(f"/{target}", HANG)
     config = notify_config(webhook(receiver, target, queue, ["error"], timeout=1, backoff=0))

@@ -398,6 +398,29 @@ async def test_a_claim_that_expired_is_taken_over(setup: Setup) -> None:
     assert len(setup.receiver.to(f"/{hook.name}")) == 1
 
 
+async def test_a_claim_lasts_the_webhooks_timeout_and_the_claim_margin(setup: Setup) -> None:
+    """A delivery under way is claimed for the webhook's timeout plus the notifier's
+    claim margin (a daemon passes its lease): a dead claimer's delivery waits no longer."""
+    hook = setup.hook("claim-length", events=["error"], timeout=3, retries=0)
+    setup.receiver.script(f"/{hook.name}", HANG)
+    notifier = setup.notifier(hook, daemon_id="claimer", claim_margin=7.0, final_grace=0.0)
+    await notifier.run_once()
+    await setup.failed_workflow()
+    await notifier.record()
+    before = setup.clock()
+    await notifier.deliver(wait=False)
+    after = setup.clock()
+    await eventually(lambda: setup.receiver.hanging == 1, what="the POST under way")
+    [row] = await setup.deliveries(hook.name)
+    assert row.claimed_by == "claimer"
+    assert row.claimed_until is not None
+    # Whole seconds either way: a backend may keep no fraction of a second.
+    length = timedelta(seconds=3 + 7)
+    second = timedelta(seconds=1)
+    assert before + length - second <= row.claimed_until <= after + length + second
+    await notifier.close()
+
+
 async def test_an_event_committed_out_of_id_order_is_not_skipped(setup: Setup) -> None:
     """An event whose transaction commits after a later event was read (its id lower) is
     still delivered; the stored cursor waits below it until it settles."""

@@ -63,7 +63,9 @@ PER_WEBHOOK_MAX = 4
 """POSTs to one webhook under way at once: a webhook that hangs holds no more sending
 slots than that, and the others' messages go on."""
 CLAIM_MARGIN = 30.0
-"""Seconds a claim outlives the webhook's timeout: the POST and the write of its outcome."""
+"""Seconds a claim outlives the webhook's timeout (the POST and the write of its outcome)
+unless told otherwise; a daemon passes its lease: a claimer not heard of for that long is
+taken for dead, like the owner of a workflow."""
 FINAL_GRACE = 5.0
 """Seconds a stopping daemon waits for its POSTs under way (the rest are cut short and
 handed back, for any daemon to send)."""
@@ -132,6 +134,7 @@ class Notifier:
         settle: float = GAP_SETTLE,
         batch: int = EVENT_BATCH,
         final_grace: float = FINAL_GRACE,
+        claim_margin: float = CLAIM_MARGIN,
     ) -> None:
         self.db = db
         self.config = config
@@ -143,6 +146,7 @@ class Notifier:
         self.settle = settle
         self.batch = batch
         self.final_grace = final_grace
+        self.claim_margin = claim_margin
         self.log = log.bind(daemon=daemon_id)
         self._woken = asyncio.Event()
         self._scan: EventScan | None = None
@@ -234,7 +238,7 @@ class Notifier:
             if not await store.deliveries_due(conn, list(open_to), now):
                 return []
         longest = max(hook.timeout for hook in self.hooks.values())
-        until = now + timedelta(seconds=longest + CLAIM_MARGIN)
+        until = now + timedelta(seconds=longest + self.claim_margin)
 
         async def claim() -> tuple[list[store.DeliveryRow], dict[int, store.NotifiableEvent]]:
             claimed: list[store.DeliveryRow] = []

@@ -133,7 +133,14 @@ class Daemon:
             db, config.retention, daemon_id=self.id, lease=settings.lease, clock=clock
         )
         self.notifier = (
-            Notifier(db, config.notify, daemon_id=self.id, metrics=metrics, clock=clock)
+            Notifier(
+                db,
+                config.notify,
+                daemon_id=self.id,
+                metrics=metrics,
+                clock=clock,
+                claim_margin=settings.lease,
+            )
             if config.notify.webhooks
             else None
         )
