@@ -11,6 +11,7 @@ there with its error.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -203,3 +204,26 @@ def test_a_step_module_that_fails_to_import_is_named_with_its_error(
     assert result.code == 1, result
     [line] = result.err.splitlines()
     assert "importing 'tests.stepmods.broken' failed: RuntimeError: broken step module" in line
+
+
+def test_a_commands_work_runs_with_the_garbage_collector_on(
+    sqlite_cli: Wfectl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The entry point switches the garbage collector off for the imports; the command's
+    work (which may run for hours: `watch`, `logs --follow`) runs with it on again, and
+    with what start-up made frozen, never walked again."""
+    from wfed.cli.run import Settings, run_engine  # noqa: PLC0415
+
+    monkeypatch.setenv("WFED_DATABASE_URL", sqlite_cli.url)
+
+    async def work(_engine: object) -> tuple[bool, int]:
+        return gc.isenabled(), gc.get_freeze_count()
+
+    gc.disable()
+    try:
+        enabled, frozen = run_engine(Settings(config_path=str(sqlite_cli.config)), work)
+    finally:
+        gc.unfreeze()
+        gc.enable()
+    assert enabled
+    assert frozen > 0

@@ -10,6 +10,7 @@ This module holds the one Typer app, its global options, the options the command
 `ops` (imported by the package, in the order `wfectl --help` lists them).
 """
 
+import gc
 import os
 import sys
 from typing import TYPE_CHECKING, Annotated
@@ -174,6 +175,12 @@ def main() -> None:
     # first time it builds a model (the config's): scanning them costs every call about
     # 10 ms, and wfectl has no use for a pydantic plugin.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    # A command imports some 400 modules before its work starts (typer's converters, the
+    # configuration's validation, SQLAlchemy), and the cyclic garbage collector would walk
+    # the growing heap again and again meanwhile: about a tenth of a `show`, for nothing,
+    # as imports leave no garbage worth the walk. `run_engine` switches it on again
+    # before the work, which may go on for hours (`watch`, `logs --follow`).
+    gc.disable()
     try:
         app(prog_name="wfectl")
     except WfedError as exc:

@@ -14,6 +14,7 @@ imports none of them.
 
 from __future__ import annotations
 
+import gc
 import re
 import sys
 from collections.abc import Awaitable, Callable
@@ -96,6 +97,7 @@ def run_engine(
     # structlog is then never imported); the MySQL driver logs server notes as warnings.
     logging.getLogger("asyncmy").setLevel(logging.ERROR)
     engine = Engine.from_config(config=settings.config())
+    _collect_garbage_again()
 
     async def main() -> T:
         async with engine.session(check=connect, schema=schema):
@@ -106,6 +108,15 @@ def run_engine(
             return runner.run(main())
         finally:
             runner.run(_settle_sqlite_threads())
+
+
+def _collect_garbage_again() -> None:
+    """Switch the garbage collector on again if the entry point switched it off for the
+    imports (`main`), freezing what they made: it lives as long as the process, and a
+    collection need never walk it."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 _AIOSQLITE_THREAD = "(_connection_worker_thread)"
