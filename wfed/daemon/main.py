@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
+from typing import TYPE_CHECKING
 
 from wfed import __version__
-from wfed.config import load_config
-from wfed.daemon.supervisor import Daemon
 from wfed.errors import WfedError
-from wfed.logging import configure_logging
+
+if TYPE_CHECKING:
+    from wfed.daemon.supervisor import Daemon
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,20 +27,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _daemon(config_path: str | None) -> Daemon:
+    """The daemon the configuration describes, its logging set up."""
+    from wfed.config import load_config
+    from wfed.daemon.supervisor import Daemon
+    from wfed.logging import configure_logging
+
+    config = load_config(config_path)
+    configure_logging(config.log.level, config.log.format)
+    return Daemon(config)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.version:
         print(f"wfed {__version__}")
         return 0
+    # Start-up imports several hundred modules (SQLAlchemy, the drivers, the step modules)
+    # and the cyclic garbage collector would walk the growing heap again and again
+    # meanwhile, for nothing: it is switched off until they are done, and what they made,
+    # which lives as long as the daemon, is frozen out of every later collection.
+    gc.disable()
     try:
-        config = load_config(args.config)
+        daemon = _daemon(args.config)
     except WfedError as exc:
         print(f"wfed: {exc}", file=sys.stderr)
         return 1
-    configure_logging(config.log.level, config.log.format)
-
+    finally:
+        gc.freeze()
+        gc.enable()
     try:
-        asyncio.run(Daemon(config).run())
+        asyncio.run(daemon.run())
     except WfedError as exc:  # logged as daemon_failed by the daemon itself
         print(f"wfed: {exc}", file=sys.stderr)
         return 1
