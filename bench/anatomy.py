@@ -3,11 +3,12 @@
 * `statements_per_step`: a small batch of no-op workflows through the counting proxy
   (`bench.wire`): statements and round trips per step, by kind.
 * `profile`: py-spy (in the lock's dev extra) samples the daemon's main thread while it
-  runs Python during a batch of no-op workflows, and writes `bench/profile.svg` (a flame
-  graph) and the raw stacks. Each sample is put in one bucket by the innermost frame
-  that names a known owner (SQLAlchemy's compiler, the driver, logging, wfed…); the
-  daemon's CPU time (from /proc) divided by the steps turns the shares into CPU
-  milliseconds per step, and CPU time over wall time says how busy the daemon was.
+  runs Python during a batch of no-op workflows, and writes `profile.svg` (a flame
+  graph) and `profile.raw.txt` (the raw stacks) beside RESULTS.md. Each sample is put
+  in one bucket by the innermost frame that names a known owner (SQLAlchemy's compiler,
+  the driver, logging, wfed…); the daemon's CPU time (from /proc) divided by the steps
+  turns the shares into CPU milliseconds per step, and CPU time over wall time says how
+  busy the daemon was.
 """
 
 from __future__ import annotations
@@ -199,7 +200,7 @@ async def profile(bench: Bench, out_dir: Path) -> dict[str, Any] | None:
     workflows = bench.sizes.profile_workflows
     settings = DaemonSettings(queue=queue, max_workflows=bench.sizes.max_workflows)
     daemon = await bench.daemons.start_ready(bench.url, settings)
-    raw = bench.workdir / "profile.raw.txt"
+    raw = out_dir / "profile.raw.txt"
     svg = out_dir / "profile.svg"
     spies: list[asyncio.subprocess.Process] = []
     try:

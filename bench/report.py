@@ -809,7 +809,8 @@ def _profile_section(backend: str, profile: Figures) -> list[str]:
         f"py-spy sampled the daemon's main thread at 100 Hz while it ran Python, during "
         f"{profile['workflows']} workflows x {profile['steps'] // profile['workflows']} no-op "
         f"steps: {profile['steps_per_s']:,.0f} steps/s. {_busy(profile)} "
-        f"{profile['samples']:,} samples. Flame graph: `bench/profile.svg` (not committed).",
+        f"{profile['samples']:,} samples. Flame graph `profile.svg` and raw stacks "
+        "`profile.raw.txt` beside this file (not committed).",
         "",
     ]
     rows = [
