@@ -30,19 +30,3 @@ def test_a_bad_config_is_one_line_and_leaves_the_collector_on(
     assert line.startswith("wfed: "), line
     assert "poll_intervall" in line, line
     assert gc.isenabled()
-
-
-@pytest.mark.usefixtures("collector_restored")
-def test_a_step_module_that_does_not_import_leaves_the_collector_on(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f'[database]\nurl = "sqlite+aiosqlite:///{tmp_path}/wfed.db"\n'
-        '[steps]\nmodules = ["wfed_no_such_module"]\n',
-        encoding="utf-8",
-    )
-    assert main(["--config", str(config)]) == 1
-    [line] = capsys.readouterr().err.splitlines()
-    assert "wfed_no_such_module" in line, line
-    assert gc.isenabled()
