@@ -355,6 +355,50 @@ async def test_bad_rows_go_to_error_while_good_rows_flow(
     assert daemon.proc.poll() is None
 
 
+async def test_a_step_that_exits_fails_and_the_daemon_runs_on(
+    engine: Engine, start_daemon: DaemonFactory, queue: str, journal: Path, schema: str
+) -> None:
+    """A step calling sys.exit (code 0: systemd would not even restart the daemon) or
+    raising KeyboardInterrupt fails like any step; the daemon stays up, and the workflows
+    beside them, and those enqueued after them, complete."""
+    context = {"journal": str(journal)}
+    bad = {
+        f"{queue}-exit": ({"step": "exit", "args": {"code": 0}}, "the step raised SystemExit: 0"),
+        f"{queue}-interrupt": ("interrupt", "the step raised KeyboardInterrupt"),
+    }
+    rows = [
+        {
+            "name": n,
+            "queue": queue,
+            "steps": [step, {"step": "mark", "args": {"tag": n}}],
+            "context": context,
+        }
+        for n, (step, _) in bad.items()
+    ]
+    rows += [
+        {
+            "name": f"{queue}-beside-{i}",
+            "queue": queue,
+            "steps": [{"step": "slow", "args": {"tag": f"b{i}", "seconds": 0.5}}],
+            "context": context,
+        }
+        for i in range(3)
+    ]
+    await insert_workflows(engine, rows)
+    daemon = start_daemon(schema, queue=queue)
+    for n, (_, expected) in bad.items():
+        await wait_until(_state_is(engine, n, WorkflowState.ERROR), what=f"{n} in error")
+        message = (await engine.get(n)).last_error or ""
+        assert expected in message, message
+    for i in range(3):
+        name = f"{queue}-beside-{i}"
+        await wait_until(_state_is(engine, name, WorkflowState.COMPLETED), what=f"{name} done")
+    later = f"{queue}-later"
+    await _create(engine, later, queue, journal, [{"step": "mark", "args": {"tag": "later"}}])
+    await wait_until(_state_is(engine, later, WorkflowState.COMPLETED), what="a later workflow")
+    assert daemon.proc.poll() is None
+
+
 async def test_daemon_refuses_to_start_without_the_schema(
     start_daemon: DaemonFactory, tmp_path: Path, queue: str
 ) -> None:

@@ -125,6 +125,36 @@ async def test_step_failure_puts_workflow_in_error(engine: Engine, create, probe
     assert (await probe.kinds(name))[-1] == "error"
 
 
+@pytest.mark.parametrize(
+    ("kind", "text"),
+    [
+        ("exit", "SystemExit: 3"),
+        ("interrupt", "KeyboardInterrupt"),
+        ("own", "Abandon: giving up"),
+    ],
+)
+@pytest.mark.parametrize("where", ["raise_base", "raise_base_in_thread"])
+async def test_a_step_raising_what_is_not_an_exception_fails_like_any(
+    engine: Engine, create, where: str, kind: str, text: str
+) -> None:
+    """SystemExit, KeyboardInterrupt or a BaseException of the step's own, from an async
+    step or a plain one (a worker thread): the step fails with it, retried first, and the
+    workflow goes to error naming it; nothing escapes the run."""
+    step = {"step": where, "args": {"kind": kind}, "retries": 1}
+    name = await create([step, "noop"])
+
+    with pytest.raises(StepError, match=text):
+        await engine.run(name)
+
+    failed = await engine.get(name)
+    assert failed.state is WorkflowState.ERROR
+    assert failed.last_error is not None
+    assert f"step 0 '{where}' failed after 2 attempts" in failed.last_error
+    assert f"the step raised {text}" in failed.last_error
+    assert step_states(failed) == [StepState.ERROR, StepState.PENDING]
+    assert attempts(failed) == [2, 0]
+
+
 async def test_retry_reruns_only_the_failed_step(engine: Engine, create) -> None:
     """`retry` of an errored workflow re-runs only the failed step (attempts 2, the others
     1) and the workflow completes."""

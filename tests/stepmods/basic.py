@@ -74,3 +74,26 @@ class BadContext(Step):
 async def write_nan(ctx: Context) -> None:
     """Leave a number in the context that JSON cannot hold."""
     ctx["x"] = float("nan")
+
+
+class Abandon(BaseException):
+    """An exception of a step's own that is not an Exception."""
+
+
+_NOT_EXCEPTIONS: dict[str, BaseException] = {
+    "exit": SystemExit(3),
+    "interrupt": KeyboardInterrupt(),
+    "own": Abandon("giving up"),
+}
+
+
+@step("raise_base")
+async def raise_base(ctx: Context, kind: str) -> None:
+    """Raise a BaseException that is not an Exception (see `_NOT_EXCEPTIONS`)."""
+    raise _NOT_EXCEPTIONS[kind]
+
+
+@step("raise_base_in_thread")
+def raise_base_in_thread(ctx: Context, kind: str) -> None:
+    """The same from a plain `def` step, which runs in a worker thread."""
+    raise _NOT_EXCEPTIONS[kind]

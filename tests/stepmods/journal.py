@@ -47,3 +47,15 @@ class SlowIdempotent(Slow):
 def fail(ctx: Context, **args: Any) -> None:
     """Always fails."""
     raise RuntimeError("this step always fails")
+
+
+@step("exit")
+def exit_step(ctx: Context, code: int = 0) -> None:
+    """Call sys.exit, as a careless runbook might (raises SystemExit)."""
+    raise SystemExit(code)
+
+
+@step("interrupt")
+async def interrupt(ctx: Context) -> None:
+    """Raise KeyboardInterrupt in the event loop's thread."""
+    raise KeyboardInterrupt

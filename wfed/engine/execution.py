@@ -22,6 +22,18 @@ class AttemptCancelled(Exception):
     """Control cancelled the attempt from outside (not the runner being cancelled)."""
 
 
+class StepExited(Exception):
+    """A step raised SystemExit, KeyboardInterrupt or another BaseException that is not an
+    Exception: that fails the step like any exception. Let through, the first two would
+    stop the event loop, and with it the daemon and every workflow it runs; the others
+    would escape the runner, leaving the workflow to its lease."""
+
+    def __init__(self, raised: BaseException) -> None:
+        text = str(raised).strip()
+        name = type(raised).__name__
+        super().__init__(f"the step raised {name}: {text}" if text else f"the step raised {name}")
+
+
 class StepAttempt:
     """One run of one step on a working copy of the context."""
 
@@ -77,11 +89,16 @@ class StepAttempt:
         args = render(plan.args, self.context)
         args = check_args(plan.step_class, args, plan.title, rendered=True)
         step = plan.step_class()
-        if plan.timeout is None:
-            await step.invoke(self.context, args)
-            return
         try:
-            async with asyncio.timeout(plan.timeout):
+            if plan.timeout is None:
                 await step.invoke(self.context, args)
-        except TimeoutError:
-            raise TimeoutError(f"timed out after {plan.timeout:g} s") from None
+                return
+            try:
+                async with asyncio.timeout(plan.timeout):
+                    await step.invoke(self.context, args)
+            except TimeoutError:
+                raise TimeoutError(f"timed out after {plan.timeout:g} s") from None
+        except (Exception, asyncio.CancelledError):
+            raise
+        except BaseException as raised:  # see StepExited
+            raise StepExited(raised) from raised
