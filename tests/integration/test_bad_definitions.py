@@ -226,3 +226,75 @@ async def test_sql_inserted_workflow_gets_every_step_row_once(
     assert [s.attempts for s in done.steps] == [1] * count
     assert all(s.state is StepState.COMPLETED for s in done.steps)
     assert all(s.started_at is not None and s.finished_at is not None for s in done.steps)
+
+
+async def _insert_at(engine: Engine, name: str, steps: Any, current_step: int) -> None:
+    """A plain-SQL row that names the step to start at."""
+    async with engine.db.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO workflows (name, steps, context, current_step) "
+                "VALUES (:name, :steps, '{}', :current_step)"
+            ),
+            {"name": name, "steps": json.dumps(steps), "current_step": current_step},
+        )
+
+
+@pytest.mark.parametrize("current_step", [2, 99])
+async def test_a_row_starting_past_its_steps_goes_to_error(
+    engine: Engine, probe, new_name, current_step: int
+) -> None:
+    """A row whose `current_step` is past its last step would run nothing and complete:
+    it goes to error naming the column, and no step runs. (A negative one the schema's
+    CHECK refuses at the INSERT.)"""
+    key = _key()
+    name = new_name("past")
+    await _insert_at(engine, name, [_record(key), _record(key)], current_step)
+
+    with pytest.raises(InvalidDefinition, match=f"current_step is {current_step}"):
+        await engine.run(name)
+
+    failed = await engine.get(name)
+    assert failed.state is WorkflowState.ERROR
+    assert failed.last_error is not None
+    assert "numbered 0 to 1" in failed.last_error
+    assert CALLS[key] == 0
+    assert await probe.kinds(name) == ["invalid"]
+
+
+async def test_a_row_starting_at_a_later_step_skips_the_ones_before(
+    engine: Engine, new_name
+) -> None:
+    """A row that starts at step 1 runs steps 1 and 2; step 0 is recorded skipped, never
+    run, so the completed workflow has no step left pending."""
+    before, after = _key(), _key()
+    name = new_name("later")
+    await _insert_at(engine, name, [_record(before), _record(after), "noop"], 1)
+
+    done = await engine.run(name)
+
+    assert done.state is WorkflowState.COMPLETED
+    assert [s.state for s in done.steps] == [
+        StepState.SKIPPED,
+        StepState.COMPLETED,
+        StepState.COMPLETED,
+    ]
+    assert [s.attempts for s in done.steps] == [0, 1, 1]
+    assert (CALLS[before], CALLS[after]) == (0, 1)
+
+
+async def test_a_restart_before_the_first_run_skips_the_steps_before(
+    engine: Engine, new_name
+) -> None:
+    """`restart --from-step 1` of a workflow stopped before it ever ran: the same."""
+    before, after = _key(), _key()
+    name = new_name("restart-early")
+    await engine.create_workflow(name, {}, [_record(before), _record(after)], queue="itest")
+    await engine.stop(name)
+    await engine.restart(name, 1)
+
+    done = await engine.run(name)
+
+    assert done.state is WorkflowState.COMPLETED
+    assert [s.state for s in done.steps] == [StepState.SKIPPED, StepState.COMPLETED]
+    assert (CALLS[before], CALLS[after]) == (0, 1)

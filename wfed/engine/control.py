@@ -286,6 +286,7 @@ async def restart(operator: Operator, name: str, from_step: int, reason: str | N
             position=from_step,
         )
         await step_store.steps_reset_from(conn, row.id, from_step)
+        await step_store.steps_skip_before(conn, row.id, from_step)
 
 
 async def delete(

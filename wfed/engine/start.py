@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -112,19 +112,26 @@ class TurnStart:
         requested = await self._lock_for_start(conn, row.requested)
         closed = self.gate.closed(self.writer.clock()) if self.gate else None
         rows = await step_store.steps_get(conn, row.id)
+        position = row.current_step
         started = False
         if not rows:
-            # A first run: the current step is created running, unless the workflow
-            # ends here (a waiting request, nothing left to run, outside its windows).
-            started = requested is None and row.current_step < len(plans) and closed is None
+            # A first run: it starts at `current_step` (0, unless a restart or the
+            # INSERT chose a later step, and then the steps before it are skipped). The
+            # current step is created running, unless the workflow ends here (a waiting
+            # request, outside its windows).
+            if not 0 <= position < len(plans):
+                raise InvalidDefinition(_out_of_range(position, len(plans)))
+            started = requested is None and closed is None
             await step_store.steps_insert(
                 conn,
                 row.id,
                 [(p.name, p.label, p.args) for p in plans],
-                running=row.current_step if started else None,
+                running=position if started else None,
                 now=self.writer.clock(),
+                skipped_before=position,
             )
             rows = [StepRow.fresh(p.position, p.name, p.label, p.args) for p in plans]
+            rows[:position] = [replace(r, state=StepState.SKIPPED) for r in rows[:position]]
         self.prior_attempts = [r.attempts for r in rows]
         if len(rows) != len(plans):
             raise InvalidDefinition(
@@ -132,7 +139,8 @@ class TurnStart:
                 "(was `steps` edited after the workflow started?); "
                 "`wfectl restart --from-step 0` rebuilds them"
             )
-        position = row.current_step
+        if not 0 <= position <= len(plans):  # len: the last step is done, to complete
+            raise InvalidDefinition(_out_of_range(position, len(plans)))
         values = {"context": context, "current_step": position}
         if requested is not None:
             honour = TurnEnd(HONOURED[requested], values=values, position=position, on_request=True)
@@ -282,3 +290,10 @@ def _unreadable_timestamp(row: WorkflowRow) -> str | None:
                 "(write UTC as 'YYYY-MM-DD HH:MM:SS', or NULL)"
             )
     return None
+
+
+def _out_of_range(position: int, count: int) -> str:
+    return (
+        f"current_step is {position}, but its steps are numbered 0 to {count - 1}: "
+        "leave it out of the INSERT (0), or `wfectl restart --from-step K`"
+    )

@@ -38,10 +38,18 @@ async def steps_insert(
     *,
     running: int | None = None,
     now: datetime | None = None,
+    skipped_before: int = 0,
 ) -> None:
     """Create the step rows of a workflow: (step name, label, args) per position, all
     pending — except step `running`, if given, which starts at once (first attempt at
-    `now`), saving the daemon an UPDATE per workflow."""
+    `now`), saving the daemon an UPDATE per workflow, and those before `skipped_before`,
+    skipped (a workflow set to start at a later step)."""
+
+    def state(position: int) -> StepState:
+        if position == running:
+            return StepState.RUNNING
+        return StepState.SKIPPED if position < skipped_before else StepState.PENDING
+
     await conn.execute(
         _INSERT,
         [
@@ -51,7 +59,7 @@ async def steps_insert(
                 "step": name,
                 "label": label,
                 "args": args,
-                "state": (StepState.RUNNING if position == running else StepState.PENDING).value,
+                "state": state(position).value,
                 "attempts": 1 if position == running else 0,
                 "started_at": now if position == running else None,
             }
@@ -228,6 +236,20 @@ async def steps_reset_from(conn: AsyncConnection, workflow_id: int, position: in
         update(workflow_steps)
         .where(S.workflow_id == workflow_id, S.position >= position)
         .values(state=StepState.PENDING, attempts=0, started_at=None, finished_at=None, error=None)
+    )
+
+
+async def steps_skip_before(conn: AsyncConnection, workflow_id: int, position: int) -> None:
+    """Mark the steps before `position` that neither completed nor were skipped as
+    skipped: a restart from `position` will not run them (its turn may complete)."""
+    await conn.execute(
+        update(workflow_steps)
+        .where(
+            S.workflow_id == workflow_id,
+            S.position < position,
+            S.state.not_in([StepState.COMPLETED.value, StepState.SKIPPED.value]),
+        )
+        .values(state=StepState.SKIPPED)
     )
 
 
