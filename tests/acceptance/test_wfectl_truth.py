@@ -303,3 +303,40 @@ def test_run_after_is_shown_only_while_it_holds_a_workflow_back(cli: Wfectl, uni
 
 def test_db_grants_on_sqlite_says_it_has_no_accounts(cli: Wfectl) -> None:
     refused(cli("db", "grants", "--database", "wfed"), "SQLite has no accounts", cli.url[20:])
+
+
+def test_placement_no_backend_can_store_is_refused_alike(cli: Wfectl, unique: str) -> None:
+    """A priority outside 32 bits (or whose negation is), a queue name over 64
+    characters and a --run-after past the year 9999: one line each, nothing written, and
+    the same on SQLite, which would store any of them, as on the servers."""
+    name = f"placed-{unique}"
+    too_high, too_low, long_queue, dry_low, far = cli.many(
+        [
+            ["create", name, "--step", "sleep", "--priority", str(2**31)],
+            ["create", name, "--step", "sleep", "--priority", str(-(2**31))],
+            ["create", name, "--step", "sleep", "--queue", "q" * 65],
+            ["create", name, "--step", "sleep", "--priority", str(-(2**31)), "--dry-run"],
+            ["create", name, "--step", "sleep", "--run-after", "+999999999d"],
+        ]
+    )
+    refused(too_high, f"priority {2**31} is out of range", str(2**31 - 1))
+    refused(too_low, f"priority {-(2**31)} is out of range")
+    refused(long_queue, "must be 1 to 64 characters")
+    refused(dry_low, f"priority {-(2**31)} is out of range")
+    assert far.code == 2, far
+    assert "past the year 9999" in far.err, far
+    listed = cli("list", "--json")
+    assert name not in listed.out
+    highest = cli("create", name, "--step", "sleep", "--priority", str(2**31 - 1))
+    assert highest.code == 0, highest
+
+
+def test_a_url_of_a_driver_without_asyncio_is_named(cli: Wfectl, tmp_path: Path) -> None:
+    """`sqlite:///…` (the standard library's driver, not aiosqlite): one line saying so
+    and which drivers to use, not an internal error."""
+    line = refused(
+        Wfectl(f"sqlite:///{tmp_path}/wfed.db", cli.config)("list"),
+        "driver 'sqlite' does not work with asyncio",
+        "sqlite+aiosqlite",
+    )
+    assert "unexpected" not in line

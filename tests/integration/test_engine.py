@@ -15,6 +15,7 @@ from stepmods.basic import CALLS
 from wfed import (
     Engine,
     ErrorState,
+    InvalidDefinition,
     InvalidTransition,
     StepError,
     StepState,
@@ -684,3 +685,23 @@ async def test_every_operator_transition_writes_one_event(engine: Engine, create
     await check("deleted")
     reasons = [e.reason for e in await engine.history(name)][1:]
     assert reasons == ["r-pause", "r-resume", "r-ctx", "r-stop", "r-restart", "r-delete"]
+
+
+@pytest.mark.parametrize(
+    ("queue", "priority", "words"),
+    [
+        ("default", 2**31, "out of range"),
+        ("default", -(2**31), "out of range"),
+        ("q" * 65, 0, "1 to 64 characters"),
+        (" padded", 0, "surrounding spaces"),
+    ],
+)
+async def test_placement_no_backend_stores_is_refused_before_writing(
+    engine: Engine, probe, queue: str, priority: int, words: str
+) -> None:
+    """The same InvalidDefinition on every backend (SQLite would store these values,
+    the servers fail the INSERT with their own error), and nothing written."""
+    name = new_key("placement")
+    with pytest.raises(InvalidDefinition, match=words):
+        await engine.create_workflow(name, {}, ["noop"], queue=queue, priority=priority)
+    assert not await probe.exists(name)

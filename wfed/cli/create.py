@@ -104,6 +104,7 @@ def create(
 
             checked(window_specs)
             engine.check_lock_keys(lock_keys)
+            engine.check_placement(queue, priority)
             return engine.dry_run(definition, context)
 
         plans = run_engine(settings, plan, connect=False)

@@ -102,7 +102,12 @@ def parse_when(raw: str, now: datetime) -> datetime:
         seconds = sum(
             int(amount) * _UNIT_SECONDS[unit] for amount, unit in _RELATIVE_PART.findall(text)
         )
-        return now + timedelta(seconds=seconds)
+        try:
+            return now + timedelta(seconds=seconds)
+        except OverflowError:
+            raise typer.BadParameter(
+                f"{raw!r} is past the year 9999", param_hint="--run-after"
+            ) from None
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:

@@ -32,6 +32,27 @@ def check_name(name: str) -> None:
         )
 
 
+PRIORITY_LIMIT = 2**31 - 1
+"""A priority is a 32-bit integer whose negation is one too (the claim orders by it)."""
+QUEUE_MAX = 64
+
+
+def check_placement(queue: str, priority: int) -> None:
+    """A queue name is 1 to 64 characters without surrounding spaces; a priority is an
+    integer from -PRIORITY_LIMIT to PRIORITY_LIMIT. Checked here so that every backend
+    refuses the same values with the same message (SQLite would store any)."""
+    if not queue or len(queue) > QUEUE_MAX or queue != queue.strip():
+        raise InvalidDefinition(
+            f"queue {queue!r} must be 1 to {QUEUE_MAX} characters without surrounding spaces"
+        )
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidDefinition(f"priority must be an integer, not {priority!r}")
+    if not -PRIORITY_LIMIT <= priority <= PRIORITY_LIMIT:
+        raise InvalidDefinition(
+            f"priority {priority} is out of range: from {-PRIORITY_LIMIT} to {PRIORITY_LIMIT}"
+        )
+
+
 async def create(
     operator: Operator,
     registry: StepRegistry,
@@ -48,6 +69,7 @@ async def create(
 ) -> None:
     """Create a pending workflow (see `Engine.create_workflow`)."""
     check_name(name)
+    check_placement(queue, priority)
     own_windows = checked_windows(windows)
     keys = parse_lock_keys(list(locks) if isinstance(locks, tuple) else locks)
     definition = list(steps) if isinstance(steps, list | tuple) else steps

@@ -266,6 +266,14 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, ConcurrencyKeys, Notificati
         return [views.PlannedStep.of(plan) for plan in self.plan(steps, context)]
 
     check_lock_keys = staticmethod(parse_lock_keys)
+
+    @staticmethod
+    def check_placement(queue: str, priority: int) -> None:
+        """Refuse a queue name or a priority no backend can store (InvalidDefinition)."""
+        from wfed.engine import creation  # noqa: PLC0415
+
+        creation.check_placement(queue, priority)
+
     """The concurrency keys a `locks` value names, sorted; InvalidDefinition if it is no
     list of key names (`create --dry-run`)."""
     display_url = staticmethod(redacted)

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InvalidRequestError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -97,6 +97,27 @@ def _idle_timeout(backend: str, seconds: float) -> dict[str, Any]:
     return {"init_command": f"SET @wfed = 1 /*M!100300 , idle_transaction_timeout = {whole} */"}
 
 
+_DRIVERS = "mysql+asyncmy, mariadb+asyncmy, postgresql+asyncpg or sqlite+aiosqlite"
+
+
+def _async_engine(parsed: URL, options: dict[str, Any]) -> AsyncEngine:
+    """SQLAlchemy's async engine; a URL it cannot serve is a ConfigError saying why."""
+    try:
+        return create_async_engine(parsed, **options)
+    except ArgumentError as exc:
+        raise ConfigError(f"[database] url {redacted(parsed)}: {exc}") from None
+    except ImportError as exc:  # e.g. postgresql:// names psycopg, which is not installed
+        raise ConfigError(
+            f"[database] url {redacted(parsed)}: driver {parsed.drivername!r} is not "
+            f"installed ({exc}); use {_DRIVERS}"
+        ) from None
+    except InvalidRequestError:  # a driver without asyncio, e.g. sqlite:// (pysqlite)
+        raise ConfigError(
+            f"[database] url {redacted(parsed)}: driver {parsed.drivername!r} does not "
+            f"work with asyncio; use {_DRIVERS}"
+        ) from None
+
+
 def create_engine(
     url: str,
     password: str | None = None,
@@ -156,18 +177,12 @@ def create_engine(
         # asyncpg waits 60 s for a connection by default.
         options["connect_args"] = {"timeout": CONNECT_TIMEOUT}
     elif backend != "sqlite":
-        raise ConfigError(
-            f"[database] url: unsupported backend {backend!r} "
-            "(use mysql+asyncmy, mariadb+asyncmy, postgresql+asyncpg or sqlite+aiosqlite)"
-        )
+        raise ConfigError(f"[database] url: unsupported backend {backend!r} (use {_DRIVERS})")
     if idle_transaction_timeout is not None and backend != "sqlite":
         # SQLite has no server session: a frozen writer there holds the file lock, and
         # the others wait for it (busy_timeout); leases still fence its writes.
         options["connect_args"].update(_idle_timeout(backend, idle_transaction_timeout))
-    try:
-        engine = create_async_engine(parsed, **options)
-    except (ArgumentError, ImportError) as exc:
-        raise ConfigError(f"[database] url {redacted(parsed)}: {exc}") from None
+    engine = _async_engine(parsed, options)
     if backend == "sqlite":
         _sqlite_immediate_transactions(engine)
     return engine
