@@ -27,6 +27,7 @@ from wfed import (
     WorkflowState,
 )
 from wfed.clock import utc_now
+from wfed.engine.step_times import step_time
 from wfed.store import claims
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
@@ -480,6 +481,52 @@ async def test_run_does_not_rerun_an_interrupted_non_idempotent_step(
     assert step_states(failed) == [StepState.ERROR, StepState.PENDING]
     assert attempts(failed) == [1, 0]
     assert CALLS[key] == 0
+
+
+async def test_a_stop_honoured_at_the_claim_stops_the_cut_off_step(engine: Engine, create) -> None:
+    """`requested = 'stop'` set with SQL on a workflow whose owner died mid-step: the
+    claimer that takes it over stops it, and the step cut off with its owner is
+    `stopped` too (not left `running` in a workflow that never runs again), with no end
+    time of its own; `show` still tells it was cut off."""
+    key = new_key("cutstop")
+    name = await create([record(key), "noop"])
+    await _crash_while_running_first_step(engine, name)
+    async with engine.db.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE workflows SET requested = 'stop' WHERE name = :name"), {"name": name}
+        )
+
+    with pytest.raises(WorkflowHalted, match="stopped"):
+        await engine.run(name)
+
+    stopped = await engine.get(name)
+    assert stopped.state is WorkflowState.STOPPED
+    assert step_states(stopped) == [StepState.STOPPED, StepState.PENDING]
+    assert stopped.steps[0].finished_at is None
+    assert step_time(stopped, stopped.steps[0], utc_now()).cut_off
+    assert CALLS[key] == 0
+
+
+async def test_a_stop_of_a_released_workflow_stops_its_cut_off_step(engine: Engine, create) -> None:
+    """A workflow handed back as pending with its step cut off (a shutdown past its
+    grace), then stopped by an operator: the step is `stopped` with it."""
+    name = await create([{"step": "sleep", "args": {"seconds": 0}}, "noop"])
+    await _crash_while_running_first_step(engine, name)
+    async with engine.db.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE workflows SET state = 'pending', claimed_by = NULL, "
+                "lease_expires_at = NULL WHERE name = :name"
+            ),
+            {"name": name},
+        )
+
+    await engine.stop(name, reason="not today")
+
+    stopped = await engine.get(name)
+    assert stopped.state is WorkflowState.STOPPED
+    assert step_states(stopped) == [StepState.STOPPED, StepState.PENDING]
+    assert stopped.steps[0].finished_at is None
 
 
 async def test_pause_requested_with_plain_sql_on_pending_is_applied_by_run(

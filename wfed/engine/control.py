@@ -180,6 +180,8 @@ async def _halt(
         await _apply(
             operator, conn, row, decision, values, reason=reason, position=row.current_step
         )
+        if decision.target is WorkflowState.STOPPED:
+            await step_store.step_stop_cut_off(conn, row.id, row.current_step)
 
 
 async def _window_paused(operator: Operator, name: str) -> bool:

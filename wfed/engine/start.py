@@ -115,23 +115,8 @@ class TurnStart:
         position = row.current_step
         started = False
         if not rows:
-            # A first run: it starts at `current_step` (0, unless a restart or the
-            # INSERT chose a later step, and then the steps before it are skipped). The
-            # current step is created running, unless the workflow ends here (a waiting
-            # request, outside its windows).
-            if not 0 <= position < len(plans):
-                raise InvalidDefinition(_out_of_range(position, len(plans)))
             started = requested is None and closed is None
-            await step_store.steps_insert(
-                conn,
-                row.id,
-                [(p.name, p.label, p.args) for p in plans],
-                running=position if started else None,
-                now=self.writer.clock(),
-                skipped_before=position,
-            )
-            rows = [StepRow.fresh(p.position, p.name, p.label, p.args) for p in plans]
-            rows[:position] = [replace(r, state=StepState.SKIPPED) for r in rows[:position]]
+            rows = await self._first_rows(conn, plans, started=started)
         self.prior_attempts = [r.attempts for r in rows]
         if len(rows) != len(plans):
             raise InvalidDefinition(
@@ -144,6 +129,9 @@ class TurnStart:
         values = {"context": context, "current_step": position}
         if requested is not None:
             honour = TurnEnd(HONOURED[requested], values=values, position=position, on_request=True)
+            if requested is Request.STOP and position < len(rows):
+                # A step its last owner was cut off in is stopped with the workflow.
+                await step_store.step_stop_cut_off(conn, row.id, position)
             return await self.writer.end(conn, honour)
         if position >= len(plans):
             return await self.writer.end(conn, TurnEnd(Operation.COMPLETE, values=values))
@@ -163,6 +151,29 @@ class TurnStart:
         claimed = self.writer.event(EventKind.CLAIMED, position=position, fence=lease.fence)
         await event_store.events_insert(conn, claimed)
         return NextStep(context, position, current.attempts + 1)
+
+    async def _first_rows(
+        self, conn: AsyncConnection, plans: list[StepPlan], *, started: bool
+    ) -> list[StepRow]:
+        """A first run's step rows: it starts at `current_step` (0, unless a restart or
+        the INSERT chose a later step, and then the steps before it are skipped), which
+        is created running if `started` (not when the workflow ends here: a waiting
+        request, outside its windows)."""
+        row = self.writer.workflow
+        position = row.current_step
+        if not 0 <= position < len(plans):
+            raise InvalidDefinition(_out_of_range(position, len(plans)))
+        await step_store.steps_insert(
+            conn,
+            row.id,
+            [(p.name, p.label, p.args) for p in plans],
+            running=position if started else None,
+            now=self.writer.clock(),
+            skipped_before=position,
+        )
+        rows = [StepRow.fresh(p.position, p.name, p.label, p.args) for p in plans]
+        rows[:position] = [replace(r, state=StepState.SKIPPED) for r in rows[:position]]
+        return rows
 
     async def _wait_for_window(
         self, conn: AsyncConnection, closed: Closed, context: dict[str, Any], current: StepRow

@@ -57,9 +57,12 @@ def step_time(workflow: Workflow, step: StepRow, now: datetime) -> StepTime:
 def _cut_off(workflow: Workflow, step: StepRow, started: datetime) -> StepTime | None:
     """The run time of a step that was cut off; None if it was not."""
     released = workflow.released_at
-    if step.state is StepState.RUNNING:
+    if step.state is StepState.RUNNING or (
+        step.state is StepState.STOPPED and step.finished_at is None
+    ):
         # Its workflow does not run, so neither does the step: it was cut off, when a
-        # forced shutdown released it if that is recorded.
+        # forced shutdown released it if that is recorded (and stopped, with no end of
+        # its own, if its workflow was stopped after that).
         if released is not None and released >= started:
             return StepTime((released - started).total_seconds(), cut_off=True)
         return StepTime(None, cut_off=True)

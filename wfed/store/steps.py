@@ -239,6 +239,21 @@ async def steps_reset_from(conn: AsyncConnection, workflow_id: int, position: in
     )
 
 
+async def step_stop_cut_off(conn: AsyncConnection, workflow_id: int, position: int) -> None:
+    """A workflow stopped while not running: its step `position`, if its row still says
+    `running` (cut off with an owner that died or shut down past its grace), is stopped
+    with it. Its `finished_at` stays empty: when the run ended is not known here."""
+    await conn.execute(
+        update(workflow_steps)
+        .where(
+            S.workflow_id == workflow_id,
+            S.position == position,
+            S.state == StepState.RUNNING.value,
+        )
+        .values(state=StepState.STOPPED)
+    )
+
+
 async def steps_skip_before(conn: AsyncConnection, workflow_id: int, position: int) -> None:
     """Mark the steps before `position` that neither completed nor were skipped as
     skipped: a restart from `position` will not run them (its turn may complete)."""
