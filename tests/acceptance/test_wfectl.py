@@ -62,6 +62,7 @@ STEP_KEYS = {
     "error",
     "started_at",
     "finished_at",
+    "validated",
 }
 LIST_KEYS = {
     "name",

@@ -340,3 +340,26 @@ def test_a_url_of_a_driver_without_asyncio_is_named(cli: Wfectl, tmp_path: Path)
         "sqlite+aiosqlite",
     )
     assert "unexpected" not in line
+
+
+def test_show_json_lists_the_steps_of_a_row_no_daemon_validated(cli: Wfectl, unique: str) -> None:
+    """A row enqueued with plain SQL has no step rows until a daemon claims it: `show
+    --json` lists its definition's steps all the same, pending and `validated` false,
+    as the table shows them "not validated yet"."""
+    name = f"unvalidated-{unique}"
+    definition = ["sleep", {"step": "shell", "args": {"cmd": ["true"]}, "label": "t"}, 7]
+    sql(
+        cli.url,
+        insert(workflows).values(
+            name=name, steps=definition, context={}, queue=f"nowhere-{unique}"
+        ),
+    )
+    shown = cli("show", name, "--json")
+    assert shown.code == 0, shown
+    steps = shown.json()["steps"]
+    assert [(s["position"], s["step"], s["label"], s["args"]) for s in steps] == [
+        (0, "sleep", None, {}),
+        (1, "shell", "t", {"cmd": ["true"]}),
+        (2, "7", None, {}),
+    ]
+    assert {(s["state"], s["attempts"], s["validated"]) for s in steps} == {("pending", 0, False)}

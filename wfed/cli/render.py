@@ -150,24 +150,9 @@ def _compact(value: Any, limit: int = 60) -> str:
 
 
 def _definition(workflow: Workflow) -> list[tuple[str, str | None]]:
-    """(step, label) of each element of the definition as submitted: all there is to show
-    of a workflow enqueued with plain SQL that no daemon has validated yet."""
-    steps = workflow.row.steps
-    if isinstance(steps, str):
-        try:
-            steps = json.loads(steps)
-        except ValueError:
-            return []
-    if not isinstance(steps, list):
-        return []
-    found: list[tuple[str, str | None]] = []
-    for element in steps:
-        if isinstance(element, dict):
-            label = element.get("label")
-            found.append((str(element.get("step")), label if isinstance(label, str) else None))
-        else:
-            found.append((str(element), None))
-    return found
+    """(step, label) of each element of the definition as submitted (see
+    `Workflow.submitted_steps`)."""
+    return [(step, label) for step, label, _ in workflow.submitted_steps()]
 
 
 def step_count(workflow: Workflow) -> int:

@@ -8,6 +8,7 @@ other module builds a `--json` document.
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -74,6 +75,28 @@ class Workflow:
         """How long `step` ran (or runs), as far as its row and the events tell."""
         return step_time(self, step, now)
 
+    def submitted_steps(self) -> list[tuple[str, str | None, Any]]:
+        """(step, label, args) of each element of the definition as submitted: all there
+        is to tell of a workflow enqueued with plain SQL that no daemon has validated yet
+        (nothing, when the definition is not a list)."""
+        steps = self.row.steps
+        if isinstance(steps, str):
+            try:
+                steps = json.loads(steps)
+            except ValueError:
+                return []
+        if not isinstance(steps, list):
+            return []
+        found: list[tuple[str, str | None, Any]] = []
+        for element in steps:
+            if isinstance(element, dict):
+                label = element.get("label")
+                label = label if isinstance(label, str) else None
+                found.append((str(element.get("step")), label, element.get("args", {})))
+            else:
+                found.append((str(element), None, {}))
+        return found
+
     def to_json(self) -> dict[str, Any]:
         """The stable `show --json` document."""
         row = self.row
@@ -93,7 +116,11 @@ class Workflow:
             "updated_at": iso(row.updated_at),
             "finished_at": iso(row.finished_at),
             "definition": row.steps,
-            "steps": [_workflow_step_json(step) for step in self.steps],
+            "steps": [_workflow_step_json(step) for step in self.steps]
+            or [
+                _submitted_step_json(position, step, label, args)
+                for position, (step, label, args) in enumerate(self.submitted_steps())
+            ],
             "locks": (self.keys or WorkflowKeys.unknown(self.row)).to_json(),
             **(self.window or WindowStatus.unknown(self.row)).to_json(self.row),
         }
@@ -111,6 +138,24 @@ def _workflow_step_json(step: StepRow) -> dict[str, Any]:
         "error": step.error,
         "started_at": iso(step.started_at),
         "finished_at": iso(step.finished_at),
+        "validated": True,
+    }
+
+
+def _submitted_step_json(position: int, step: str, label: str | None, args: Any) -> dict[str, Any]:
+    """An element of `steps` in `show --json` before a daemon validated the definition
+    (enqueued with plain SQL): pending, never attempted, `validated` false."""
+    return {
+        "position": position,
+        "step": step,
+        "label": label,
+        "args": args,
+        "state": "pending",
+        "attempts": 0,
+        "error": None,
+        "started_at": None,
+        "finished_at": None,
+        "validated": False,
     }
 
 
