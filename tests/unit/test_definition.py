@@ -3,13 +3,14 @@ error messages."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
+from pydantic import Field
 from stepmods import typed
 
 from wfed.errors import InvalidDefinition
-from wfed.steps.base import step_class_of
+from wfed.steps.base import step, step_class_of
 from wfed.steps.definition import StepPlan, check_args, parse_context, parse_definition
 from wfed.steps.registry import StepRegistry
 from wfed.steps.sleep import Sleep
@@ -358,3 +359,37 @@ def test_context_not_an_object(context: Any, expected: str) -> None:
     assert message.startswith("context")
     assert expected in message
     assert "object" in message
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [
+        (-5, "greater than or equal to 0"),
+        (1e30, "less than or equal to 604800"),
+        ("nan", "finite number"),
+        ("inf", "finite number"),
+    ],
+)
+def test_sleep_takes_a_finite_wait_of_at_most_a_week(seconds: Any, words: str) -> None:
+    """`sleep` refuses what it cannot wait (a negative or non-finite number) and what a
+    backend may not store as written (1e30: PostgreSQL's jsonb makes it a 31-digit
+    integer), whether written in the definition or rendered from the context."""
+    for rendered in (False, True):
+        with pytest.raises(InvalidDefinition, match=words):
+            check_args(Sleep, {"seconds": seconds}, "step 0 'sleep'", rendered=rendered)
+    assert check_args(Sleep, {"seconds": 604800}, "step 0 'sleep'") == {"seconds": 604800}
+
+
+def test_a_constraint_annotated_on_a_step_argument_is_checked() -> None:
+    """A step may constrain an argument with `Annotated[int, Field(...)]`: the constraint
+    is checked like the type."""
+
+    @step("annotated_probe")
+    def probe(ctx: dict[str, Any], count: Annotated[int, Field(ge=1, le=10)] = 1) -> None:
+        return None
+
+    step_class = step_class_of(probe)
+    assert step_class is not None
+    assert check_args(step_class, {"count": 3}, "step 0") == {"count": 3}
+    with pytest.raises(InvalidDefinition, match="less than or equal to 10"):
+        check_args(step_class, {"count": 11}, "step 0")

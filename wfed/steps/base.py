@@ -138,7 +138,7 @@ def _arguments_of(func: Callable[..., Any], skip: int) -> dict[str, inspect.Para
 
 def _resolved_hints(func: Callable[..., Any]) -> dict[str, Any]:
     try:
-        return get_type_hints(func)
+        return get_type_hints(func, include_extras=True)
     except (NameError, TypeError):
         # An annotation that cannot be resolved is not checked rather than refused.
         return {}

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from typing import ClassVar
+from typing import Annotated, ClassVar
+
+from pydantic import Field
 
 from wfed.steps.base import Context, Step
+
+MAX_SECONDS = 7 * 24 * 3600.0
+"""A week, as for a retry delay or a timeout: a longer wait is a `run_after`."""
+
+Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
 
 
 class Sleep(Step):
@@ -15,5 +22,5 @@ class Sleep(Step):
     idempotent: ClassVar[bool] = True
     description: ClassVar[str] = "wait a number of seconds"
 
-    async def run(self, ctx: Context, seconds: float = 0.0) -> None:  # type: ignore[override]
+    async def run(self, ctx: Context, seconds: Seconds = 0.0) -> None:  # type: ignore[override]
         await asyncio.sleep(seconds)
