@@ -108,6 +108,7 @@ def test_show_json_has_the_contract_keys() -> None:
             "error": None,
             "started_at": AT_JSON,
             "finished_at": AT_JSON,
+            "validated": True,
         }
     ]
 
