@@ -32,6 +32,7 @@ from bench.stats import percentile, utc_now
 from bench.throughput import run_queue
 from wfed.states import WorkflowState
 from wfed.store import claims, leases
+from wfed.store.guards import lease_expired
 from wfed.store.schema import workflows
 
 HISTORY_AT = datetime(2026, 1, 1)
@@ -42,7 +43,7 @@ def _explained_queries(queue: str, limit: int, now: datetime) -> dict[str, Any]:
     return {
         "claim": claims.claim_pending_query([queue], limit, now),
         "rescue": select(workflows)
-        .where(W.state == WorkflowState.RUNNING, W.lease_expires_at < now, W.queue.in_([queue]))
+        .where(*lease_expired(now), W.queue.in_([queue]))
         .order_by(W.lease_expires_at)
         .limit(limit)
         .with_for_update(skip_locked=True),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import sqlite3
 import time
@@ -397,6 +398,37 @@ async def test_a_step_that_exits_fails_and_the_daemon_runs_on(
     await _create(engine, later, queue, journal, [{"step": "mark", "args": {"tag": "later"}}])
     await wait_until(_state_is(engine, later, WorkflowState.COMPLETED), what="a later workflow")
     assert daemon.proc.poll() is None
+
+
+async def test_a_row_inserted_running_without_a_lease_is_recovered(
+    engine: Engine, start_daemon: DaemonFactory, queue: str, journal: Path, schema: str
+) -> None:
+    """A row an INSERT made `running` with no owner and no lease (no daemon ever claimed
+    it) is taken over like one whose owner's lease expired: it runs to completion, and a
+    stop requested on another such row is honoured, instead of both waiting forever."""
+    context = json.dumps({"journal": str(journal)})
+    runs, stops = f"{queue}-inserted-running", f"{queue}-inserted-stop"
+    async with engine.db.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO workflows (name, steps, context, queue, state, requested) "
+                "VALUES (:name, :steps, :context, :queue, 'running', :requested)"
+            ),
+            [
+                {
+                    "name": name,
+                    "steps": json.dumps([{"step": "mark", "args": {"tag": name}}]),
+                    "context": context,
+                    "queue": queue,
+                    "requested": requested,
+                }
+                for name, requested in ((runs, None), (stops, "stop"))
+            ],
+        )
+    start_daemon(schema, queue=queue, lease=LEASE)
+    await wait_until(_state_is(engine, runs, WorkflowState.COMPLETED), what=f"{runs} completed")
+    await wait_until(_state_is(engine, stops, WorkflowState.STOPPED), what=f"{stops} stopped")
+    assert [line.split()[:2] for line in journal_lines(journal)] == [["ran", runs]]
 
 
 async def test_daemon_refuses_to_start_without_the_schema(

@@ -34,4 +34,9 @@ def pending_due(now: datetime) -> list[Any]:
 
 
 def lease_expired(now: datetime) -> list[Any]:
-    return [state_in(Operation.RESCUE), W.lease_expires_at < now]
+    # No lease at all is an expired one: only an INSERT or UPDATE behind wfed's back
+    # makes a running row without one, and it must be recovered like any other.
+    return [
+        state_in(Operation.RESCUE),
+        or_(W.lease_expires_at.is_(None), W.lease_expires_at < now),
+    ]
