@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import delete, select
+from structlog.testing import capture_logs
 
 from wfed import Engine
 from wfed.clock import utc_now
@@ -467,3 +468,58 @@ async def test_an_idle_daemon_registers_a_deleted_row_again(
 
     assert (await harness.heartbeat.run_once()).refreshed
     assert await heartbeat_of(engine, harness.id) == harness.now
+
+
+async def test_an_outage_is_tried_again_after_one_wait_of_at_most_a_quarter_lease(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every beat failing (a database away): the loop waits once between two tries,
+    doubling from the control interval up to a quarter of the lease (10 s is the cap of
+    the other loops), and each `heartbeat_failed` line says the wait that follows it. A
+    longer wait could let a lease expire after the database came back."""
+    waits: list[float] = []
+    finished = asyncio.Event()
+
+    async def fails(**_: object) -> None:
+        raise TimeoutError("no answer")
+
+    async def recorded_wait(_events: object, seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 8:
+            finished.set()
+
+    monkeypatch.setattr(harness.heartbeat, "run_once", fails)
+    monkeypatch.setattr("wfed.daemon.heartbeat.wait_first", recorded_wait)
+    with capture_logs() as logs:
+        await harness.heartbeat.run(finished)
+
+    quarter = LEASE / 4
+    assert waits == [CONTROL, 2, 4, quarter, quarter, quarter, quarter, quarter]
+    said = [line["retry_in"] for line in logs if line["event"] == "heartbeat_failed"]
+    assert said == waits[1:]
+
+
+async def test_a_renewal_that_met_an_outage_does_not_hold_the_next_beat_back(
+    engine: Engine, create: CreateFn, queue: str, harness: Harness
+) -> None:
+    """A renewal run aside that failed while the database was away: the beat after it,
+    with the database back, logs that failure and renews at once, instead of raising it
+    and backing off while the leases run out."""
+    workflow_id, fence = await held(engine, create, queue, harness)
+    runner = harness.runners[workflow_id] = FakeRunner(
+        fence, harness.now + timedelta(seconds=LEASE)
+    )
+
+    async def failed_renewal() -> None:
+        raise TimeoutError("the database was away")
+
+    harness.heartbeat._renewing = asyncio.create_task(failed_renewal())
+    await asyncio.sleep(0)  # the task fails
+    harness.later(IDLE_INTERVAL)
+    with capture_logs() as logs:
+        beat = await harness.heartbeat.run_once()
+    assert beat.renewed == 1
+    assert runner.told == ["renewed"]
+    assert [line["event"] for line in logs if line["log_level"] == "warning"] == [
+        "heartbeat_failed"
+    ]

@@ -31,9 +31,10 @@ from wfed.config import DaemonConfig
 from wfed.daemon import sdnotify
 from wfed.daemon.loops import (
     LOOP_ERRORS,
+    OUTAGE_BACKOFF_MAX,
+    note_failure,
     query_limit,
     ridden_out,
-    ride_out,
     wait_first,
 )
 from wfed.metrics import Metrics
@@ -159,11 +160,19 @@ class Heartbeat:
         return replace(renewed, stopped=renewed.stopped + told.stopped)
 
     def _renewal_outcome(self) -> Beat | None:
-        """What the renewal run aside did, once it is over (raising what it raised)."""
+        """What the renewal run aside did, once it is over. An outage or a timeout it met
+        is logged, not raised: the database may be back by now, and this beat renews
+        again at once instead of backing off for an error that is over."""
         if self._renewing is None or not self._renewing.done():
             return None
         task, self._renewing = self._renewing, None
-        return task.result()
+        try:
+            return task.result()
+        except LOOP_ERRORS as exc:
+            if not ridden_out(exc):
+                raise
+            note_failure(self.log, self.metrics, "heartbeat", exc, retry_in=0.0)
+            return None
 
     async def _renew_within_limit(self, now: datetime, due: list[int]) -> Beat:
         async with asyncio.timeout(self.query_limit):
@@ -328,12 +337,11 @@ class Heartbeat:
                 except LOOP_ERRORS as exc:
                     if not ridden_out(exc):
                         raise
-                    # Back off, but look at the leases often enough to drop an expired one
-                    # soon after it ends (run_once does, failed or not).
-                    delay = await ride_out(
-                        self.log, self.metrics, "heartbeat", exc, delay, finished
-                    )
-                    delay = min(delay, self.settings.lease / 4)
+                    # Back off, but try at least every lease/4: to renew the leases as soon
+                    # as the database is back, and to drop an expired one soon after it
+                    # ends (run_once does, failed or not). The wait is the one above.
+                    delay = min(delay * 2, OUTAGE_BACKOFF_MAX, self.settings.lease / 4)
+                    note_failure(self.log, self.metrics, "heartbeat", exc, retry_in=delay)
                     continue
                 delay = interval
         finally:

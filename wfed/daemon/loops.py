@@ -59,6 +59,15 @@ async def wait_first(events: Sequence[asyncio.Event], seconds: float) -> None:
             wait.cancel()
 
 
+def note_failure(
+    log: Any, metrics: Metrics, what: str, exc: BaseException, *, retry_in: float
+) -> None:
+    """Log a database problem of a loop (`{what}_failed`, with the seconds until it tries
+    again) and count it."""
+    log.warning(f"{what}_failed", error=describe(exc), retry_in=retry_in)
+    metrics.database_errors.labels(type(exc).__name__).inc()
+
+
 async def ride_out(
     log: Any,
     metrics: Metrics,
@@ -69,7 +78,6 @@ async def ride_out(
 ) -> float:
     """Log a database problem of a loop (`{what}_failed`), wait `delay` (or until `until`
     is set), and return the delay before the try after next: doubled, up to a cap."""
-    log.warning(f"{what}_failed", error=describe(exc), retry_in=delay)
-    metrics.database_errors.labels(type(exc).__name__).inc()
+    note_failure(log, metrics, what, exc, retry_in=delay)
     await wait_for(until, delay)
     return min(delay * 2, OUTAGE_BACKOFF_MAX)
