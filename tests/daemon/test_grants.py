@@ -71,3 +71,18 @@ async def test_a_wrong_password_is_never_printed(
     assert "not-the-password-0451" not in output
     assert "Access denied" in output or "unreachable" in output
     assert "Traceback" not in output
+
+
+async def test_a_daemon_run_with_an_account_short_of_a_privilege_says_so(
+    accounts: Accounts, start_daemon: DaemonFactory, queue: str
+) -> None:
+    """The daemon started with the operator's account (which may not prune dead
+    daemons' rows): it exits 1 with a `daemon_failed` line and one line on stderr naming
+    the refusal, and no traceback."""
+    daemon = start_daemon(accounts.url("operator"), queue=queue, wait_ready=False)
+    assert daemon.wait(timeout=60) == 1
+    output = daemon.log_path.read_text()
+    assert "Traceback" not in output
+    assert '"event": "daemon_failed"' in output
+    assert "denied" in output
+    assert "wfed: " in output

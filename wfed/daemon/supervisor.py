@@ -43,7 +43,7 @@ from wfed.metrics import Metrics
 from wfed.steps.registry import StepRegistry
 from wfed.store import daemons as daemon_store
 from wfed.store import migrate
-from wfed.store.database import Database
+from wfed.store.database import Database, explained_errors
 from wfed.store.rows import DaemonRow, WorkflowRow
 
 log = structlog.get_logger("wfed.daemon")
@@ -160,12 +160,15 @@ class Daemon:
     async def run(self) -> None:
         """Run until a signal (or `request_shutdown`) and a clean shutdown."""
         try:
-            await migrate.require_current(self.db)
-            if self.config.metrics.listen:
-                host, port = self.metrics.serve(self.config.metrics.listen)
-                self.log.info("metrics_listening", address=f"{host}:{port}")
-            await self.heartbeat.register()
-            await self.pruner.run_once()
+            # A database error of the start-up (a privilege missing, say) is said as
+            # wfectl says it, in the `daemon_failed` line, not as a traceback.
+            with explained_errors(self.db.display_url):
+                await migrate.require_current(self.db)
+                if self.config.metrics.listen:
+                    host, port = self.metrics.serve(self.config.metrics.listen)
+                    self.log.info("metrics_listening", address=f"{host}:{port}")
+                await self.heartbeat.register()
+                await self.pruner.run_once()
             signals.install(self.request_shutdown)
             self.log.info(
                 "daemon_started",
