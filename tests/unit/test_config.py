@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -335,3 +336,17 @@ def test_unreadable_password_file(tmp_path: Path, kind: str) -> None:
     with pytest.raises(ConfigError, match=r"\[database\] password_file") as excinfo:
         config.database_password()
     assert str(secret) in str(excinfo.value)
+
+
+def test_the_shipped_config_file_names_every_key_with_its_default() -> None:
+    """config.toml (README: "lists every key with its default") loads to the built-in
+    defaults, and names every key of every section (but the webhooks, shown commented:
+    there are none by default)."""
+    shipped = Path(__file__).resolve().parents[2] / "config.toml"
+    assert load_config(str(shipped)).model_dump() == Config().model_dump()
+    written = tomllib.loads(shipped.read_text(encoding="utf-8"))
+    for section, fields in Config.model_fields.items():
+        model = fields.annotation
+        assert isinstance(model, type), section
+        expected = set(model.model_fields) - {"webhooks"}
+        assert set(written.get(section, {})) == expected, section

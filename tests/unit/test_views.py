@@ -232,6 +232,26 @@ def test_steps_json_of_a_class_and_a_function_step() -> None:
     ]
 
 
+@step("undocumented_view_test")
+async def undocumented(ctx: Context) -> None:
+    pass
+
+
+class Undocumented(Step):
+    name = "undocumented_class_view_test"
+
+    async def run(self, ctx: Context) -> None:  # type: ignore[override]
+        pass
+
+
+def test_a_step_without_a_docstring_has_no_description() -> None:
+    """Not the docstring of wfed's `Step` base class, which both inherit."""
+    function_step = step_class_of(undocumented)
+    assert function_step is not None
+    assert StepInfo.of("f", function_step).description == ""
+    assert StepInfo.of("c", Undocumented).description == ""
+
+
 def test_planned_step_carries_the_policy() -> None:
     """A dry run's step has the arguments and policy the definition gives it."""
     registry = StepRegistry({"configure": Configure})

@@ -479,7 +479,7 @@ class StepInfo:
             backoff=step_class.backoff,
             timeout=step_class.timeout,
             args=args,
-            description=step_class.description or (inspect.getdoc(step_class) or "").split("\n")[0],
+            description=step_class.description or _own_doc(step_class),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -637,3 +637,10 @@ class DeliveryView:
             "kind": self.kind,
             "at": iso(self.at),
         }
+
+
+def _own_doc(step_class: type) -> str:
+    """The first line of the class's own docstring: not one it inherits (a step class
+    without a docstring is not described as wfed's `Step` base class)."""
+    doc = step_class.__dict__.get("__doc__")
+    return inspect.cleandoc(doc).split("\n")[0] if isinstance(doc, str) else ""
