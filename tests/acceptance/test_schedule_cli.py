@@ -97,6 +97,7 @@ def test_refusals_are_one_line_and_write_nothing(wfectl: Wfectl, unique: str) ->
     assert bad_step.code == 1
     assert "unknown step 'no_such_step'" in bad_step.err
     assert bad_step.err.count("\n") == 1
+    assert "give what to run: --runbook FILE or --step" in neither.err
     for usage in (neither, stray_param, bad_catchup):
         assert usage.code == 2, usage
     listed = wfectl("schedule", "list", "--json").json()

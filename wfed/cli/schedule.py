@@ -132,8 +132,10 @@ def add(
       wfectl schedule add weekly-maint --cron "0 3 * * sat" --tz Europe/Paris \\
         --runbook runbooks/maintenance.toml --param servers=intweb1,intweb2
     """
-    if (runbook is None) == (not steps):
-        raise typer.BadParameter("give either --runbook FILE or --step (not both)")
+    if runbook is not None and steps:
+        raise typer.BadParameter("give either --runbook FILE or --step, not both")
+    if runbook is None and not steps:
+        raise typer.BadParameter("give what to run: --runbook FILE or --step S (repeatable)")
     if runbook is not None and (context_items or context_json):
         raise typer.BadParameter("a runbook makes its own context: give --param instead")
     if runbook is None and params:
