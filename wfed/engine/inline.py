@@ -178,7 +178,7 @@ class InlineRun:
             why = f": {workflow.halt_reason}" if workflow.halt_reason else ""
             raise WorkflowHalted(f"workflow {name!r} is {workflow.state.value}{why}")
         if result.outcome is Outcome.LOST:
-            raise WorkflowLocked(f"workflow {name!r} was taken over by another owner")
+            raise WorkflowLocked(f"workflow {name!r}: {result.message}")
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> bool:

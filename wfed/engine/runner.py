@@ -137,7 +137,11 @@ class WorkflowRunner:
             self.log.warning("lease_lost")
             if self.metrics:
                 self.metrics.leases_lost.inc()
-            return RunResult(Outcome.LOST, "the lease was taken over by another owner")
+            return RunResult(
+                Outcome.LOST,
+                "the lease was lost: it ran out (the database away too long), "
+                "or another owner took the workflow over",
+            )
         except asyncio.CancelledError:
             # Cancelled from outside (shutdown past its grace): the step is interrupted.
             # Hand the workflow back at once rather than making others wait for the lease.
