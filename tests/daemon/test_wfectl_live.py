@@ -6,6 +6,7 @@ completes and 1 when it halts in error, and `run FILE --watch` does both in one 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import subprocess
@@ -218,8 +219,8 @@ async def test_watch_json_prints_a_json_object_per_change_and_the_end(
     queue: str,
 ) -> None:
     """`watch --json`: every line is one JSON object; the workflow (as `show --json`) on
-    each change, the failing step's output lines, and last the end with the exit code,
-    which is also the process's."""
+    each change (never twice the same), the failing step's output lines, and last the
+    end with the exit code, which is also the process's."""
     name = f"{queue}-json"
     await engine.create_workflow(
         name,
@@ -237,6 +238,17 @@ async def test_watch_json_prints_a_json_object_per_change_and_the_end(
     events = [json.loads(line) for line in done.out.splitlines()]
     assert all(set(event) >= {"at", "event"} for event in events), events
     workflows = [event["workflow"] for event in events if event["event"] == "workflow"]
+    changes = [
+        (
+            w["state"],
+            w["requested"],
+            w["claimed_by"],
+            w["halt_reason"],
+            [(s["state"], s["attempts"], s["error"]) for s in w["steps"]],
+        )
+        for w in workflows
+    ]
+    assert all(one != next_ for one, next_ in itertools.pairwise(changes)), changes
     assert workflows[-1]["name"] == name
     assert workflows[-1]["state"] == "error"
     assert [step["state"] for step in workflows[-1]["steps"]] == ["completed", "error"]
@@ -249,6 +261,22 @@ async def test_watch_json_prints_a_json_object_per_change_and_the_end(
     assert end["event"] == "end"
     assert end["code"] == 1
     assert end["message"].startswith(f"{name} halted in error: step 1 'shell' failed: ")
+
+    gated = f"{queue}-json-gate"
+    await engine.create_workflow(
+        gated, {}, [{"step": "pause", "args": {"prompt": "approve?"}}, "sleep"], queue=queue
+    )
+    done = wfectl(schema, "watch", gated, "--json")
+    assert done.code == 1, done
+    events = [json.loads(line) for line in done.out.splitlines()]
+    documents = [event["workflow"] for event in events if event["event"] == "workflow"]
+    assert documents[-1]["state"] == "paused"
+    assert "approve?" in documents[-1]["halt_reason"]
+    assert [d["state"] for d in documents].count("paused") == 1, documents
+    again = wfectl(schema, "watch", gated, "--json")  # halted before the watch began
+    assert again.code == 1, again
+    kinds = [json.loads(line)["event"] for line in again.out.splitlines()]
+    assert kinds == ["workflow", "end"], again.out
 
     completing = f"{queue}-json-done"
     await engine.create_workflow(

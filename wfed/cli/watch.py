@@ -237,21 +237,24 @@ class _JsonView(_View):
         sys.stdout.flush()
 
     def update(self, snapshot: "Snapshot") -> None:
-        workflow = snapshot.workflow
+        if snapshot.workflow.state not in _HALTED:  # `halted` shows it, with why
+            self._workflow_if_changed(snapshot.workflow)
+        for line in snapshot.output:
+            self._attempts_shown.add((line.position, line.attempt))
+            self.emit("output", line=line.to_json())
+
+    def _workflow_if_changed(self, workflow: "Workflow") -> None:
         row = workflow.row
         seen = (
-            (row.state, row.requested, row.claimed_by, row.current_step),
+            (row.state, row.requested, row.claimed_by, row.current_step, workflow.halt_reason),
             [_step_key(step) for step in workflow.steps],
         )
         if seen != self._seen:
             self._seen = seen
             self.emit("workflow", workflow=workflow.to_json())
-        for line in snapshot.output:
-            self._attempts_shown.add((line.position, line.attempt))
-            self.emit("output", line=line.to_json())
 
     def halted(self, workflow: "Workflow", lines: "list[OutputLine]") -> None:
-        self.emit("workflow", workflow=workflow.to_json())
+        self._workflow_if_changed(workflow)  # read again for why it halted
         # The last lines of the step it halted at, unless they were followed already.
         if lines and (lines[-1].position, lines[-1].attempt) not in self._attempts_shown:
             for line in lines:
