@@ -195,6 +195,21 @@ def test_dry_run_shows_the_plan_and_writes_nothing(
     assert wfectl("list", "--queue", queue, "--json").json() == []
 
 
+def test_dry_run_names_the_keys_and_windows_it_would_take(
+    wfectl: Wfectl, unique: str, tmp_path: Path
+) -> None:
+    """A runbook's concurrency keys (its references rendered) and windows are in the
+    dry run's summary, as `create --dry-run` gives them."""
+    keyed = RUNBOOK.format(queue=f"q-{unique}").replace(
+        "priority = 3\n",
+        'priority = 3\nlocks = ["app:{app}"]\nwindows = ["sat 02:00-05:00 UTC"]\n',
+    )
+    path = write(tmp_path / "keyed.toml", keyed)
+    dry = Wfectl(NO_DATABASE, wfectl.config)("run", str(path), "--param", "app=search", "--dry-run")
+    assert dry.code == 0, dry
+    assert "keys app:search, in 1 window (sat 02:00-05:00 UTC); nothing was written" in dry.out
+
+
 def test_each_bad_file_or_parameter_is_one_line_and_writes_nothing(
     wfectl: Wfectl, unique: str, tmp_path: Path
 ) -> None:

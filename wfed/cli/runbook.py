@@ -18,6 +18,7 @@ from .run import run_engine
 
 if TYPE_CHECKING:
     from wfed.engine import Engine
+    from wfed.engine.runbooks import Enqueue
     from wfed.engine.views import PlannedStep, Workflow
 
     from .watch import Ending
@@ -117,17 +118,20 @@ def run_runbook(
 
     if dry_run:
 
-        async def plan(
-            engine: "Engine",
-        ) -> "tuple[str, str, int, dict[str, object], list[PlannedStep]]":
+        async def plan(engine: "Engine") -> "tuple[Enqueue, list[PlannedStep]]":
             from wfed.engine.views import PlannedStep
 
             row, plans = engine.plan_runbook(path, given, name=name, queue=queue)
-            steps = [PlannedStep.of(plan) for plan in plans]
-            return row.name, row.queue, row.priority, row.context, steps
+            return row, [PlannedStep.of(plan) for plan in plans]
 
-        workflow, on, priority, context, steps = run_engine(settings, plan, connect=False)
-        where = _where(on, priority, run_after)
+        row, steps = run_engine(settings, plan, connect=False)
+        workflow, context = row.name, row.context
+        where = _where(row.queue, row.priority, run_after)
+        if row.locks:
+            where += f", keys {', '.join(sorted(set(row.locks)))}"
+        if row.windows:
+            count = render.plural(len(row.windows), "window")
+            where += f", in {count} ({', '.join(row.windows)})"
         render.say(
             f"dry run: {workflow} would get {render.plural(len(steps), 'step')}, {where}; "
             "nothing was written"
