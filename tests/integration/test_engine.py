@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -752,3 +752,81 @@ async def test_placement_no_backend_stores_is_refused_before_writing(
     with pytest.raises(InvalidDefinition, match=words):
         await engine.create_workflow(name, {}, ["noop"], queue=queue, priority=priority)
     assert not await probe.exists(name)
+
+
+@pytest.mark.parametrize(
+    ("kind", "words"),
+    [("bigint", "context.big: an integer that does not fit 64 bits"), ("key", "key 1")],
+)
+async def test_a_context_a_claim_would_refuse_fails_the_step_that_left_it(
+    engine: Engine, create, kind: str, words: str
+) -> None:
+    """Not the workflow's next turn ("invalid workflow" once resumed or retried): the
+    step that left it fails, and the context stays as it was."""
+    name = await create([{"step": "write_unstorable", "args": {"kind": kind}}, "noop"])
+
+    with pytest.raises(StepError, match=words):
+        await engine.run(name)
+
+    failed = await engine.get(name)
+    assert step_states(failed) == [StepState.ERROR, StepState.PENDING]
+    assert failed.context == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        (float("nan"), "not JSON"),
+        (float("inf"), "not JSON"),
+        (2**80, "does not fit 64 bits"),
+        (object(), "not JSON"),
+        ({1: "x"}, "is not a string"),
+    ],
+)
+async def test_a_context_edit_no_backend_stores_is_refused(
+    engine: Engine, create, value: Any, words: str
+) -> None:
+    """`set_context` and `skip(set_context=…)`: InvalidDefinition on every backend (not
+    the database's own error, nor a value stored that the next claim refuses), and the
+    context unchanged."""
+    name = await create([fail_step(), "noop"])
+    with pytest.raises(StepError):
+        await engine.run(name)
+
+    with pytest.raises(InvalidDefinition, match=words):
+        await engine.set_context(name, {"x": value})
+    with pytest.raises(InvalidDefinition, match=words):
+        await engine.skip(name, set_context={"x": value})
+    halted = await engine.get(name)
+    assert halted.state is WorkflowState.ERROR
+    assert "x" not in halted.context
+
+
+async def test_unset_of_one_key_given_as_a_string(engine: Engine, create) -> None:
+    """`set_context(name, unset="ab")` removes the key "ab", not "a" and "b"."""
+    name = await create(["noop"])
+    await engine.pause(name)
+    await engine.set_context(name, {"ab": 1, "a": 2, "b": 3})
+    await engine.set_context(name, unset="ab")
+    assert (await engine.get(name)).context == {"a": 2, "b": 3}
+
+
+async def test_a_run_after_with_an_offset_is_stored_as_utc(engine: Engine, new_name) -> None:
+    """16:00+02:00 is 14:00 UTC, on every backend (PostgreSQL refused an aware one, the
+    others stored its wall-clock time)."""
+    name = new_name("offset")
+    local = datetime(2099, 1, 1, 16, 0, tzinfo=timezone(timedelta(hours=2)))
+    await engine.create_workflow(name, {}, ["noop"], queue="itest", run_after=local)
+    assert (await engine.get(name)).row.run_after == datetime(2099, 1, 1, 14, 0)
+
+
+async def test_a_name_is_found_only_as_it_is_written(engine: Engine, create) -> None:
+    """Another case or accents names another workflow, also where the database's
+    collation would match them (MariaDB): `get` and `delete` find nothing."""
+    name = await create(["noop"])
+    other = name.upper().replace("A", "Ä")
+    with pytest.raises(WorkflowNotFound):
+        await engine.get(other)
+    with pytest.raises(WorkflowNotFound):
+        await engine.delete(other)
+    assert (await engine.get(name)).name == name

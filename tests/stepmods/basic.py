@@ -97,3 +97,13 @@ async def raise_base(ctx: Context, kind: str) -> None:
 def raise_base_in_thread(ctx: Context, kind: str) -> None:
     """The same from a plain `def` step, which runs in a worker thread."""
     raise _NOT_EXCEPTIONS[kind]
+
+
+@step("write_unstorable")
+async def write_unstorable(ctx: Context, kind: str) -> None:
+    """Leave what JSON can carry but a claim would refuse: a 2**80 integer, or a key that
+    is not a string."""
+    if kind == "bigint":
+        ctx["big"] = 2**80 + 1
+    else:
+        ctx[1] = "one"  # type: ignore[index]

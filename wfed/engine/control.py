@@ -242,7 +242,7 @@ async def skip(
                 f"cannot skip in workflow {name!r}: it has no step {position} "
                 "(an invalid definition has no steps to skip: fix `steps`, then retry)"
             )
-        context = {**row.context, **(set_context or {})}
+        context = _storable({**row.context, **(set_context or {})})
         await _apply(
             operator,
             conn,
@@ -311,15 +311,13 @@ async def set_context(
     """Change keys of the context of a workflow that is not running."""
     async with _operate(operator, name, Operation.SET_CONTEXT) as (conn, row, decision):
         context = {**row.context, **(updates or {})}
-        missing = [key for key in unset if key not in context]
+        keys = [unset] if isinstance(unset, str) else list(unset)  # one key, not its letters
+        missing = [key for key in keys if key not in context]
         if missing:
             raise InvalidTransition(f"workflow {name!r} has no context key {missing[0]!r} to unset")
-        for key in unset:
+        for key in keys:
             del context[key]
-        try:
-            json.dumps(context)
-        except (TypeError, ValueError) as exc:
-            raise InvalidDefinition(f"context is not JSON: {exc}") from None
+        context = _storable(context)
         await _apply(
             operator,
             conn,
@@ -327,8 +325,21 @@ async def set_context(
             decision,
             {"context": context},
             reason=reason,
-            detail={"set": updates or {}, "unset": list(unset)},
+            detail={"set": updates or {}, "unset": keys},
         )
+
+
+def _storable(context: dict[str, Any]) -> dict[str, Any]:
+    """A context every backend stores as it is and a claim accepts: JSON with finite
+    numbers, integers of 64 bits and string keys (InvalidDefinition otherwise)."""
+    # Imported here: pause, stop and the like need no step definitions (wfectl start-up).
+    from wfed.steps.definition import parse_context  # noqa: PLC0415
+
+    try:
+        json.dumps(context, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidDefinition(f"context is not JSON: {exc}") from None
+    return parse_context(context)
 
 
 # The events after which a pending workflow's `run_after` is what the last of them left.

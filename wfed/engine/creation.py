@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from wfed.engine.control import Operator
@@ -70,6 +70,9 @@ async def create(
     """Create a pending workflow (see `Engine.create_workflow`)."""
     check_name(name)
     check_placement(queue, priority)
+    if run_after is not None and run_after.tzinfo is not None:
+        # Stored as naive UTC, as every timestamp: 16:00+02:00 is 14:00.
+        run_after = run_after.astimezone(UTC).replace(tzinfo=None)
     own_windows = checked_windows(windows)
     keys = parse_lock_keys(list(locks) if isinstance(locks, tuple) else locks)
     definition = list(steps) if isinstance(steps, list | tuple) else steps

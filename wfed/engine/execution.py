@@ -13,8 +13,9 @@ import json
 from typing import Any
 
 from wfed.engine import output
+from wfed.errors import InvalidDefinition
 from wfed.steps.base import PauseWorkflow, output_to
-from wfed.steps.definition import StepPlan, check_args
+from wfed.steps.definition import StepPlan, check_args, check_json_bounds
 from wfed.steps.template import render
 
 
@@ -82,6 +83,12 @@ class StepAttempt:
             raise TypeError(f"the step left a context that is not JSON: {exc}") from None
         except RecursionError:
             raise TypeError("the step left a context nested too deeply to store") from None
+        try:
+            # What the next claim would refuse (an integer wider than 64 bits, a key that
+            # is not a string) fails this step, not the workflow's next turn.
+            check_json_bounds(self.context, "context")
+        except InvalidDefinition as exc:
+            raise TypeError(f"the step left a context that cannot be stored: {exc}") from None
         return None
 
     async def _invoke(self) -> None:

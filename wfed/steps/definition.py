@@ -174,6 +174,12 @@ def check_json_bounds(value: Any, where: str) -> None:
                 f"{where} nests deeper than {MAX_DEPTH} levels (at {path[:120]}): flatten it"
             )
         if isinstance(item, dict):
+            for key in item:
+                if not isinstance(key, str):
+                    # json.dumps would turn it into a string, and 1 and "1" into one key.
+                    raise InvalidDefinition(
+                        f"{path[:120]}: key {key!r} is not a string (JSON object keys are)"
+                    )
             pending.extend((v, f"{path}.{str(k)[:40]}", depth + 1) for k, v in item.items())
         elif isinstance(item, list):
             pending.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(item))

@@ -20,6 +20,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from wfed.store.schema import workflow_step_output, workflow_steps, workflows
+from wfed.store.workflows import same_name
 
 O = workflow_step_output.c  # noqa: E741 - the table's columns, as W and S elsewhere
 S = workflow_steps.c
@@ -88,7 +89,7 @@ async def output_insert(
 
 
 _ATTEMPT_OF = (
-    select(W.id, S.attempts)
+    select(W.id, S.attempts, W.name)
     .join_from(workflows, workflow_steps, S.workflow_id == W.id)
     .where(W.name == bindparam("b_name"), S.position == bindparam("b_position"))
 )
@@ -102,7 +103,9 @@ async def output_attempt_of(
     row = (
         await conn.execute(_ATTEMPT_OF, {"b_name": workflow_name, "b_position": position})
     ).first()
-    return None if row is None else (int(row[0]), int(row[1]))
+    if row is None or not same_name(row[2], workflow_name):
+        return None
+    return int(row[0]), int(row[1])
 
 
 async def output_clear_from(
