@@ -316,6 +316,23 @@ async def test_pause_step_pauses_with_its_prompt_then_resume_continues(
     assert done.context["b"] == 2
 
 
+async def test_a_pause_step_at_the_end_is_a_final_sign_off(engine: Engine, create) -> None:
+    """A gate that is the last step pauses the workflow too, with its prompt; `resume`
+    completes it (no step left to run)."""
+    name = await create(["write_a", {"step": "pause", "args": {"prompt": "final sign-off"}}])
+
+    with pytest.raises(WorkflowHalted, match="final sign-off"):
+        await engine.run(name)
+
+    paused = await engine.get(name)
+    assert paused.state is WorkflowState.PAUSED
+    assert step_states(paused) == [StepState.COMPLETED, StepState.COMPLETED]
+    await engine.resume(name)
+    done = await engine.run(name)
+    assert done.state is WorkflowState.COMPLETED
+    assert attempts(done) == [1, 1]
+
+
 # -- delete -------------------------------------------------------------------------------
 
 

@@ -244,8 +244,8 @@ def _workflow_header(workflow: Workflow, now: datetime) -> Table:
     header.add_column(style="bold")
     header.add_column()
     total = step_count(workflow)
-    if row.state is WorkflowState.COMPLETED:
-        at = Text(all_done(total))
+    if row.state is WorkflowState.COMPLETED or (total and row.current_step >= total):
+        at = Text(all_done(total))  # or paused at a last step's gate, to complete
     else:
         at = Text(f"{step_title(workflow, row.current_step)} of {total}")
     header.add_row("state", Text.assemble(state_text(row.state), "  ", at))

@@ -299,9 +299,9 @@ class WorkflowRunner:
         return self._gate.closed(self.clock()) if self._gate else None
 
     async def _pause_gate(self, plan: StepPlan, context: dict[str, Any], prompt: str) -> Next:
-        """A step asked to pause after itself: complete it and pause before the next."""
-        if plan.position + 1 >= len(self._prior_attempts):
-            return await self._finish(ends.after_step(plan, Operation.COMPLETE, context))
+        """A step asked to pause after itself: complete it and pause before the next. A
+        gate that is the last step pauses too (a final sign-off): `resume` completes the
+        workflow."""
         return await self._finish(ends.at_gate(plan, context, prompt))
 
     async def _stopped(self, plan: StepPlan) -> RunResult:
