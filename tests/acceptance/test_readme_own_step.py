@@ -31,28 +31,20 @@ def test_the_readmes_own_step_runs_as_written(tmp_path: Path) -> None:
     # -m: job control, for the block's `&` and `kill %1`; the trap stops the daemon also
     # when a command of the block fails before that.
     script = "trap 'kill %1 2>/dev/null || true' EXIT\n" + _block()
-    done = subprocess.run(
-        ["bash", "-m", "-e", "-c", script],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+
+    done = run("bash", "-m", "-e", "-c", script)
     assert done.returncode == 0, done
     assert "greet" in done.stdout
     assert "hello, ops" in done.stdout
-    wfectl = str(Path(sys.executable).parent / "wfectl")
-    shown = subprocess.run(
-        [wfectl, "-c", "wfed.toml", "show", "hello-1", "--json"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
+    shown = run(
+        str(Path(sys.executable).parent / "wfectl"), "-c", "wfed.toml", "show", "hello-1", "--json"
     )
+    assert shown.returncode == 0, shown
     workflow = json.loads(shown.stdout)
     assert workflow["state"] == "completed"
     assert workflow["context"] == {"greeting": "hello, ops"}

@@ -460,6 +460,15 @@ async def _crash_while_running_first_step(engine: Engine, name: str) -> None:
         await step_store.step_start(conn, row.id, 0, long_ago)
 
 
+async def _request_with_sql(engine: Engine, name: str, request: str) -> None:
+    """`UPDATE workflows SET requested = …`, as an operator's script would."""
+    async with engine.db.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE workflows SET requested = :request WHERE name = :name"),
+            {"request": request, "name": name},
+        )
+
+
 async def test_run_reruns_an_interrupted_idempotent_step(engine: Engine, create) -> None:
     """`run` takes over a workflow whose owner's lease expired mid-step and re-runs the
     interrupted step when it is idempotent (its attempts grow)."""
@@ -508,10 +517,7 @@ async def test_a_stop_honoured_at_the_claim_stops_the_cut_off_step(engine: Engin
     key = new_key("cutstop")
     name = await create([record(key), "noop"])
     await _crash_while_running_first_step(engine, name)
-    async with engine.db.engine.begin() as conn:
-        await conn.execute(
-            text("UPDATE workflows SET requested = 'stop' WHERE name = :name"), {"name": name}
-        )
+    await _request_with_sql(engine, name, "stop")
 
     with pytest.raises(WorkflowHalted, match="stopped"):
         await engine.run(name)
@@ -553,10 +559,7 @@ async def test_pause_requested_with_plain_sql_on_pending_is_applied_by_run(
     `run`) pauses it before its first step instead of running it."""
     key = new_key("sqlpause")
     name = await create([record(key)])
-    async with engine.db.engine.begin() as conn:
-        await conn.execute(
-            text("UPDATE workflows SET requested = 'pause' WHERE name = :name"), {"name": name}
-        )
+    await _request_with_sql(engine, name, "pause")
 
     with pytest.raises(WorkflowHalted, match="paused"):
         await engine.run(name)
