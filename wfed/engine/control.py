@@ -11,7 +11,6 @@ alone (ChangedMeanwhile) rather than forced.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.clock import Clock
-from wfed.errors import InvalidDefinition, InvalidTransition, WorkflowNotFound
+from wfed.errors import InvalidTransition, WorkflowNotFound
 from wfed.logging import get_logger
 from wfed.states import (
     Decision,
@@ -330,16 +329,11 @@ async def set_context(
 
 
 def _storable(context: dict[str, Any]) -> dict[str, Any]:
-    """A context every backend stores as it is and a claim accepts: JSON with finite
-    numbers, integers of 64 bits and string keys (InvalidDefinition otherwise)."""
-    # Imported here: pause, stop and the like need no step definitions (wfectl start-up).
-    from wfed.steps.definition import parse_context  # noqa: PLC0415
+    """`storable_context`, imported here: pause, stop and the like need no step
+    definitions (wfectl start-up)."""
+    from wfed.steps.definition import storable_context  # noqa: PLC0415
 
-    try:
-        json.dumps(context, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidDefinition(f"context is not JSON: {exc}") from None
-    return parse_context(context)
+    return storable_context(context)
 
 
 # The events after which a pending workflow's `run_after` is what the last of them left.

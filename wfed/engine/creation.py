@@ -3,7 +3,6 @@ inserts its row, its step rows and its `created` event."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -13,13 +12,14 @@ from wfed.engine.window_reads import checked as checked_windows
 from wfed.errors import InvalidDefinition
 from wfed.logging import get_logger
 from wfed.states import EventKind
-from wfed.steps.definition import parse_context, parse_definition
+from wfed.steps.definition import parse_definition, storable_context
 from wfed.steps.registry import StepRegistry
 from wfed.store import events as event_store
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
 from wfed.store.events import Event
 from wfed.store.lock_keys import parse_lock_keys
+from wfed.store.schema import workflows
 
 log = get_logger("wfed.engine")
 
@@ -34,7 +34,8 @@ def check_name(name: str) -> None:
 
 PRIORITY_LIMIT = 2**31 - 1
 """A priority is a 32-bit integer whose negation is one too (the claim orders by it)."""
-QUEUE_MAX = 64
+QUEUE_MAX: int = workflows.c.queue.type.length  # type: ignore[attr-defined]
+"""The queue column's length (a String's)."""
 
 
 def check_placement(queue: str, priority: int) -> None:
@@ -76,12 +77,8 @@ async def create(
     own_windows = checked_windows(windows)
     keys = parse_lock_keys(list(locks) if isinstance(locks, tuple) else locks)
     definition = list(steps) if isinstance(steps, list | tuple) else steps
-    context = parse_context(context)
+    context = storable_context(context)
     plans = parse_definition(definition, registry)
-    try:
-        json.dumps(context, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidDefinition(f"context is not JSON: {exc}") from None
     now = operator.clock()
     async with operator.db.transaction() as conn:
         workflow_id = await workflow_store.workflow_insert(

@@ -162,6 +162,21 @@ def parse_context(context: Any) -> dict[str, Any]:
     return context
 
 
+def storable_context(context: Any) -> dict[str, Any]:
+    """A context given by a caller (a create, a context edit) rather than read from a
+    row: what `parse_context` accepts, and JSON every backend stores as written (no NaN
+    or infinity, no value json cannot write)."""
+    try:
+        json.dumps(context, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidDefinition(f"context is not JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidDefinition(
+            f"context nests deeper than {MAX_DEPTH} levels: flatten it"
+        ) from None
+    return parse_context(context)
+
+
 def check_json_bounds(value: Any, where: str) -> None:
     """Refuse JSON that wfed could read but not safely work with: nested deeper than
     MAX_DEPTH, or numbers that are not finite or do not fit 64 bits. Walked without

@@ -8,11 +8,10 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from wfed.steps.base import Context, Step
+from wfed.steps.definition import MAX_DELAY
 
-MAX_SECONDS = 7 * 24 * 3600.0
-"""A week, as for a retry delay or a timeout: a longer wait is a `run_after`."""
-
-Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
+# At most a week, as a retry delay or a timeout: a longer wait is a `run_after`.
+Seconds = Annotated[float, Field(ge=0, le=MAX_DELAY, allow_inf_nan=False)]
 
 
 class Sleep(Step):
