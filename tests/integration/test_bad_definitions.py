@@ -12,7 +12,14 @@ import pytest
 from sqlalchemy import text
 from stepmods.basic import CALLS
 
-from wfed import Engine, InvalidDefinition, StepState, WorkflowNotFound, WorkflowState
+from wfed import (
+    Engine,
+    InvalidDefinition,
+    InvalidTransition,
+    StepState,
+    WorkflowNotFound,
+    WorkflowState,
+)
 
 
 def _key() -> str:
@@ -298,3 +305,32 @@ async def test_a_restart_before_the_first_run_skips_the_steps_before(
     assert done.state is WorkflowState.COMPLETED
     assert [s.state for s in done.steps] == [StepState.SKIPPED, StepState.COMPLETED]
     assert (CALLS[before], CALLS[after]) == (0, 1)
+
+
+async def test_a_row_paused_before_its_first_run_can_skip_its_step(
+    engine: Engine, new_name
+) -> None:
+    """A plain-SQL row paused before any daemon ran it has no step rows yet: skipping its
+    step moves it on, and its first run records that step skipped and runs the rest.
+    Skipping its last step, which would leave a first run nothing to run, is refused
+    with the reason."""
+    first, second = _key(), _key()
+    name = new_name("sqlskip")
+    await _insert_at(engine, name, [_record(first), _record(second)], 0)
+    await engine.pause(name, reason="not yet")
+
+    skipped = await engine.skip(name, reason="done by hand")
+
+    assert skipped.state is WorkflowState.PENDING
+    assert skipped.current_step == 1
+    done = await engine.run(name)
+    assert done.state is WorkflowState.COMPLETED
+    assert [s.state for s in done.steps] == [StepState.SKIPPED, StepState.COMPLETED]
+    assert (CALLS[first], CALLS[second]) == (0, 1)
+
+    last = new_name("sqlskiplast")
+    await _insert_at(engine, last, ["noop"], 0)
+    await engine.pause(last)
+    with pytest.raises(InvalidTransition, match="that is its last step"):
+        await engine.skip(last)
+    assert (await engine.get(last)).state is WorkflowState.PAUSED

@@ -236,7 +236,9 @@ async def skip(
     async with _operate(operator, name, Operation.SKIP, expected) as (conn, row, decision):
         steps = await step_store.steps_get(conn, row.id)
         position = row.current_step
-        if position >= len(steps):
+        if not steps and row.state is WorkflowState.PAUSED:
+            _check_skip_before_first_run(name, position, _definition_length(row.steps))
+        elif position >= len(steps):
             raise InvalidTransition(
                 f"cannot skip in workflow {name!r}: it has no step {position} "
                 "(an invalid definition has no steps to skip: fix `steps`, then retry)"
@@ -258,7 +260,28 @@ async def skip(
             position=position,
             detail={"set": set_context} if set_context else None,
         )
-        await step_store.step_finish(conn, row.id, position, StepState.SKIPPED, operator.clock())
+        if steps:
+            await step_store.step_finish(
+                conn, row.id, position, StepState.SKIPPED, operator.clock()
+            )
+        # Else no daemon has run it yet: its first run creates the step rows, those
+        # before `current_step` skipped.
+
+
+def _check_skip_before_first_run(name: str, position: int, count: int) -> None:
+    """A workflow paused before any daemon ran it has no step rows: skipping moves its
+    `current_step` on, which its first run honours (the steps before it are recorded
+    skipped) — but not past its last step, which a first run takes for a bad row."""
+    if count == 0:
+        raise InvalidTransition(
+            f"cannot skip in workflow {name!r}: its `steps` is not a list of steps "
+            "(fix `steps`, then resume)"
+        )
+    if position + 1 >= count:
+        raise InvalidTransition(
+            f"cannot skip step {position} of workflow {name!r}: no daemon has run it yet "
+            "and that is its last step, so nothing would be left to run; delete it instead"
+        )
 
 
 async def restart(operator: Operator, name: str, from_step: int, reason: str | None) -> None:
