@@ -17,6 +17,7 @@ nobody can have configured it, so a debug or info line goes nowhere without it. 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import sys
 from typing import TYPE_CHECKING, Any, Literal, TextIO
@@ -51,7 +52,7 @@ def configure_logging(
     renderer: structlog.types.Processor = (
         structlog.dev.ConsoleRenderer(colors=stream.isatty())
         if console
-        else structlog.processors.JSONRenderer()
+        else structlog.processors.JSONRenderer(serializer=_json_line)
     )
     structlog.configure(
         processors=[
@@ -77,6 +78,24 @@ def configure_logging(
     # The MySQL driver logs every server warning (e.g. notes about DDL) at WARNING.
     logging.getLogger("asyncmy").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _json_default(value: Any) -> Any:
+    """What a JSON line shows of a value JSON has no form for: its own `__structlog__`
+    rendering where it has one, else its repr."""
+    try:
+        return value.__structlog__()
+    except AttributeError:
+        return repr(value)
+
+
+# One encoder for every line: `json.dumps` with a `default` builds a new encoder per
+# call, which a daemon writing a line per step pays thousands of times a second.
+_ENCODER = json.JSONEncoder(default=_json_default)
+
+
+def _json_line(event_dict: Any, **_: Any) -> str:
+    return _ENCODER.encode(event_dict)
 
 
 @functools.cache

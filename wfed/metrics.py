@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -80,6 +81,25 @@ class Metrics:
         )
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
+        # The labelled children of the per-step instruments, kept: `labels()` takes a lock
+        # and builds a key on every call, and a daemon counts a few times per step.
+        self._step_counts: dict[tuple[str, str], Any] = {}
+        self._step_durations: dict[str, Any] = {}
+
+    def count_step(self, step: str, outcome: str, seconds: float | None) -> None:
+        """Count one step attempt's outcome, and its duration if given."""
+        try:
+            counter = self._step_counts[step, outcome]
+        except KeyError:
+            counter = self._step_counts[step, outcome] = self.steps.labels(step, outcome)
+        counter.inc()
+        if seconds is None:
+            return
+        try:
+            histogram = self._step_durations[step]
+        except KeyError:
+            histogram = self._step_durations[step] = self.step_seconds.labels(step)
+        histogram.observe(seconds)
 
     def serve(self, listen: str) -> tuple[str, int]:
         """Serve /metrics on `host:port` (port 0: any free port); returns the address."""
@@ -113,6 +133,4 @@ def count_step(
     its duration); nothing without metrics (`Engine.run`)."""
     if metrics is None:
         return
-    metrics.steps.labels(step, outcome).inc()
-    if started is not None:
-        metrics.step_seconds.labels(step).observe(time.monotonic() - started)
+    metrics.count_step(step, outcome, None if started is None else time.monotonic() - started)
