@@ -113,4 +113,4 @@ def test_notifications_refuses_an_unknown_state(wfectl: Wfectl) -> None:
     """A state that deliveries never have is a usage error (exit code 2)."""
     result = wfectl("notifications", "--state", "lost")
     assert result.code == 2
-    assert "'lost' is not one of 'pending', 'sent', 'failed'" in result.err
+    assert "'lost' is not a delivery state: use pending, sent or failed" in result.err

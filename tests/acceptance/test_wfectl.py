@@ -411,6 +411,10 @@ def test_usage_errors_exit_2(wfectl_config: Path) -> None:
     for result in results:
         usage_error(result)
     assert "--run-after" in results[5].err
+    # A choice names the choices, in words (not typer's pydantic "Value error,").
+    assert "'sleeping' is not a workflow state: use pending, running" in results[6].err
+    assert "'frobnicate' is not an action: use set or unset" in results[8].err
+    assert "Value error" not in results[6].err + results[8].err
 
 
 # -- control ----------------------------------------------------------------------

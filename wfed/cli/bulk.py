@@ -27,7 +27,7 @@ from wfed.states import Operation, WorkflowState
 
 from .app import settings_of
 from .bulk_report import confirm, report
-from .parse import parse_assignments
+from .parse import choices, one_of, parse_assignments
 from .run import fail, run_engine
 
 if TYPE_CHECKING:
@@ -48,7 +48,12 @@ _FILTER_PARAMETERS = [
             list[WorkflowState] | None,
             typer.Option(
                 "--state",
-                help="In this state (default: any the command applies to). Repeatable.",
+                parser=one_of(WorkflowState, "a workflow state"),
+                metavar="STATE",
+                help=(
+                    f"In this state ({choices(WorkflowState)}; default: any the command "
+                    "applies to). Repeatable."
+                ),
                 rich_help_panel=PANEL,
             ),
         ],

@@ -19,7 +19,7 @@ from wfed.states import Operation, WorkflowState
 from . import render, render_fleet
 from .app import Name, Reason, app, settings_of
 from .bulk import by_filter
-from .parse import parse_assignments
+from .parse import one_of, parse_assignments
 from .run import run_engine
 
 if TYPE_CHECKING:
@@ -222,7 +222,12 @@ def context(
     cli: typer.Context,
     name: Name,
     action: Annotated[
-        ContextAction, typer.Argument(metavar="set|unset", help="set KEY=VALUE… or unset KEY…")
+        ContextAction,
+        typer.Argument(
+            parser=one_of(ContextAction, "an action"),
+            metavar="set|unset",
+            help="set KEY=VALUE… or unset KEY…",
+        ),
     ],
     items: Annotated[list[str], typer.Argument(metavar="KEY=VALUE…|KEY…")],
     reason: Reason = None,

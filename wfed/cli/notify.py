@@ -11,6 +11,7 @@ from wfed.errors import WfedError
 
 from . import render
 from .app import AsJson, app, settings_of
+from .parse import choices, one_of
 from .run import run_engine
 
 if TYPE_CHECKING:
@@ -40,7 +41,12 @@ def notifications(
     cli: typer.Context,
     state: Annotated[
         DeliveryState | None,
-        typer.Option("--state", help="Only deliveries in this state."),
+        typer.Option(
+            "--state",
+            parser=one_of(DeliveryState, "a delivery state"),
+            metavar="STATE",
+            help=f"Only deliveries in this state ({choices(DeliveryState)}).",
+        ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most N.")] = 100,
     as_json: AsJson = False,

@@ -1,4 +1,5 @@
-"""The argument forms of wfectl: `KEY=VALUE`, `--step` values and `--run-after WHEN`.
+"""The argument forms of wfectl: `KEY=VALUE`, `--step` values, `--run-after WHEN` and
+choices such as `--state`.
 
 A malformed argument is a usage error (`typer.BadParameter`, exit code 2), raised before
 anything touches the database. A VALUE that looks like JSON but is not is refused with
@@ -9,13 +10,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 import typer
 
 from wfed.errors import WfedError
+
+Choice = TypeVar("Choice", bound=StrEnum)
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _RELATIVE = re.compile(r"\+(?:\d+[smhd])+")
@@ -29,6 +33,27 @@ def _no_constants(name: str) -> Any:
 
 class BrokenJson(WfedError):
     """A KEY=VALUE whose VALUE starts like a JSON object or array but does not parse."""
+
+
+def choices(kind: type[StrEnum]) -> str:
+    """`kind`'s values as help text shows them: `a, b or c`."""
+    values = [member.value for member in kind]
+    return f"{', '.join(values[:-1])} or {values[-1]}" if len(values) > 1 else values[0]
+
+
+def one_of(kind: type[Choice], what: str) -> Callable[[str], Choice]:
+    """A parser of a choice among `kind`'s values; anything else is a usage error naming
+    them (typer's own message for an enum starts with pydantic's "Value error,")."""
+
+    def parse(raw: str | Choice) -> Choice:
+        if isinstance(raw, kind):  # a default, already parsed
+            return raw
+        try:
+            return kind(raw)
+        except ValueError:
+            raise typer.BadParameter(f"{raw!r} is not {what}: use {choices(kind)}") from None
+
+    return parse
 
 
 def parse_value(raw: str) -> Any:

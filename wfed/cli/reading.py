@@ -9,6 +9,7 @@ from wfed.states import WorkflowState
 
 from . import render, render_steps
 from .app import AsJson, Name, app, settings_of
+from .parse import choices, one_of
 from .run import run_engine
 
 if TYPE_CHECKING:
@@ -21,7 +22,12 @@ def list_workflows(
     cli: typer.Context,
     state: Annotated[
         list[WorkflowState] | None,
-        typer.Option("--state", help="Only workflows in this state. Repeatable."),
+        typer.Option(
+            "--state",
+            parser=one_of(WorkflowState, "a workflow state"),
+            metavar="STATE",
+            help=f"Only workflows in this state ({choices(WorkflowState)}). Repeatable.",
+        ),
     ] = None,
     queue: Annotated[str | None, typer.Option("--queue", "-q", help="Only this queue.")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most N.")] = 100,
