@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import replace
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from wfed import Engine
 from wfed.clock import utc_now
 from wfed.daemon.committer import StepCommitter
-from wfed.engine.group_commit import BatchableAdvance
+from wfed.engine.group_commit import BatchableAdvance, BatchableStart
 from wfed.errors import DatabaseUnavailable, LeaseLost
 from wfed.states import EventKind, Operation, StepState, WorkflowState
 from wfed.store import claims
@@ -29,8 +30,8 @@ from wfed.store import workflows as workflow_store
 from wfed.store.events import Event
 from wfed.store.rows import WorkflowRow
 from wfed.store.schema import workflow_locks
-from wfed.store.steps import StepMove
-from wfed.store.workflows import Advance
+from wfed.store.steps import NewSteps, StepMove
+from wfed.store.workflows import Advance, Start
 
 
 async def _names(engine: Engine, prefix: str) -> set[str]:
@@ -557,3 +558,173 @@ async def test_batched_completions_give_up_the_keys_of_their_workflows_only(
                 select(workflow_locks.c.lock_key, workflow_locks.c.workflow_id)
             )
             assert sorted(held.all()) == [("k:c", bystander.id)]
+
+
+# -- the batched start --------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def claimed_workflows(
+    engine: Engine, probe: Probe, kinds: list[str], steps: int = 3
+) -> AsyncIterator[list[WorkflowRow]]:
+    """Workflows just claimed by OWNER, as a daemon finds them before its first write:
+    `fresh` (a plain-SQL row, no step rows yet), `untouched` (created by wfectl, its step
+    rows never run) or `ran` (step 0 completed in an earlier turn, now at step 1)."""
+    rows = []
+    for kind in kinds:
+        name = unique_name(f"start-{kind}")
+        definition = ["noop"] * steps
+        if kind == "fresh":
+            async with engine.db.transaction() as conn:
+                await conn.execute(
+                    text("INSERT INTO workflows (name, steps, queue) VALUES (:n, :s, :q)"),
+                    {"n": name, "s": json.dumps(definition), "q": TEST_QUEUE},
+                )
+        else:
+            await engine.create_workflow(name, None, definition, queue=TEST_QUEUE)
+        row = await probe.row(name)
+        async with engine.db.transaction() as conn:
+            if kind == "ran":
+                await step_store.step_start(conn, row.id, 0, utc_now())
+                await step_store.step_finish(conn, row.id, 0, StepState.COMPLETED, utc_now())
+                await conn.execute(
+                    text("UPDATE workflows SET current_step = 1 WHERE id = :i"), {"i": row.id}
+                )
+            assert await claims.workflow_claim_by_id(
+                conn, row.id, owner=OWNER, now=utc_now(), lease=600
+            )
+        rows.append(await probe.row(name))
+    try:
+        yield rows
+    finally:
+        async with engine.db.transaction() as conn:
+            for row in rows:
+                await workflow_store.workflow_update(
+                    conn, row.id, Operation.HONOUR_STOP, values={"claimed_by": None}
+                )
+
+
+def _start(row: WorkflowRow, result: Any, steps: int = 3, fence: int | None = None):
+    """What a runner hands over for its first write of a turn (see TurnStart._batchable)."""
+    now = utc_now()
+    fence = row.fence if fence is None else fence
+    position = row.current_step
+    return BatchableStart(
+        Start(row.id, fence, position),
+        NewSteps(row.id, [("noop", None, {})] * steps, running=position, skipped_before=position),
+        now,
+        now + timedelta(seconds=600),
+        Event(row.id, row.name, EventKind.CLAIMED, OWNER, now, position=position),
+        result,
+    )
+
+
+async def _step_rows(engine: Engine, row: WorkflowRow) -> list[tuple[StepState, int]]:
+    async with engine.db.transaction() as conn:
+        return [(s.state, s.attempts) for s in await step_store.steps_get(conn, row.id)]
+
+
+async def test_first_starts_are_written_with_one_statement_per_table(
+    engine: Engine, probe: Probe
+) -> None:
+    """Just-claimed workflows start their first step together: one UPDATE of `workflows`
+    (their leases), one INSERT of the step rows of those that had none, one UPDATE
+    starting the step of those whose rows were never run, one INSERT of their claim
+    events. A workflow that ran before gets its own body run instead, in the same batch."""
+    committer = StepCommitter(engine.db)
+    kinds = ["fresh", "untouched", "fresh", "ran"]
+    async with claimed_workflows(engine, probe, kinds) as rows:
+        fresh, untouched, other_fresh, ran = rows
+        statements = _statements_by_table(engine)
+
+        async def ran_body(conn: AsyncConnection) -> str:
+            return "decided by its body"
+
+        outcome = await _run_batch(
+            committer,
+            [
+                committer.run(fresh.id, _never, _start(fresh, "fresh")),
+                committer.run(untouched.id, _never, _start(untouched, "untouched")),
+                committer.run(other_fresh.id, _never, _start(other_fresh, "other")),
+                committer.run(ran.id, ran_body, _start(ran, "batched")),
+            ],
+        )
+
+        assert outcome == ["fresh", "untouched", "other", "decided by its body"]
+        assert statements == Counter(
+            {
+                ("UPDATE", "workflows"): 1,
+                ("INSERT", "workflow_steps"): 1,
+                ("UPDATE", "workflow_steps"): 1,
+                ("INSERT", "workflow_events"): 1,
+            }
+        )
+        assert (committer.batches, committer.diverged) == (1, 0)
+        started = [(StepState.RUNNING, 1), (StepState.PENDING, 0), (StepState.PENDING, 0)]
+        for row in (fresh, untouched, other_fresh):
+            assert await _step_rows(engine, row) == started
+            after = await probe.row(row.name)
+            assert after.lease_expires_at is not None
+            assert after.lease_expires_at > row.lease_expires_at
+            created = ["created"] if row is untouched else []
+            assert await probe.kinds(row.name) == [*created, "claimed"]
+        assert await _step_rows(engine, ran) == [
+            (StepState.COMPLETED, 1),
+            (StepState.PENDING, 0),
+            (StepState.PENDING, 0),
+        ]
+
+
+async def test_a_start_at_a_later_step_skips_the_steps_before(engine: Engine, probe: Probe) -> None:
+    """A plain-SQL row that starts at step 1 gets step 0 recorded skipped, step 1 running."""
+    committer = StepCommitter(engine.db)
+    async with claimed_workflows(engine, probe, ["fresh"]) as (row,):
+        async with engine.db.transaction() as conn:
+            await conn.execute(
+                text("UPDATE workflows SET current_step = 1 WHERE id = :i"), {"i": row.id}
+            )
+        later = await probe.row(row.name)
+        assert await _run_batch(committer, [committer.run(row.id, _never, _start(later, 1))]) == [1]
+        assert await _step_rows(engine, row) == [
+            (StepState.SKIPPED, 0),
+            (StepState.RUNNING, 1),
+            (StepState.PENDING, 0),
+        ]
+
+
+async def test_a_start_whose_guard_fails_redoes_the_batch_body_by_body(
+    engine: Engine, probe: Probe
+) -> None:
+    """A start whose guard fails (a pause requested since the claim; a stale fence) rolls
+    the batched write back: every workflow's body runs instead, and nothing of the
+    batched write is left (no step rows, no claim events)."""
+    committer = StepCommitter(engine.db)
+    async with claimed_workflows(engine, probe, ["fresh", "fresh", "fresh"]) as rows:
+        plain, requested, stale = rows
+        async with engine.db.transaction() as conn:
+            await conn.execute(
+                text("UPDATE workflows SET requested = 'pause' WHERE id = :i"), {"i": requested.id}
+            )
+
+        def body(answer: str):
+            async def run(conn: AsyncConnection) -> str:
+                return answer
+
+            return run
+
+        outcome = await _run_batch(
+            committer,
+            [
+                committer.run(plain.id, body("plain body"), _start(plain, "batched")),
+                committer.run(requested.id, body("honoured"), _start(requested, "batched")),
+                committer.run(
+                    stale.id, body("lost"), _start(stale, "batched", fence=stale.fence - 1)
+                ),
+            ],
+        )
+
+        assert outcome == ["plain body", "honoured", "lost"]
+        assert committer.diverged == 1
+        for row in rows:
+            assert await _step_rows(engine, row) == []
+            assert "claimed" not in await probe.kinds(row.name)

@@ -11,13 +11,17 @@ commonest end — the last step completed, and with it the workflow. The committ
 all of a batch's advances with one UPDATE per table instead of two statements per
 workflow, and its completions with one UPDATE per table, one INSERT of their events and
 one DELETE of the concurrency keys they held instead of three or four statements per
-workflow. If any guard does not hold (a pause or stop request arrived before an advance,
-or the workflow changed owner), that transaction is rolled back and the batch runs again
-body by body, where each runner's own code decides what the guard failure means. Nothing
-is written twice: the rolled-back transaction left no trace.
+workflow. The commonest beginning — a workflow just claimed starting its first step —
+comes as data too (`BatchableStart`): its lease renewal, step rows and claim event are
+written for the whole batch with five statements instead of four per workflow; one
+whose step rows show an earlier run gets its body run instead. If any guard does not
+hold (a pause or stop request arrived before an advance or a start, or the workflow
+changed owner), that transaction is rolled back and the batch runs again body by body,
+where each runner's own code decides what the guard failure means. Nothing is written
+twice: the rolled-back transaction left no trace.
 
-A batch locks its advances' and completions' rows first, then runs the other bodies in
-workflow id order.
+A batch locks its advances', completions' and starts' rows first, then runs the other
+bodies in workflow id order.
 The heartbeat and the claims skip locked rows, so they never wait on a batch; two batches
 never share a workflow. A body may raise a wfed error (a lost lease) only before it has
 written anything; that error goes to its runner alone. A runner gone by the time its
@@ -35,8 +39,14 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wfed.engine.group_commit import BatchableAdvance, TransactionBody
+from wfed.engine.group_commit import (
+    Batchable,
+    BatchableAdvance,
+    BatchableStart,
+    TransactionBody,
+)
 from wfed.errors import WfedError
+from wfed.states import StepState
 from wfed.store import events as event_store
 from wfed.store import locks as lock_store
 from wfed.store import steps as step_store
@@ -51,7 +61,7 @@ log = structlog.get_logger("wfed.daemon")
 class _Waiting:
     workflow_id: int
     body: TransactionBody
-    advance: BatchableAdvance | None
+    advance: Batchable | None
     future: asyncio.Future[Any]
 
 
@@ -73,7 +83,7 @@ class StepCommitter:
         self.split = 0
 
     async def run(
-        self, workflow_id: int, body: TransactionBody, advance: BatchableAdvance | None = None
+        self, workflow_id: int, body: TransactionBody, advance: Batchable | None = None
     ) -> Any:
         """Run `body` (or apply `advance`) in the next batch; returns its result (or raises
         its error)."""
@@ -143,18 +153,68 @@ class StepCommitter:
         """All advances and completions as one statement per table, then the other bodies
         one by one."""
         fast: list[tuple[_Waiting, BatchableAdvance]] = []
+        starts: list[tuple[_Waiting, BatchableStart]] = []
         others: list[_Waiting] = []
         for item in batch:
             if item.future.cancelled():
                 continue  # its runner is gone (shutdown): write nothing for it
-            if item.advance is not None and item.advance.applies():
-                fast.append((item, item.advance))
-            else:
+            if item.advance is None or not item.advance.applies():
                 others.append(item)
+            elif isinstance(item.advance, BatchableStart):
+                starts.append((item, item.advance))
+            else:
+                fast.append((item, item.advance))
         if fast:
             await self._write_batched(conn, [advance for _, advance in fast])
         outcomes = [(item.future, advance.result, None) for item, advance in fast]
+        if starts:
+            started, declined = await self._write_starts(conn, starts)
+            outcomes += [(item.future, start.result, None) for item, start in started]
+            others = sorted(others + declined, key=lambda item: item.workflow_id)
         return outcomes + await self._run_bodies(conn, others)
+
+    @staticmethod
+    async def _write_starts(
+        conn: AsyncConnection, starts: list[tuple[_Waiting, BatchableStart]]
+    ) -> tuple[list[tuple[_Waiting, BatchableStart]], list[_Waiting]]:
+        """Write the first steps of just-claimed workflows: one UPDATE of their rows (the
+        guard; _Diverged if it failed), one SELECT of their step rows, one INSERT of the
+        step rows of those that have none, one UPDATE starting the step of those whose
+        rows are untouched, one INSERT of their events. Returns the starts written, and
+        those whose step rows show an earlier run: their bodies decide."""
+        now = max(start.now for _, start in starts)
+        matched = await workflow_store.workflows_start_many(
+            conn,
+            [start.start for _, start in starts],
+            now=now,
+            lease_expires_at=max(start.lease_expires_at for _, start in starts),
+        )
+        if matched != len(starts):
+            raise _Diverged
+        progress = await step_store.steps_progress_many(
+            conn, [start.start.workflow_id for _, start in starts]
+        )
+        fresh: list[tuple[_Waiting, BatchableStart]] = []
+        untouched: list[tuple[_Waiting, BatchableStart]] = []
+        declined: list[_Waiting] = []
+        for item, start in starts:
+            rows = progress.get(start.start.workflow_id)
+            if rows is None:
+                fresh.append((item, start))
+            elif len(rows) == len(start.steps.rows) and all(
+                state == StepState.PENDING.value and attempts == 0 for _, state, attempts in rows
+            ):
+                untouched.append((item, start))
+            else:
+                declined.append(item)
+        if fresh:
+            await step_store.steps_insert_many(conn, [start.steps for _, start in fresh], now)
+        if untouched:
+            positions = [(start.start.workflow_id, start.start.position) for _, start in untouched]
+            await step_store.steps_start_many(conn, positions, now)
+        started = fresh + untouched
+        await event_store.events_insert(conn, *(start.claimed for _, start in started))
+        return started, declined
 
     @staticmethod
     async def _write_batched(conn: AsyncConnection, batched: list[BatchableAdvance]) -> None:

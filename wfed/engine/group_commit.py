@@ -5,8 +5,9 @@ one transaction (`wfed.daemon.committer.StepCommitter`); for the commonest write
 completed, step N+1 started — a runner also hands over the same effect as plain data, a
 `BatchableAdvance`, which the group commit writes together with other workflows'
 advances in one statement per table; so does the commonest end of a run, the last step
-completed and with it the workflow. Without a group commit (`Engine.run`), a runner runs
-its bodies in transactions of their own.
+completed and with it the workflow, and the commonest beginning of one, a workflow just
+claimed taking its first step (`BatchableStart`). Without a group commit (`Engine.run`),
+a runner runs its bodies in transactions of their own.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.store.events import Event
-from wfed.store.workflows import Advance
+from wfed.store.steps import NewSteps
+from wfed.store.workflows import Advance, Start
 
 TransactionBody = Callable[[AsyncConnection], Awaitable[Any]]
 
@@ -48,11 +50,34 @@ class BatchableAdvance:
     releases_keys: bool = False
 
 
+@dataclass(frozen=True)
+class BatchableStart:
+    """The commonest first write of a turn, as data: a workflow just claimed, with no
+    request waiting and its windows open, that never ran a step — it has no step rows
+    yet (`steps` are created, step `start.position` running), or only the untouched ones
+    its creation wrote (that step is started). Its lease is renewed to
+    `lease_expires_at` or later, `claimed` is recorded, and `result` handed back.
+
+    A guard that fails makes the batch run body by body (as for an advance); a workflow
+    whose step rows show it ran before gets its body run instead, which decides."""
+
+    start: Start
+    steps: NewSteps
+    now: datetime
+    lease_expires_at: datetime
+    claimed: Event
+    result: Any
+    applies: Callable[[], bool] = field(default=lambda: True)
+
+
+Batchable = BatchableAdvance | BatchableStart
+
+
 class GroupCommit(Protocol):
     """Runs `body` (or applies `advance`) in a transaction, perhaps shared with other
     runners' writes; returns the body's result or raises its error. A body raises a wfed
     error only before it has written anything, so that error is its runner's alone."""
 
     def __call__(
-        self, workflow_id: int, body: TransactionBody, advance: BatchableAdvance | None = None
+        self, workflow_id: int, body: TransactionBody, advance: Batchable | None = None
     ) -> Awaitable[Any]: ...

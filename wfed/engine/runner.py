@@ -28,7 +28,7 @@ from wfed.clock import Clock, utc_now
 from wfed.engine import ends, windows
 from wfed.engine.advance import StepAdvance
 from wfed.engine.execution import AttemptCancelled, StepAttempt
-from wfed.engine.group_commit import BatchableAdvance, GroupCommit, TransactionBody
+from wfed.engine.group_commit import Batchable, GroupCommit, TransactionBody
 from wfed.engine.lease import Lease, error_text
 from wfed.engine.start import Halted, TurnStart, start_again
 from wfed.engine.turn import Next, NextStep, Outcome, RunResult, TurnEnd, TurnWriter
@@ -168,7 +168,7 @@ class WorkflowRunner:
         body: TransactionBody,
         *,
         shared: bool = False,
-        advance: Callable[[], BatchableAdvance] | None = None,
+        advance: Callable[[], Batchable] | None = None,
     ) -> Any:
         """Run `body` in a transaction under the lease (riding out outages). With
         `shared`, the daemon's group commit may run it with other workflows' writes;

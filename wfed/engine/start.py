@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.engine import window_reads, windows
+from wfed.engine.group_commit import BatchableStart
 from wfed.engine.turn import Next, NextStep, RunResult, StepEnd, TurnEnd, TurnWriter
 from wfed.errors import InvalidDefinition
 from wfed.logging import get_logger
@@ -30,6 +31,8 @@ from wfed.store import workflows as workflow_store
 from wfed.store.events import Event
 from wfed.store.lock_keys import parse_lock_keys
 from wfed.store.rows import StepRow, WorkflowRow
+from wfed.store.steps import NewSteps
+from wfed.store.workflows import Start
 from wfed.unreadable_json import UnreadableTimestamp
 from wfed.windows import Closed, QueueWindows, WindowGate, specs
 
@@ -92,7 +95,7 @@ class TurnStart:
             return await self._begin(conn, plans, context)
 
         try:
-            first: Next = await write(body, shared=True)
+            first: Next = await write(body, shared=True, advance=self._batchable(plans, context))
         except InvalidDefinition as exc:
             raise Halted(await self._reject(write, str(exc))) from None
         for line in self._found:
@@ -100,6 +103,45 @@ class TurnStart:
         if isinstance(first, RunResult):
             raise Halted(first)
         return plans, first
+
+    def _batchable(
+        self, plans: list[StepPlan], context: dict[str, Any]
+    ) -> Callable[[], BatchableStart] | None:
+        """The first write as data for a group commit (see `BatchableStart`), built anew
+        for each attempt; None where only the body can decide (a request waits, the row
+        names a step it does not have)."""
+        row = self.writer.workflow
+        position = row.current_step
+        if row.requested is not None or not 0 <= position < len(plans):
+            return None
+        lease = self.writer.lease
+        steps = NewSteps(
+            row.id,
+            [(p.name, p.label, p.args) for p in plans],
+            running=position,
+            skipped_before=position,
+        )
+        following = NextStep(context, position, 1)
+
+        def applies() -> bool:
+            now = self.writer.clock()
+            return not lease.lost and (self.gate.closed(now) if self.gate else None) is None
+
+        def build() -> BatchableStart:
+            # What `_begin` finds for a workflow that never ran; it sets its own if the
+            # body runs instead.
+            self.prior_attempts = [0] * len(plans)
+            return BatchableStart(
+                Start(row.id, lease.fence, position),
+                steps,
+                self.writer.clock(),
+                lease.next_expiry(),
+                self.writer.event(EventKind.CLAIMED, position=position, fence=lease.fence),
+                following,
+                applies=applies,
+            )
+
+        return build
 
     async def _begin(
         self, conn: AsyncConnection, plans: list[StepPlan], context: dict[str, Any]

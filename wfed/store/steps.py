@@ -31,6 +31,24 @@ S = workflow_steps.c
 _INSERT = workflow_steps.insert()
 
 
+@dataclass(frozen=True)
+class NewSteps:
+    """The step rows of one workflow to create: (step name, label, args) per position, all
+    pending — except step `running`, if given, which starts at once (first attempt at
+    the insert's `now`), saving the daemon an UPDATE per workflow, and those before
+    `skipped_before`, skipped (a workflow set to start at a later step)."""
+
+    workflow_id: int
+    rows: Sequence[tuple[str, str | None, dict[str, Any]]]
+    running: int | None = None
+    skipped_before: int = 0
+
+    def state(self, position: int) -> StepState:
+        if position == self.running:
+            return StepState.RUNNING
+        return StepState.SKIPPED if position < self.skipped_before else StepState.PENDING
+
+
 async def steps_insert(
     conn: AsyncConnection,
     workflow_id: int,
@@ -40,32 +58,85 @@ async def steps_insert(
     now: datetime | None = None,
     skipped_before: int = 0,
 ) -> None:
-    """Create the step rows of a workflow: (step name, label, args) per position, all
-    pending — except step `running`, if given, which starts at once (first attempt at
-    `now`), saving the daemon an UPDATE per workflow, and those before `skipped_before`,
-    skipped (a workflow set to start at a later step)."""
+    """Create the step rows of a workflow (see `NewSteps`)."""
+    await steps_insert_many(conn, [NewSteps(workflow_id, rows, running, skipped_before)], now)
 
-    def state(position: int) -> StepState:
-        if position == running:
-            return StepState.RUNNING
-        return StepState.SKIPPED if position < skipped_before else StepState.PENDING
 
+async def steps_insert_many(
+    conn: AsyncConnection, workflows: Sequence[NewSteps], now: datetime | None = None
+) -> None:
+    """Create the step rows of many workflows in one INSERT."""
     await conn.execute(
         _INSERT,
         [
             {
-                "workflow_id": workflow_id,
+                "workflow_id": new.workflow_id,
                 "position": position,
                 "step": name,
                 "label": label,
                 "args": args,
-                "state": state(position).value,
-                "attempts": 1 if position == running else 0,
-                "started_at": now if position == running else None,
+                "state": new.state(position).value,
+                "attempts": 1 if position == new.running else 0,
+                "started_at": now if position == new.running else None,
             }
-            for position, (name, label, args) in enumerate(rows)
+            for new in workflows
+            for position, (name, label, args) in enumerate(new.rows)
         ],
     )
+
+
+@cache
+def _steps_of_many(size: int) -> Any:
+    """The state and attempts of `size` workflows' step rows, built once per size."""
+    ids = [bindparam(f"b_id_{i}", type_=S.workflow_id.type) for i in range(size)]
+    return select(S.workflow_id, S.position, S.state, S.attempts).where(S.workflow_id.in_(ids))
+
+
+async def steps_progress_many(
+    conn: AsyncConnection, workflow_ids: Sequence[int]
+) -> dict[int, list[tuple[int, str, int]]]:
+    """(position, state, attempts) of each step row of the workflows, by workflow id (a
+    workflow without step rows has no entry)."""
+    params = {f"b_id_{i}": workflow_id for i, workflow_id in enumerate(workflow_ids)}
+    found: dict[int, list[tuple[int, str, int]]] = {}
+    for row in await conn.execute(_steps_of_many(len(workflow_ids)), params):
+        found.setdefault(row.workflow_id, []).append((row.position, row.state, row.attempts))
+    return found
+
+
+@cache
+def _start_many(size: int) -> Update:
+    """Start one step in each of `size` workflows in one statement, built once per size:
+    `b_position_i` is the step of the workflow `b_id_i`."""
+    ids: list[BindParameter[int]] = [
+        bindparam(f"b_id_{i}", type_=S.workflow_id.type) for i in range(size)
+    ]
+    position = case(
+        *[(ids[i], bindparam(f"b_position_{i}", type_=S.position.type)) for i in range(size)],
+        value=S.workflow_id,
+    )
+    return (
+        update(workflow_steps)
+        .where(S.workflow_id.in_(ids), S.position == position)
+        .values(
+            state=StepState.RUNNING.value,
+            attempts=S.attempts + 1,
+            started_at=bindparam("b_now", type_=S.started_at.type),
+            finished_at=None,
+            error=None,
+        )
+    )
+
+
+async def steps_start_many(
+    conn: AsyncConnection, steps: Sequence[tuple[int, int]], now: datetime
+) -> None:
+    """`step_start` for many workflows: (workflow id, position) each."""
+    params: dict[str, Any] = {"b_now": now}
+    for i, (workflow_id, position) in enumerate(steps):
+        params[f"b_id_{i}"] = workflow_id
+        params[f"b_position_{i}"] = position
+    await conn.execute(_start_many(len(steps)), params)
 
 
 # The statements every workflow run issues, built once (see workflows._guarded_update).

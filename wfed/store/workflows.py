@@ -240,6 +240,43 @@ def _advance_many(size: int, renewing: bool) -> Update:
     return statement
 
 
+@dataclass(frozen=True)
+class Start:
+    """One runner's first write of a turn with a workflow it claimed at step `position`."""
+
+    workflow_id: int
+    fence: int
+    position: int
+
+
+@cache
+def _start_many(size: int) -> Update:
+    """The first write of `size` runners' turns in one statement, built once per size (see
+    `_advance_many`): each row guarded by its fence and current step, with no request
+    waiting; the lease renewed."""
+    guard, _ = _moves_guard(size)
+    return (
+        update(workflows)
+        .where(*guard, state_in(Operation.START), W.requested.is_(None))
+        .values(lease_expires_at=bindparam("b_lease_expires_at"), updated_at=bindparam("b_now"))
+    )
+
+
+async def workflows_start_many(
+    conn: AsyncConnection, starts: Sequence[Start], *, now: datetime, lease_expires_at: datetime
+) -> int:
+    """Renew the leases of many just-claimed workflows whose guard holds (this owner's
+    fence, the claimed step, no request waiting) in one statement; returns how many
+    matched (all of them, unless a request arrived or an owner changed)."""
+    params: dict[str, Any] = {"b_now": now, "b_lease_expires_at": lease_expires_at}
+    for i, start in enumerate(starts):
+        params[f"b_id_{i}"] = start.workflow_id
+        params[f"b_fence_{i}"] = start.fence
+        params[f"b_position_{i}"] = start.position
+    result = await conn.execute(_start_many(len(starts)), params)
+    return int(result.rowcount)
+
+
 async def workflows_advance_many(
     conn: AsyncConnection,
     moves: Sequence[Advance],
