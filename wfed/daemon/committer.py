@@ -72,7 +72,10 @@ class _Diverged(Exception):
 class StepCommitter:
     """Runs waiting transaction bodies together, one transaction per batch."""
 
-    def __init__(self, db: Database, max_batch: int = 16) -> None:
+    def __init__(self, db: Database, max_batch: int = 64) -> None:
+        # A batch of 16 was always full at a few thousand steps a second, its runners
+        # queueing for the next one; 64 bodies still make a short transaction (their
+        # advances are a few statements in all) and cost a step a tenth less CPU.
         self.db = db
         self.max_batch = max_batch
         self._waiting: list[_Waiting] = []
