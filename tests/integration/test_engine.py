@@ -28,6 +28,7 @@ from wfed import (
 )
 from wfed.clock import utc_now
 from wfed.engine.step_times import step_time
+from wfed.states import Request
 from wfed.store import claims
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
@@ -550,6 +551,30 @@ async def test_a_stop_of_a_released_workflow_stops_its_cut_off_step(engine: Engi
     assert stopped.state is WorkflowState.STOPPED
     assert step_states(stopped) == [StepState.STOPPED, StepState.PENDING]
     assert stopped.steps[0].finished_at is None
+
+
+async def test_a_pause_never_takes_the_place_of_a_waiting_stop(
+    engine: Engine, create, probe
+) -> None:
+    """A stop requested of a running workflow, not yet acted on by its daemon, stays
+    requested when someone then asks for a pause: the pause is refused, naming the stop.
+    So is a pause of a pending row whose stop was requested with SQL."""
+    running = await create(["noop", "noop"])
+    await probe.claimed_runner(running, "other-daemon:1", lease=600)
+    await engine.stop(running, reason="wrong servers")
+
+    with pytest.raises(InvalidTransition, match="a stop is already requested"):
+        await engine.pause(running, reason="later")
+
+    row = await probe.row(running)
+    assert (row.state, row.requested) == (WorkflowState.RUNNING, Request.STOP)
+    assert (await probe.kinds(running))[-1] == "stop_requested"
+
+    pending = await create(["noop"])
+    await _request_with_sql(engine, pending, "stop")
+    with pytest.raises(InvalidTransition, match="when a daemon next takes it"):
+        await engine.pause(pending)
+    assert (await probe.row(pending)).requested is Request.STOP
 
 
 async def test_pause_requested_with_plain_sql_on_pending_is_applied_by_run(

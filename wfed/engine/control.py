@@ -24,6 +24,7 @@ from wfed.states import (
     Decision,
     EventKind,
     Operation,
+    Request,
     StepState,
     WorkflowState,
     decide,
@@ -175,6 +176,17 @@ async def _halt(
         # Already paused, by a window's closing: the operator's pause keeps it paused.
         operation = Operation.KEEP_PAUSED
     async with _operate(operator, name, operation, expected) as (conn, row, decision):
+        if operation is Operation.PAUSE and row.requested is Request.STOP:
+            # A pause must not take the place of a stop nobody has acted on yet: the
+            # operator who asked for the stop is owed it.
+            raise InvalidTransition(
+                f"cannot pause workflow {name!r}: a stop is already requested; it stops "
+                + (
+                    "once its daemon cancels the current step"
+                    if row.state is WorkflowState.RUNNING
+                    else "when a daemon next takes it (`wfectl stop` stops it now)"
+                )
+            )
         values = {} if decision.request else {"requested": None}
         await _apply(
             operator, conn, row, decision, values, reason=reason, position=row.current_step
