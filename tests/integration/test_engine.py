@@ -271,6 +271,26 @@ async def test_pause_pending_then_resume_runs_to_completion(engine: Engine, crea
     assert CALLS[key] == 1
 
 
+async def test_resume_and_skip_keep_a_run_after_still_to_come(
+    engine: Engine, new_name, clock
+) -> None:
+    """A workflow set to run later, paused and resumed (or its step skipped) meanwhile,
+    still waits for its time; a time already past is cleared."""
+    later = clock() + timedelta(hours=1)
+    planned, skipped = new_name("planned"), new_name("plannedskip")
+    for name in (planned, skipped):
+        await engine.create_workflow(name, {}, ["noop", "noop"], queue="itest", run_after=later)
+        await engine.pause(name)
+
+    assert (await engine.resume(planned)).row.run_after == later
+    assert (await engine.skip(skipped)).row.run_after == later
+
+    past = new_name("pastdue")
+    await engine.create_workflow(past, {}, ["noop"], queue="itest", run_after=clock())
+    await engine.pause(past)
+    assert (await engine.resume(past)).row.run_after is None
+
+
 async def test_stop_pending_then_restart_runs_to_completion(engine: Engine, create) -> None:
     """Stopping a pending workflow makes it `stopped`; `run` then raises WorkflowHalted;
     `restart` makes it runnable and it completes."""

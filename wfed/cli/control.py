@@ -6,6 +6,7 @@ pause … delete act on every workflow a filter matches instead of NAME."""
 import json
 import os
 import re
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -28,10 +29,17 @@ if TYPE_CHECKING:
 
 
 def _next(workflow: "Workflow") -> str:
-    """Where a pending workflow continues: `from step 2 'start_app'`."""
+    """Where a pending workflow continues: `from step 2 'start_app'`, and when, if it is
+    set to run later: `, not before 2026-12-01 22:00:00Z (in 7h)`."""
     if workflow.current_step >= render.step_count(workflow):
-        return "no steps left: it completes when it runs next"
-    return f"from {render.step_title(workflow, workflow.current_step)}"
+        where = "no steps left: it completes when it runs next"
+    else:
+        where = f"from {render.step_title(workflow, workflow.current_step)}"
+    run_after = workflow.row.run_after
+    now = utc_now()
+    if isinstance(run_after, datetime) and run_after > now:
+        return f"{where}, not before {render.when(run_after, now)}"
+    return where
 
 
 @app.command()

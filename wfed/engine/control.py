@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -213,10 +214,20 @@ async def resume(
             conn,
             row,
             decision,
-            {"requested": None, "run_after": None},
+            {"requested": None, "run_after": _later_run_after(operator, row)},
             reason=reason,
             position=row.current_step,
         )
+
+
+def _later_run_after(operator: Operator, row: WorkflowRow) -> datetime | None:
+    """A workflow's `run_after` if it is still to come, else None: resuming or skipping
+    makes a workflow runnable again, but not before the time it was set to run at (a
+    maintenance planned for tonight, paused and resumed this afternoon, waits)."""
+    run_after = row.run_after
+    if isinstance(run_after, datetime) and run_after > operator.clock():
+        return run_after
+    return None
 
 
 async def retry(
@@ -266,7 +277,7 @@ async def skip(
                 "context": context,
                 "last_error": None,
                 "requested": None,
-                "run_after": None,
+                "run_after": _later_run_after(operator, row),
             },
             reason=reason,
             position=position,
