@@ -99,6 +99,22 @@ class LogConfig(_Section):
 class MetricsConfig(_Section):
     listen: str = ""
 
+    @field_validator("listen")
+    @classmethod
+    def _host_and_port(cls, value: str) -> str:
+        if value:
+            listen_port(value)
+        return value
+
+
+def listen_port(listen: str) -> int:
+    """The port of a `HOST:PORT` listen address (0: any free port); ValueError if it has
+    none from 0 to 65535."""
+    _, _, port = listen.rpartition(":")
+    if not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{listen!r} is not HOST:PORT with a port from 0 to 65535")
+    return int(port)
+
 
 PurgeableState = Literal["completed", "stopped"]
 _PURGEABLE_DEFAULT: tuple[PurgeableState, ...] = ("completed", "stopped")

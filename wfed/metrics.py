@@ -15,6 +15,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from wfed.config import listen_port
 from wfed.errors import ConfigError
 
 STATE_COUNT_INTERVAL = 30.0
@@ -103,18 +104,16 @@ class Metrics:
 
     def serve(self, listen: str) -> tuple[str, int]:
         """Serve /metrics on `host:port` (port 0: any free port); returns the address."""
-        host, _, port = listen.rpartition(":")
+        host = listen.rpartition(":")[0]
         try:
-            number = int(port)
-        except ValueError:
-            raise ConfigError(
-                f"[metrics] listen: {listen!r} is not HOST:PORT (e.g. 127.0.0.1:9464)"
-            ) from None
+            number = listen_port(listen)
+        except ValueError as exc:
+            raise ConfigError(f"[metrics] listen: {exc} (e.g. 127.0.0.1:9464)") from None
         try:
             self._server, self._thread = start_http_server(
                 number, addr=host.strip("[]") or "127.0.0.1", registry=self.registry
             )
-        except OSError as exc:
+        except (OSError, OverflowError, UnicodeError) as exc:
             raise ConfigError(f"[metrics] listen: cannot listen on {listen}: {exc}") from None
         address = self._server.server_address
         return str(address[0]), int(address[1])

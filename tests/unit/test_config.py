@@ -211,6 +211,9 @@ def test_section_that_is_not_a_table(tmp_path: Path) -> None:
         ("log", "level", "1"),
         ("log", "format", '"xml"'),
         ("metrics", "listen", "9464"),
+        ("metrics", "listen", '"127.0.0.1:99999"'),
+        ("metrics", "listen", '"127.0.0.1:http"'),
+        ("metrics", "listen", '"nonsense"'),
     ],
 )
 def test_wrong_type_or_value_names_the_key(
