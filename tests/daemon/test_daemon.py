@@ -318,6 +318,26 @@ async def test_sigterm_past_the_grace_interrupts_the_step(
     assert "interrupted" in ((await engine.get(name)).last_error or "")
 
 
+async def test_sigterm_past_the_grace_does_not_wait_for_a_step_thread(
+    engine: Engine, start_daemon: DaemonFactory, queue: str, journal: Path, schema: str
+) -> None:
+    """A plain `def` step still running in its worker thread when the grace ends cannot be
+    cancelled: the daemon hands its workflow back and exits (0) without waiting for the
+    thread, so the step does not go on running in a daemon that has stopped."""
+    name = f"{queue}-thread"
+    steps = [{"step": "slow_in_thread", "args": {"tag": "b", "seconds": 120}}]
+    await _create(engine, name, queue, journal, steps)
+    leaving = start_daemon(schema, queue=queue, shutdown_grace=0.5, lease=30)
+    await wait_for_journal(journal, "start b")
+    leaving.signal(signal.SIGTERM)
+    assert leaving.wait(timeout=60) == 0  # long before the step's 120 s
+    assert not [line for line in journal_lines(journal) if line.startswith("end b")]
+    assert leaving.events("step_threads_abandoned")[0]["threads"] == 1
+    workflow = await engine.get(name)
+    assert workflow.state is WorkflowState.PENDING
+    assert workflow.row.claimed_by is None
+
+
 async def test_bad_rows_go_to_error_while_good_rows_flow(
     engine: Engine, start_daemon: DaemonFactory, queue: str, journal: Path, schema: str
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any, ClassVar
 
 from wfed import Context, Step, step
@@ -41,6 +42,14 @@ class SlowIdempotent(Slow):
 
     name: ClassVar[str] = "slow_idempotent"
     idempotent: ClassVar[bool] = True
+
+
+@step("slow_in_thread")
+def slow_in_thread(ctx: Context, tag: str = "slow", seconds: float = 1.0) -> None:
+    """`slow` as a plain function: it runs in a worker thread, which nothing can cancel."""
+    _journal(ctx, f"start {tag}")
+    time.sleep(seconds)
+    _journal(ctx, f"end {tag}")
 
 
 @step("fail")

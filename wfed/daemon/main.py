@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,24 @@ def _daemon(config_path: str | None) -> Daemon:
     return Daemon(config)
 
 
+async def _serve(daemon: Daemon) -> None:
+    """Run the daemon; once it has shut down, leave at once if a `def` step cut off by the
+    shutdown still runs in its worker thread. Waiting for the thread (as the end of
+    `asyncio.run` and the interpreter's exit would) keeps the step running long after
+    its workflow was handed back, perhaps beside its re-run by another daemon, and turns
+    a stop under systemd into a wait for the stop timeout and a SIGKILL."""
+    from wfed.logging import get_logger
+    from wfed.steps import threads
+
+    await daemon.run()
+    cut_off = threads.running()
+    if cut_off:
+        get_logger("wfed.daemon").warning("step_threads_abandoned", threads=cut_off)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.version:
@@ -57,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         gc.freeze()
         gc.enable()
     try:
-        asyncio.run(daemon.run())
+        asyncio.run(_serve(daemon))
     except WfedError as exc:  # logged as daemon_failed by the daemon itself
         print(f"wfed: {exc}", file=sys.stderr)
         return 1

@@ -14,12 +14,13 @@ script) has none, and its output goes nowhere.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
 import inspect
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Literal, Protocol, TypeVar, cast, get_type_hints
+
+from wfed.steps.threads import run_in_thread
 
 Context = dict[str, Any]
 
@@ -124,7 +125,7 @@ class Step:
             await self.run(ctx, **args)
         else:
             sync_run = cast(Callable[..., Any], self.run)
-            result = await asyncio.to_thread(sync_run, ctx, **args)
+            result = await run_in_thread(sync_run, ctx, **args)
             # An async function behind a plain (sync) decorator looks like a `def`: its
             # coroutine must still be awaited, or the step "completes" having done nothing.
             if inspect.isawaitable(result):
