@@ -15,7 +15,6 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from wfed.config import listen_port
 from wfed.errors import ConfigError
 
 STATE_COUNT_INTERVAL = 30.0
@@ -104,11 +103,14 @@ class Metrics:
 
     def serve(self, listen: str) -> tuple[str, int]:
         """Serve /metrics on `host:port` (port 0: any free port); returns the address."""
-        host = listen.rpartition(":")[0]
+        # The configuration checked the address's form (`wfed.config.listen_port`).
+        host, _, port = listen.rpartition(":")
         try:
-            number = listen_port(listen)
-        except ValueError as exc:
-            raise ConfigError(f"[metrics] listen: {exc} (e.g. 127.0.0.1:9464)") from None
+            number = int(port)
+        except ValueError:
+            raise ConfigError(
+                f"[metrics] listen: {listen!r} is not HOST:PORT (e.g. 127.0.0.1:9464)"
+            ) from None
         try:
             self._server, self._thread = start_http_server(
                 number, addr=host.strip("[]") or "127.0.0.1", registry=self.registry
