@@ -148,3 +148,53 @@ async def test_a_step_leaving_nan_fails_alone_in_a_group_commit(engine: Engine) 
     assert failed.state is WorkflowState.ERROR
     assert failed.last_error is not None
     assert "not JSON" in failed.last_error
+
+
+async def test_a_fence_no_claim_can_bump_sends_its_row_alone_to_error(engine: Engine) -> None:
+    """A `fence` set by hand past what claims ever reach (up to the column's largest
+    value, whose bump would overflow it) or below 0: the claim sends that row to error
+    naming the column, with its fence set back to 0, and claims the good rows beside it
+    (pending ones, and one whose lease expired); a retry then runs the bad one."""
+    queue = unique_name("fence")
+    bad = {unique_name("fence-max"): 2**63 - 1, unique_name("fence-neg"): -5}
+    good = [unique_name("fence-good") for _ in range(2)]
+    expired = unique_name("fence-expired")
+    async with engine.db.transaction() as conn:
+        for name, fence in bad.items():
+            await conn.execute(
+                text(
+                    "INSERT INTO workflows (name, steps, context, queue, fence) "
+                    "VALUES (:n, '[\"noop\"]', '{}', :q, :f)"
+                ),
+                {"n": name, "q": queue, "f": fence},
+            )
+        for name in good:
+            await _insert(conn, name, '["noop"]', "{}", queue)
+        await conn.execute(
+            text(
+                "INSERT INTO workflows (name, steps, context, queue, state, claimed_by, "
+                "lease_expires_at, fence) VALUES (:n, '[\"noop\"]', '{}', :q, 'running', "
+                "'gone:1', :at, :f)"
+            ),
+            {"n": expired, "q": queue, "at": utc_now(), "f": 2**63 - 1},
+        )
+
+    async with engine.db.transaction() as conn:
+        claimed = await claims.workflow_claim_pending(
+            conn, owner="fence-test", queues=[queue], limit=10, now=utc_now(), lease=600
+        )
+        rescued = await claims.workflow_claim_expired(
+            conn, owner="fence-test", queues=[queue], limit=10, now=utc_now(), lease=600
+        )
+
+    assert sorted(row.name for row in claimed) == sorted(good)
+    assert rescued == []
+    for name in [*bad, expired]:
+        workflow = await engine.get(name)
+        assert workflow.state is WorkflowState.ERROR
+        assert workflow.row.fence == 0
+        assert workflow.row.claimed_by is None
+        assert "fence holds" in (workflow.last_error or "")
+    retried = next(iter(bad))
+    await engine.retry(retried)
+    assert (await engine.run(retried)).state is WorkflowState.COMPLETED

@@ -13,8 +13,9 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wfed.states import Operation, WorkflowState, target
-from wfed.store import locks
+from wfed.states import EventKind, Operation, WorkflowState, target
+from wfed.store import events, locks
+from wfed.store.events import Event
 from wfed.store.guards import lease_expired, pending_due, state_in
 from wfed.store.locks import LimitOf, one_slot
 from wfed.store.rows import WorkflowRow
@@ -44,10 +45,57 @@ def _claim_values(owner: str, now: datetime, lease: float) -> dict[str, Any]:
     }
 
 
+FENCE_LIMIT = 2**62
+"""No fence reaches this by claims (one a microsecond would take 146,000 years): a row
+holding more was written by hand, and bumping it would overflow the column."""
+
+
+def _unclaimable(row: WorkflowRow) -> str | None:
+    """Why a selected row cannot be claimed as it stands (its fence cannot be bumped), or
+    None. Such a row is an INSERT's or UPDATE's doing, never wfed's."""
+    fence = row.fence
+    if isinstance(fence, bool) or not isinstance(fence, int) or not 0 <= fence < FENCE_LIMIT:
+        return (
+            f"invalid workflow: fence holds {str(fence)[:40]!r}, not a count of claims "
+            f"from 0 to {FENCE_LIMIT - 1}; it was set to 0: `wfectl retry` runs it"
+        )
+    return None
+
+
+async def _set_aside(
+    conn: AsyncConnection, rows: list[WorkflowRow], *, owner: str, now: datetime
+) -> list[WorkflowRow]:
+    """The rows that can be claimed; each of the others goes to `error` (its fence set to
+    0, so that a retry can claim it) instead of failing the claim of every row beside it."""
+    usable = []
+    for row in rows:
+        problem = _unclaimable(row)
+        if problem is None:
+            usable.append(row)
+            continue
+        await conn.execute(
+            update(workflows)
+            .where(W.id == row.id)
+            .values(
+                state=WorkflowState.ERROR.value,
+                last_error=problem,
+                fence=0,
+                claimed_by=None,
+                lease_expires_at=None,
+                requested=None,
+                updated_at=now,
+            )
+        )
+        rejected = Event(row.id, row.name, EventKind.INVALID.value, owner, now, reason=problem)
+        await events.events_insert(conn, rejected)
+    return usable
+
+
 async def _claim_selected(
     conn: AsyncConnection, query: Any, *, owner: str, now: datetime, lease: float
 ) -> list[WorkflowRow]:
     rows = [WorkflowRow.from_mapping(r) for r in (await conn.execute(query)).mappings().all()]
+    rows = await _set_aside(conn, rows, owner=owner, now=now)
     return await _claim_rows(conn, rows, owner=owner, now=now, lease=lease)
 
 
@@ -153,6 +201,7 @@ async def workflow_claim_pending_counted(
     looks at up to `limit + lookahead` of them, in one pass of the claim index."""
     query = claim_pending_query(queues, limit + lookahead, now)
     candidates = [WorkflowRow.from_mapping(r) for r in (await conn.execute(query)).mappings().all()]
+    candidates = await _set_aside(conn, candidates, owner=owner, now=now)
     chosen, waiting = await locks.claimable_with_keys(conn, candidates, limit, limit_of, now)
     rows = await _claim_rows(conn, chosen, owner=owner, now=now, lease=lease)
     return PendingClaim(rows, waiting)
