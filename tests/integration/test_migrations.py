@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Column, Connection, Integer, MetaData, String
+from sqlalchemy import Column, Connection, Integer, MetaData, String, text
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 
 from wfed import Engine, SchemaOutdated
 from wfed.store import migrate
@@ -100,3 +101,24 @@ async def test_require_current_refuses_an_empty_database(tmp_path: Path) -> None
         assert "missing" in str(outdated.value)
     finally:
         await db.dispose()
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("state", "PENDING"), ("state", "pending "), ("requested", "Stop"), ("requested", "stop ")],
+)
+async def test_a_state_or_request_must_be_written_exactly(
+    engine: Engine, column: str, value: str
+) -> None:
+    """Every backend refuses a state or a request that differs from a known one only by
+    case or a trailing space (MariaDB's collation would otherwise let it through, and no
+    reader of the row could make sense of it)."""
+    with pytest.raises(DBAPIError):
+        async with engine.db.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    f"INSERT INTO workflows (name, steps, context, {column}) "
+                    "VALUES (:name, '[\"noop\"]', '{}', :value)"
+                ),
+                {"name": f"exact-{column}-{value.strip()}", "value": value},
+            )

@@ -195,6 +195,8 @@ workflows = Table(
     Column("windows", Json, nullable=True),
     Column("window_paused", String(255), nullable=True),
     UniqueConstraint("name"),
+    # On MariaDB/MySQL, migration 0006 compares state and requested byte for byte
+    # (CAST … AS BINARY): their collation would let 'PENDING' or 'stop ' through.
     CheckConstraint(_in("state", WORKFLOW_STATES), name="state"),
     CheckConstraint(
         f"requested IS NULL OR {_in('requested', [r.value for r in Request])}",
