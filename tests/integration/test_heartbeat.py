@@ -499,6 +499,41 @@ async def test_an_outage_is_tried_again_after_one_wait_of_at_most_a_quarter_leas
     assert said == waits[1:]
 
 
+async def test_an_outage_never_keeps_the_watchdog_waiting(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a systemd watchdog, the backoff of a failing heartbeat stops at the watchdog
+    interval, each try telling systemd the loop is alive: a database away for any time
+    must not get the daemon killed and restarted. Once a beat succeeds again, it says so."""
+    waits: list[float] = []
+    told: list[str] = []
+    finished = asyncio.Event()
+    watchdog = 2.5
+    outcomes = iter([TimeoutError("no answer")] * 5 + [None])
+
+    async def beat(**_: object) -> None:
+        outcome = next(outcomes)
+        if outcome is not None:
+            raise outcome
+        finished.set()
+
+    async def recorded_wait(_events: object, seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr(harness.heartbeat, "run_once", beat)
+    monkeypatch.setattr("wfed.daemon.heartbeat.wait_first", recorded_wait)
+    monkeypatch.setattr("wfed.daemon.sdnotify.watchdog_interval", lambda: watchdog)
+    monkeypatch.setattr("wfed.daemon.sdnotify.notify", told.append)
+    with capture_logs() as logs:
+        await harness.heartbeat.run(finished)
+
+    # The first wait, one after each failure (capped), then the usual one.
+    assert waits == [CONTROL, 2, watchdog, watchdog, watchdog, watchdog, CONTROL]
+    assert told == ["WATCHDOG=1"] * 6
+    events = [line["event"] for line in logs]
+    assert events == ["heartbeat_failed"] * 5 + ["heartbeat_recovered"]
+
+
 async def test_a_renewal_that_met_an_outage_does_not_hold_the_next_beat_back(
     engine: Engine, create: CreateFn, queue: str, harness: Harness
 ) -> None:
@@ -521,5 +556,5 @@ async def test_a_renewal_that_met_an_outage_does_not_hold_the_next_beat_back(
     assert beat.renewed == 1
     assert runner.told == ["renewed"]
     assert [line["event"] for line in logs if line["log_level"] == "warning"] == [
-        "heartbeat_failed"
+        "lease_renewal_failed"
     ]

@@ -171,7 +171,7 @@ class Heartbeat:
         except LOOP_ERRORS as exc:
             if not ridden_out(exc):
                 raise
-            note_failure(self.log, self.metrics, "heartbeat", exc, retry_in=0.0)
+            note_failure(self.log, self.metrics, "lease_renewal", exc, retry_in=0.0)
             return None
 
     async def _renew_within_limit(self, now: datetime, due: list[int]) -> Beat:
@@ -322,6 +322,7 @@ class Heartbeat:
         if watchdog is not None:
             interval = min(interval, watchdog)
         delay = interval
+        failing = False
         try:
             while True:
                 await wait_first((finished, self._woken), delay)
@@ -339,10 +340,17 @@ class Heartbeat:
                         raise
                     # Back off, but try at least every lease/4: to renew the leases as soon
                     # as the database is back, and to drop an expired one soon after it
-                    # ends (run_once does, failed or not). The wait is the one above.
+                    # ends (run_once does, failed or not); and at least every watchdog
+                    # interval, which each try tells systemd. The wait is the one above.
                     delay = min(delay * 2, OUTAGE_BACKOFF_MAX, self.settings.lease / 4)
+                    if watchdog is not None:
+                        delay = min(delay, watchdog)
                     note_failure(self.log, self.metrics, "heartbeat", exc, retry_in=delay)
+                    failing = True
                     continue
+                if failing:
+                    self.log.info("heartbeat_recovered")
+                    failing = False
                 delay = interval
         finally:
             await self.stop_renewing()
