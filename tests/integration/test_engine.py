@@ -354,6 +354,21 @@ async def test_a_pause_step_at_the_end_is_a_final_sign_off(engine: Engine, creat
     assert attempts(done) == [1, 1]
 
 
+async def test_skipping_a_final_sign_off_completes_the_workflow(engine: Engine, create) -> None:
+    """`skip` of a workflow paused by a gate that was its last step (every step done)
+    does what `resume` does: it completes, with no step left to run or mark."""
+    name = await create(["noop", "pause"])
+    with pytest.raises(WorkflowHalted):
+        await engine.run(name)
+
+    skipped = await engine.skip(name, reason="signed off by phone")
+
+    assert (skipped.state, skipped.current_step) == (WorkflowState.PENDING, 2)
+    done = await engine.run(name)
+    assert done.state is WorkflowState.COMPLETED
+    assert step_states(done) == [StepState.COMPLETED, StepState.COMPLETED]
+
+
 # -- delete -------------------------------------------------------------------------------
 
 

@@ -259,8 +259,11 @@ async def skip(
     async with _operate(operator, name, Operation.SKIP, expected) as (conn, row, decision):
         steps = await step_store.steps_get(conn, row.id)
         position = row.current_step
+        signed_off = bool(steps) and position == len(steps)
         if not steps and row.state is WorkflowState.PAUSED:
             _check_skip_before_first_run(name, position, _definition_length(row.steps))
+        elif signed_off and row.state is WorkflowState.PAUSED:
+            pass  # paused by a pause step that was its last: skipping the gate completes it
         elif position >= len(steps):
             raise InvalidTransition(
                 f"cannot skip in workflow {name!r}: it has no step {position} "
@@ -273,7 +276,7 @@ async def skip(
             row,
             decision,
             {
-                "current_step": position + 1,
+                "current_step": position if signed_off else position + 1,
                 "context": context,
                 "last_error": None,
                 "requested": None,
@@ -283,7 +286,7 @@ async def skip(
             position=position,
             detail={"set": set_context} if set_context else None,
         )
-        if steps:
+        if steps and not signed_off:
             await step_store.step_finish(
                 conn, row.id, position, StepState.SKIPPED, operator.clock()
             )
