@@ -10,6 +10,7 @@ import pytest
 
 from wfed.config import CONFIG_ENV, DATABASE_URL_ENV, Config, load_config, parse_config
 from wfed.errors import ConfigError, WfedError
+from wfed.store.database import create_engine
 
 DESIGN_EXAMPLE = """\
 [database]
@@ -353,3 +354,10 @@ def test_the_shipped_config_file_names_every_key_with_its_default() -> None:
         assert isinstance(model, type), section
         expected = set(model.model_fields) - {"webhooks"}
         assert set(written.get(section, {})) == expected, section
+
+
+def test_a_password_file_for_sqlite_is_named_as_the_problem() -> None:
+    """SQLite takes no password: a password_file beside an SQLite url is refused naming
+    password_file, not as an invalid URL."""
+    with pytest.raises(ConfigError, match=r"^\[database\] password_file: an SQLite database"):
+        create_engine("sqlite+aiosqlite:///wfed.db", password="secret")

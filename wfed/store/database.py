@@ -144,9 +144,14 @@ def create_engine(
         parsed = make_url(url)
     except ArgumentError:
         raise ConfigError(f"[database] url: not a database URL: {url!r}") from None
-    if password is not None:
-        parsed = parsed.set(password=password)
     backend = parsed.get_backend_name()
+    if password is not None:
+        if backend == "sqlite":
+            raise ConfigError(
+                "[database] password_file: an SQLite database has no password; remove "
+                "password_file, or give a MariaDB, MySQL or PostgreSQL url"
+            )
+        parsed = parsed.set(password=password)
     # A row's JSON that does not decode (nested too deeply, say) is handed over as a
     # value that sends its workflow to error, instead of failing the whole query.
     options: dict[str, Any] = {"pool_pre_ping": not lean_pool, "json_deserializer": read_json}
