@@ -741,6 +741,25 @@ async def test_set_context_sets_and_unsets_keys(engine: Engine, create) -> None:
     assert done.context["b"] == 11
 
 
+async def test_a_context_that_is_no_object_cannot_be_edited(
+    engine: Engine, new_name, probe
+) -> None:
+    """A context written by SQL as something other than a JSON object: `set_context` and
+    `skip --set` are refused, saying what it holds and how to fix it, not a TypeError."""
+    name = new_name("ctxlist")
+    async with engine.db.engine.begin() as conn:
+        await conn.execute(
+            text("INSERT INTO workflows (name, steps, context, state) VALUES (:n, :s, :c, :st)"),
+            {"n": name, "s": '["noop", "noop"]', "c": "[1, 2]", "st": "paused"},
+        )
+
+    with pytest.raises(InvalidTransition, match=r"it holds no object.*UPDATE workflows SET"):
+        await engine.set_context(name, {"a": 1})
+    with pytest.raises(InvalidTransition, match="it holds no object"):
+        await engine.skip(name, set_context={"a": 1})
+    assert (await probe.row(name)).context == [1, 2]
+
+
 async def test_set_context_is_refused_while_running(engine: Engine, create, probe) -> None:
     """`set_context` on a running workflow raises InvalidTransition and changes nothing."""
     name = await create(["noop"], {"a": 1})

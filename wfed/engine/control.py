@@ -40,6 +40,7 @@ from wfed.store import workflows as workflow_store
 from wfed.store.database import Database
 from wfed.store.events import Event
 from wfed.store.rows import WorkflowRow
+from wfed.unreadable_json import UnreadableJson
 from wfed.windows import WindowSpecError, parse_windows
 
 log = get_logger("wfed.engine")
@@ -269,7 +270,7 @@ async def skip(
                 f"cannot skip in workflow {name!r}: it has no step {position} "
                 "(an invalid definition has no steps to skip: fix `steps`, then retry)"
             )
-        context = _storable({**row.context, **(set_context or {})})
+        context = _storable({**_editable_context(row), **(set_context or {})})
         await _apply(
             operator,
             conn,
@@ -358,7 +359,7 @@ async def set_context(
 ) -> None:
     """Change keys of the context of a workflow that is not running."""
     async with _operate(operator, name, Operation.SET_CONTEXT) as (conn, row, decision):
-        context = {**row.context, **(updates or {})}
+        context = {**_editable_context(row), **(updates or {})}
         keys = [unset] if isinstance(unset, str) else list(unset)  # one key, not its letters
         missing = [key for key in keys if key not in context]
         if missing:
@@ -431,6 +432,19 @@ def _readable_windows(value: Any) -> Any:
     except WindowSpecError:
         return "(unreadable)"
     return value
+
+
+def _editable_context(row: WorkflowRow) -> dict[str, Any]:
+    """The context an edit starts from; InvalidTransition if the row's context is not a
+    JSON object (written so by SQL), which no key can be set in."""
+    if isinstance(row.context, dict):
+        return row.context
+    held = "text that is not JSON" if isinstance(row.context, UnreadableJson) else "no object"
+    raise InvalidTransition(
+        f"cannot edit the context of workflow {row.name!r}: it holds {held}, so no key can "
+        f"be set in it; write a JSON object there with SQL (UPDATE workflows SET context "
+        f"= '{{}}' WHERE name = '{row.name}'), or delete the workflow"
+    )
 
 
 def _definition_length(steps: Any) -> int:
