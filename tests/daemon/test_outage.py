@@ -87,6 +87,44 @@ async def test_daemon_rides_out_a_mariadb_outage(
     assert daemon.events("claim_failed") or daemon.events("heartbeat_failed")
 
 
+async def test_a_daemon_started_while_its_database_is_down_waits_for_it(
+    private_mariadb: PrivateMariaDB, start_daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    """A daemon started while its MariaDB server is down (a host booting before its
+    database, say) stays up, says it waits for the database, and once the server is
+    back starts and runs the work waiting for it."""
+    url = private_mariadb.url
+    db = Database(url)
+    await upgrade(db)
+    await db.dispose()
+    journal = tmp_path / "journal.txt"
+    journal.touch()
+    queue = "late-db"
+    async with Engine(url, step_modules=STEP_MODULES) as engine:
+        await engine.create_workflow(
+            "late-db-1",
+            {"journal": str(journal)},
+            [{"step": "mark", "args": {"tag": "ran"}}],
+            queue=queue,
+        )
+    private_mariadb.stop()
+
+    daemon = start_daemon(url, queue=queue, wait_ready=False)
+    waiting = await asyncio.to_thread(daemon.wait_for_log, "database_unreachable")
+    assert "unreachable" in waiting["error"]
+    assert daemon.proc.poll() is None
+
+    private_mariadb.start()
+    await asyncio.to_thread(daemon.wait_for_log, "daemon_started", 60.0)
+    async with Engine(url, step_modules=STEP_MODULES) as engine:
+
+        async def completed() -> bool:
+            return (await engine.get("late-db-1")).state is WorkflowState.COMPLETED
+
+        await wait_until(completed, limit=60, what="the waiting workflow completed")
+    assert daemon.proc.poll() is None
+
+
 async def test_cancelled_query_never_returns_its_connection_to_the_pool(
     mariadb_url: str,
 ) -> None:

@@ -30,6 +30,7 @@ from wfed.daemon.chores import DaemonPruner, Retention, StateCounter
 from wfed.daemon.claimer import Claimer
 from wfed.daemon.committer import StepCommitter
 from wfed.daemon.heartbeat import Heartbeat
+from wfed.daemon.loops import wait_for
 from wfed.daemon.notifier import Notifier
 from wfed.daemon.runners import Runners
 from wfed.daemon.scheduler import Scheduler
@@ -38,12 +39,17 @@ from wfed.daemon.window_resumer import WindowResumer
 from wfed.engine import output
 from wfed.engine.runner import WorkflowRunner
 from wfed.engine.turn import Outcome
-from wfed.errors import WfedError
+from wfed.errors import DatabaseUnavailable, WfedError
 from wfed.metrics import Metrics
 from wfed.steps.registry import StepRegistry
 from wfed.store import daemons as daemon_store
 from wfed.store import migrate
-from wfed.store.database import Database, explained_errors
+from wfed.store.database import (
+    DATABASE_ERRORS,
+    Database,
+    database_error,
+    is_unreachable,
+)
 from wfed.store.rows import DaemonRow, WorkflowRow
 
 log = structlog.get_logger("wfed.daemon")
@@ -51,6 +57,9 @@ log = structlog.get_logger("wfed.daemon")
 # Concurrent group-commit transactions: enough to keep the database busy while a batch's
 # statements travel, few enough that batches stay large.
 COMMITTERS = 4
+START_RETRY_FIRST = 1.0
+START_RETRY_MAX = 10.0
+"""The backoff of a start-up waiting for its database, in seconds."""
 # How long shutdown waits for live step output still being written.
 OUTPUT_SETTLE_SECONDS = 5.0
 # Turns whose end records an event a webhook may want.
@@ -157,19 +166,52 @@ class Daemon:
 
     # -- lifecycle --------------------------------------------------------------------
 
+    async def _start_up(self) -> bool:
+        """Check the schema, register, prune dead daemons' rows. A database that cannot be
+        reached (down, restarting, its connection lost, no answer) is waited for, as
+        the running daemon rides out an outage; systemd is told to keep waiting. Any other
+        database error (a login refused, a privilege or the schema missing) ends the
+        start-up at once, said as wfectl says it. False if a shutdown was asked for while
+        waiting."""
+        delay = START_RETRY_FIRST
+        while True:
+            try:
+                await migrate.require_current(self.db)
+                await self.heartbeat.register()
+                await self.pruner.run_once()
+            except (*DATABASE_ERRORS, DatabaseUnavailable) as exc:
+                # The store says an outage met inside a transaction as DatabaseUnavailable,
+                # the driver's error as its cause; elsewhere the driver's error comes as is.
+                cause = exc.__cause__ if isinstance(exc, DatabaseUnavailable) else exc
+                if isinstance(exc, WfedError):
+                    explained: WfedError = exc
+                else:
+                    explained = database_error(exc, self.db.display_url)
+                if cause is None or not is_unreachable(cause):
+                    raise explained from None
+                self.log.warning("database_unreachable", error=str(explained), retry_in=delay)
+                sdnotify.notify(
+                    "STATUS=waiting for the database\n"
+                    f"EXTEND_TIMEOUT_USEC={int(2 * delay * 1_000_000)}"
+                )
+                await wait_for(self._stopping, delay)
+                if self._stopping.is_set():
+                    return False
+                delay = min(delay * 2, START_RETRY_MAX)
+            else:
+                return True
+
     async def run(self) -> None:
         """Run until a signal (or `request_shutdown`) and a clean shutdown."""
         try:
-            # A database error of the start-up (a privilege missing, say) is said as
-            # wfectl says it, in the `daemon_failed` line, not as a traceback.
-            with explained_errors(self.db.display_url):
-                await migrate.require_current(self.db)
-                if self.config.metrics.listen:
-                    host, port = self.metrics.serve(self.config.metrics.listen)
-                    self.log.info("metrics_listening", address=f"{host}:{port}")
-                await self.heartbeat.register()
-                await self.pruner.run_once()
+            # Before anything that may wait: a SIGTERM while the database is away at
+            # start-up stops the daemon cleanly rather than killing it.
             signals.install(self.request_shutdown)
+            if self.config.metrics.listen:
+                host, port = self.metrics.serve(self.config.metrics.listen)
+                self.log.info("metrics_listening", address=f"{host}:{port}")
+            if not await self._start_up():
+                return  # asked to stop while waiting for the database
             self.log.info(
                 "daemon_started",
                 queues=self.settings.queues,

@@ -218,6 +218,26 @@ def is_outage(exc: BaseException) -> bool:
 DATABASE_ERRORS = (DBAPIError, OSError)
 
 
+def _login_refused(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    sqlstate = sqlstate if isinstance(sqlstate, str) else ""
+    return (
+        mysql_error_code(exc) in _MYSQL_LOGIN_REFUSED
+        or sqlstate.startswith("28")
+        or sqlstate == "3D000"
+    )
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says the database could not be reached or answer (down, restarting,
+    the connection lost, no answer in time) — not that it refused the login, which the
+    daemon rides out once running (a password rotation) but not at its start."""
+    if _login_refused(exc):
+        return False
+    return isinstance(exc, TimeoutError) or is_connection_error(exc)
+
+
 def database_error(exc: DBAPIError | OSError, display_url: str) -> WfedError:
     """What a failed database call means to an operator, as the WfedError to report in one
     line naming the database by `display_url` (without its password): SchemaOutdated for
@@ -236,7 +256,7 @@ def database_error(exc: DBAPIError | OSError, display_url: str) -> WfedError:
         )
     if isinstance(exc, TimeoutError):
         what = "unreachable: timed out"
-    elif code in _MYSQL_LOGIN_REFUSED or sqlstate.startswith("28") or sqlstate == "3D000":
+    elif _login_refused(exc):
         what = f"refused the login: {reason}"
     elif code in _MYSQL_PRIVILEGE_DENIED or sqlstate == "42501":
         what = (
