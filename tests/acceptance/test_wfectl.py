@@ -391,6 +391,28 @@ def test_delete_refuses_a_running_workflow(wfectl: Wfectl, unique: str) -> None:
     with_engine(wfectl.url, lambda engine: engine.delete(name))
 
 
+def test_a_pause_during_the_last_step_says_it_completes(wfectl: Wfectl, unique: str) -> None:
+    """A pause asked of a workflow running its last step cannot stop it before another
+    step: wfectl says it completes, rather than promising a pause."""
+    name, queue = f"last-{unique}", f"q-{unique}"
+    create(wfectl.url, name, queue)
+    lease = datetime.now(UTC).replace(tzinfo=None) + timedelta(hours=1)
+    rows = update(workflows).where(workflows.c.name == name)
+    execute(
+        wfectl.url,
+        rows.values(
+            state="running", current_step=1, claimed_by="other-host:42", lease_expires_at=lease
+        ),
+    )
+    ok(
+        wfectl("pause", name),
+        f"pause requested for {name} (running its last step: no step is left to pause "
+        "before, so it completes if that step succeeds)",
+    )
+    execute(wfectl.url, rows.values(state="stopped", requested=None, claimed_by=None))
+    with_engine(wfectl.url, lambda engine: engine.delete(name))
+
+
 def test_usage_errors_exit_2(wfectl_config: Path) -> None:
     """Malformed command lines are usage errors (exit code 2), before any database use."""
     cli = Wfectl(NO_DATABASE, wfectl_config)

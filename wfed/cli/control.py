@@ -54,10 +54,16 @@ def pause(cli: typer.Context, name: Name, reason: Reason = None) -> None:
         return await engine.pause(name, reason)
 
     workflow = run_engine(settings_of(cli), work)
-    if workflow.state is WorkflowState.RUNNING:
-        render.say(f"pause requested for {name} (running: it pauses after its current step)")
-    else:
+    if workflow.state is not WorkflowState.RUNNING:
         render.say(f"paused {name}")
+    elif workflow.current_step + 1 >= render.step_count(workflow):
+        # A pause is honoured between steps, and none follows the last one.
+        render.say(
+            f"pause requested for {name} (running its last step: no step is left to pause "
+            "before, so it completes if that step succeeds)"
+        )
+    else:
+        render.say(f"pause requested for {name} (running: it pauses after its current step)")
 
 
 @app.command()
