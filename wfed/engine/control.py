@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wfed.clock import Clock
-from wfed.errors import InvalidTransition, WorkflowNotFound
+from wfed.errors import DatabaseUnavailable, InvalidTransition, WorkflowNotFound
 from wfed.logging import get_logger
 from wfed.states import (
     Decision,
@@ -37,7 +37,7 @@ from wfed.store import events as event_store
 from wfed.store import locks as lock_store
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
-from wfed.store.database import Database
+from wfed.store.database import DATABASE_ERRORS, Database
 from wfed.store.events import Event
 from wfed.store.rows import WorkflowRow
 from wfed.unreadable_json import UnreadableJson
@@ -90,10 +90,35 @@ async def require(conn: AsyncConnection, name: str, *, for_update: bool = False)
 
 
 @contextlib.asynccontextmanager
+async def written(operator: Operator, name: str) -> AsyncIterator[AsyncConnection]:
+    """The transaction of an operator's write about the workflow `name`, which records an
+    event. When the connection breaks as the COMMIT goes out, its reply lost, the write
+    may have landed: it did if the event is there (this operator's, recorded since the
+    write began), and then the write succeeded — saying it failed would have a retry
+    refused ("already exists", "it is paused") for what it did itself."""
+    since = operator.clock()
+    try:
+        async with operator.db.transaction() as conn:
+            yield conn
+    except DatabaseUnavailable:
+        if not await _landed(operator, name, since):
+            raise
+        log.info("write_landed_despite_lost_reply", workflow=name, actor=operator.actor)
+
+
+async def _landed(operator: Operator, name: str, since: datetime) -> bool:
+    try:
+        async with operator.db.transaction() as conn:
+            return await event_store.event_recorded_since(conn, name, operator.actor, since)
+    except (*DATABASE_ERRORS, DatabaseUnavailable):
+        return False  # still unreachable: the failure stands as it was
+
+
+@contextlib.asynccontextmanager
 async def _operate(
     operator: Operator, name: str, operation: Operation, expected: Expected | None = None
 ) -> AsyncIterator[tuple[AsyncConnection, WorkflowRow, Decision]]:
-    async with operator.db.transaction() as conn:
+    async with written(operator, name) as conn:
         row = await require(conn, name, for_update=True)
         if expected is not None:
             expected.check(row)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from wfed.engine.control import Operator
+from wfed.engine.control import Operator, written
 from wfed.engine.window_reads import checked as checked_windows
 from wfed.errors import InvalidDefinition
 from wfed.logging import get_logger
@@ -79,8 +79,8 @@ async def create(
     definition = list(steps) if isinstance(steps, list | tuple) else steps
     context = storable_context(context)
     plans = parse_definition(definition, registry)
-    now = operator.clock()
-    async with operator.db.transaction() as conn:
+    async with written(operator, name) as conn:
+        now = operator.clock()  # not before the write began: see `written`
         workflow_id = await workflow_store.workflow_insert(
             conn,
             name=name,

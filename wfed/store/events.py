@@ -87,6 +87,19 @@ async def event_latest(
     return EventRow.from_mapping(row) if row else None
 
 
+async def event_recorded_since(
+    conn: AsyncConnection, workflow_name: str, actor: str, since: datetime
+) -> bool:
+    """Whether `actor` recorded an event about the workflow named `workflow_name` at
+    `since` or later (whether a write of theirs whose reply was lost landed)."""
+    found = await conn.scalar(
+        select(E.id)
+        .where(E.workflow_name == workflow_name, E.actor == actor, E.at >= since)
+        .limit(1)
+    )
+    return found is not None
+
+
 async def events_delete_for(conn: AsyncConnection, workflow_ids: list[int]) -> int:
     """Delete the events of purged workflows (only when asked to: they are the audit)."""
     if not workflow_ids:
