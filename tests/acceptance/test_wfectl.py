@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 import typer
-from sqlalchemy import delete, update
+from sqlalchemy import delete, insert, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.sql import Executable
@@ -711,3 +711,21 @@ def test_colours_only_on_a_terminal_and_not_with_no_color(wfectl_config: Path) -
     plain = on_terminal(NO_COLOR="1")
     assert "nothing was written" in plain
     assert COLOUR.search(plain) is None
+
+
+def test_control_characters_in_a_row_are_shown_not_obeyed(wfectl: Wfectl, unique: str) -> None:
+    """A name written with SQL holding terminal escape sequences (a window title, a
+    screen clear) is printed with them as visible escapes by list, show and pause: the
+    operator's terminal never receives them."""
+    name = f"esc-{unique}\x1b]0;pwned\x07\x1b[2J"
+    queue = f"q-{unique}"
+    execute(wfectl.url, insert(workflows).values(name=name, steps=["sleep"], queue=queue))
+    shown = f"esc-{unique}\\x1b]0;pwned\\x07\\x1b[2J"
+    for result in (
+        wfectl("list", "--queue", queue),
+        wfectl("show", name),
+        wfectl("pause", name),
+    ):
+        ok(result, shown)
+        assert "\x1b" not in result.out
+        assert "\x07" not in result.out

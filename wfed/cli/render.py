@@ -68,12 +68,24 @@ def console() -> Console:
     width = None
     if not sys.stdout.isatty() and not os.environ.get("COLUMNS"):
         width = _PIPE_WIDTH
+    _show_controls_in_rich()
     return Console(highlight=False, width=width)
 
 
-# What rich leaves out of a text (bell, backspace, vertical tab, form feed, carriage
-# return): a reason or a name cannot move the cursor back over the line.
-_CONTROL = str.maketrans(dict.fromkeys("\a\b\v\f\r"))
+# Control characters a row may hold (a name, a label or a reason written with SQL),
+# which a terminal would obey: an escape sequence can rewrite the screen or the window's
+# title. Every text wfectl prints shows them as visible escapes (`\x1b`) instead.
+_CONTROL = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F) if chr(code) not in "\t\n"}
+
+
+def _show_controls_in_rich() -> None:
+    """Make rich show control characters as `_CONTROL` does (it leaves out only the bell,
+    backspace, vertical tab, form feed and carriage return, and passes ESC through).
+    rich applies this table to the text of every Text it makes; its own styles are not
+    text, so they are untouched."""
+    from rich import control
+
+    control._CONTROL_STRIP_TRANSLATE.update(_CONTROL)
 
 
 def say(message: str) -> None:
