@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 import typer
-from sqlalchemy import delete, insert, update
+from sqlalchemy import delete, insert, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.sql import Executable
@@ -729,3 +729,27 @@ def test_control_characters_in_a_row_are_shown_not_obeyed(wfectl: Wfectl, unique
         ok(result, shown)
         assert "\x1b" not in result.out
         assert "\x07" not in result.out
+
+
+def test_a_blob_an_sqlite_row_holds_for_a_name_is_read_as_text(
+    wfectl: Wfectl, unique: str
+) -> None:
+    """SQLite stores a BLOB in any column: one in a workflow's name and queue, and in an
+    event's actor, is shown as text (bad bytes replaced) by list, history and health,
+    instead of breaking them for every row."""
+    if not wfectl.url.startswith("sqlite"):
+        pytest.skip("only SQLite stores a BLOB in a text column")
+    queue = f"q-{unique}"
+    create(wfectl.url, f"plain-{unique}", queue)
+    execute(
+        wfectl.url,
+        text(
+            "INSERT INTO workflows (name, steps, queue) "
+            "VALUES (CAST(X'FF00FE' || :u AS BLOB), '[\"sleep\"]', CAST(:q AS BLOB))"
+        ).bindparams(u=unique, q=queue),
+    )
+    listed = ok(wfectl("list", "--limit", "5"), f"plain-{unique}")
+    assert "\ufffd" in listed
+    health = wfectl("health")  # exit 1: no daemon serves the queue, which it must say
+    assert "no live daemon serves it" in health.err
+    assert "unexpected error" not in health.err

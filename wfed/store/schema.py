@@ -72,6 +72,37 @@ class _SQLiteTimestamp(TypeDecorator[datetime]):
         return process
 
 
+class _SQLiteReadable:
+    """Text columns whose value, on SQLite, may be a BLOB an INSERT put there: read as
+    text (its bytes decoded, bad ones replaced) instead of breaking every reader of the
+    table (`wfectl list` sorting and printing names). No cost elsewhere."""
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        if dialect.name != "sqlite":
+            return None
+
+        def process(value: Any) -> Any:
+            if isinstance(value, bytes):
+                return value.decode("utf-8", "replace")
+            return value
+
+        return process
+
+
+class Str(_SQLiteReadable, TypeDecorator[str]):
+    """VARCHAR(n) (see `_SQLiteReadable`)."""
+
+    impl = String
+    cache_ok = True
+
+
+class LongText(_SQLiteReadable, TypeDecorator[str]):
+    """TEXT (see `_SQLiteReadable`)."""
+
+    impl = Text
+    cache_ok = True
+
+
 def _is_mysql(dialect: Dialect) -> bool:
     return dialect.name in ("mysql", "mariadb")
 
@@ -169,31 +200,31 @@ workflows = Table(
     "workflows",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("name", String(255), nullable=False),
+    Column("name", Str(255), nullable=False),
     Column("state", String(16), nullable=False, server_default=WorkflowState.PENDING.value),
     Column("steps", Json, nullable=False),
     # NULL is read as {}: a plain-SQL INSERT may leave it out.
     Column("context", Json, nullable=True),
     Column("current_step", Integer, nullable=False, server_default="0"),
-    Column("queue", String(64), nullable=False, server_default="default"),
+    Column("queue", Str(64), nullable=False, server_default="default"),
     Column("priority", Integer, nullable=False, server_default="0"),
     # The claim orders by priority descending then id ascending; MariaDB before 10.8
     # ignores DESC in an index, so the index carries the negated priority instead.
     Column("claim_rank", Integer, Computed("-priority", persisted=True)),
     Column("run_after", Timestamp, nullable=True),
     Column("requested", String(8), nullable=True),
-    Column("claimed_by", String(255), nullable=True),
+    Column("claimed_by", Str(255), nullable=True),
     Column("lease_expires_at", Timestamp, nullable=True),
     # Fencing token: bumped by every claim; every write of an owner checks it.
     Column("fence", BigInteger, nullable=False, server_default="0"),
-    Column("last_error", Text, nullable=True),
+    Column("last_error", LongText, nullable=True),
     Column("created_at", Timestamp, nullable=False, server_default=NOW),
     Column("updated_at", Timestamp, nullable=False, server_default=NOW),
     Column("finished_at", Timestamp, nullable=True),
     # Fleet coordination (migration 0003): concurrency keys and maintenance windows.
     Column("locks", Json, nullable=True),
     Column("windows", Json, nullable=True),
-    Column("window_paused", String(255), nullable=True),
+    Column("window_paused", Str(255), nullable=True),
     UniqueConstraint("name"),
     # On MariaDB/MySQL, migration 0006 compares state and requested byte for byte
     # (CAST … AS BINARY): their collation would let 'PENDING' or 'stop ' through.
@@ -229,14 +260,14 @@ workflow_steps = Table(
         nullable=False,
     ),
     Column("position", Integer, nullable=False),
-    Column("step", String(255), nullable=False),
-    Column("label", String(255), nullable=True),
+    Column("step", Str(255), nullable=False),
+    Column("label", Str(255), nullable=True),
     Column("args", Json, nullable=False),
     Column("state", String(16), nullable=False, server_default=StepState.PENDING.value),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("started_at", Timestamp, nullable=True),
     Column("finished_at", Timestamp, nullable=True),
-    Column("error", Text, nullable=True),
+    Column("error", LongText, nullable=True),
     UniqueConstraint("workflow_id", "position"),
     CheckConstraint(_in("state", STEP_STATES), name="state"),
     CheckConstraint("attempts >= 0", name="attempts"),
@@ -249,12 +280,12 @@ workflow_events = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     # No foreign key: events are the audit trail and outlive a deleted workflow.
     Column("workflow_id", Id, nullable=False),
-    Column("workflow_name", String(255), nullable=False),
+    Column("workflow_name", Str(255), nullable=False),
     Column("position", Integer, nullable=True),
-    Column("kind", String(32), nullable=False),
-    Column("actor", String(255), nullable=False),
+    Column("kind", Str(32), nullable=False),
+    Column("actor", Str(255), nullable=False),
     Column("at", Timestamp, nullable=False),
-    Column("reason", Text, nullable=True),
+    Column("reason", LongText, nullable=True),
     Column("detail", Json, nullable=True),
     Index("ix_workflow_events_workflow", "workflow_id", "id"),
     Index("ix_workflow_events_name", "workflow_name", "id"),
@@ -264,10 +295,10 @@ workflow_events = Table(
 daemons = Table(
     "daemons",
     metadata,
-    Column("id", String(255), primary_key=True),
-    Column("host", String(255), nullable=False),
+    Column("id", Str(255), primary_key=True),
+    Column("host", Str(255), nullable=False),
     Column("pid", Integer, nullable=False),
-    Column("version", String(64), nullable=False),
+    Column("version", Str(64), nullable=False),
     Column("queues", Json, nullable=False),
     Column("max_workflows", Integer, nullable=False),
     Column("lease_seconds", Integer, nullable=False),
