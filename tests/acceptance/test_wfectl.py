@@ -731,9 +731,7 @@ def test_control_characters_in_a_row_are_shown_not_obeyed(wfectl: Wfectl, unique
         assert "\x07" not in result.out
 
 
-def test_a_blob_an_sqlite_row_holds_for_a_name_is_read_as_text(
-    wfectl: Wfectl, unique: str
-) -> None:
+def test_a_blob_an_sqlite_row_holds_for_a_name_is_read_as_text(wfectl: Wfectl, unique: str) -> None:
     """SQLite stores a BLOB in any column: one in a workflow's name and queue, and in an
     event's actor, is shown as text (bad bytes replaced) by list, history and health,
     instead of breaking them for every row."""
