@@ -334,3 +334,31 @@ async def test_a_row_paused_before_its_first_run_can_skip_its_step(
     with pytest.raises(InvalidTransition, match="that is its last step"):
         await engine.skip(last)
     assert (await engine.get(last)).state is WorkflowState.PAUSED
+
+
+@pytest.mark.parametrize("stored", ["'abc'", "0.5"])
+async def test_a_current_step_that_is_no_step_number_goes_to_error(
+    engine: Engine, new_name, stored: str
+) -> None:
+    """SQLite keeps text or a fraction written into `current_step`: the row goes to error
+    naming the column, and no step runs."""
+    if engine.db.backend != "sqlite":
+        pytest.skip("only SQLite stores text or a fraction in an INTEGER column")
+    key = _key()
+    name = new_name("notastep")
+    async with engine.db.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO workflows (name, steps, context, current_step) "
+                f"VALUES (:name, :steps, '{{}}', {stored})"
+            ),
+            {"name": name, "steps": json.dumps([_record(key)])},
+        )
+
+    with pytest.raises(InvalidDefinition, match="current_step holds"):
+        await engine.run(name)
+
+    failed = await engine.get(name)
+    assert failed.state is WorkflowState.ERROR
+    assert "not a step number" in (failed.last_error or "")
+    assert CALLS[key] == 0

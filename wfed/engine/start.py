@@ -73,7 +73,7 @@ class TurnStart:
     async def prepare(self, write: Write) -> tuple[list[StepPlan], Next]:
         """The workflow's step plans and what comes first; Halted if the turn is over."""
         row = self.writer.workflow
-        unreadable = _unreadable_timestamp(row)
+        unreadable = _unreadable_timestamp(row) or _not_a_position(row)
         if unreadable is not None:
             raise Halted(await self._reject(write, unreadable))
         try:
@@ -343,6 +343,18 @@ def _unreadable_timestamp(row: WorkflowRow) -> str | None:
                 "(write UTC as 'YYYY-MM-DD HH:MM:SS', or NULL)"
             )
     return None
+
+
+def _not_a_position(row: WorkflowRow) -> str | None:
+    """What is wrong with `current_step` if it holds no step number (SQLite stores text
+    or a fraction in an INTEGER column), or None."""
+    position: Any = row.current_step
+    if isinstance(position, int) and not isinstance(position, bool):
+        return None
+    return (
+        f"current_step holds {str(position)[:40]!r}, not a step number "
+        "(leave it out of the INSERT, or `wfectl restart --from-step K`)"
+    )
 
 
 def _out_of_range(position: int, count: int) -> str:
