@@ -216,7 +216,7 @@ def _move_params(moves: Sequence[Advance], now: datetime) -> dict[str, Any]:
 @cache
 def _advance_many(size: int, renewing: bool) -> Update:
     """A step advance of `size` workflows in one statement, built once per size (a batch
-    holds at most a committer's max_batch, 64): constructing a statement and its cache key
+    holds at most a committer's max_batch, 32): constructing a statement and its cache key
     costs more CPU than executing it. Each row is guarded by its own fence and current
     step; the id list lets every database find the rows by primary key. Plain parameters
     (no expanding IN lists) keep the per-execution work to binding values.
