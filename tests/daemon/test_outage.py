@@ -36,17 +36,22 @@ def private_mariadb(tmp_path: Path) -> Iterator[PrivateMariaDB]:
         server.stop()
 
 
+async def _schema_and_journal(server: PrivateMariaDB, tmp_path: Path) -> tuple[str, Path]:
+    """The private server's URL, its schema upgraded, and an empty journal file."""
+    db = Database(server.url)
+    await upgrade(db)
+    await db.dispose()
+    journal = tmp_path / "journal.txt"
+    journal.touch()
+    return server.url, journal
+
+
 async def test_daemon_rides_out_a_mariadb_outage(
     private_mariadb: PrivateMariaDB, start_daemon: DaemonFactory, tmp_path: Path
 ) -> None:
     """MariaDB stopped for 10 s while workflows run, then started: the daemon stays up and
     every workflow completes with each step run exactly once."""
-    url = private_mariadb.url
-    db = Database(url)
-    await upgrade(db)
-    await db.dispose()
-    journal = tmp_path / "journal.txt"
-    journal.touch()
+    url, journal = await _schema_and_journal(private_mariadb, tmp_path)
     queue = "outage"
     names = [f"outage-{i}" for i in range(12)]
     async with Engine(url, step_modules=STEP_MODULES) as engine:
@@ -93,12 +98,7 @@ async def test_a_daemon_started_while_its_database_is_down_waits_for_it(
     """A daemon started while its MariaDB server is down (a host booting before its
     database, say) stays up, says it waits for the database, and once the server is
     back starts and runs the work waiting for it."""
-    url = private_mariadb.url
-    db = Database(url)
-    await upgrade(db)
-    await db.dispose()
-    journal = tmp_path / "journal.txt"
-    journal.touch()
+    url, journal = await _schema_and_journal(private_mariadb, tmp_path)
     queue = "late-db"
     async with Engine(url, step_modules=STEP_MODULES) as engine:
         await engine.create_workflow(

@@ -165,14 +165,16 @@ async def running_workflows(
     try:
         yield rows
     finally:
-        async with engine.db.transaction() as conn:
-            for row in rows:
-                await workflow_store.workflow_update(
-                    conn,
-                    row.id,
-                    Operation.HONOUR_STOP,
-                    values={"claimed_by": None},
-                )
+        await _let_go(engine, rows)
+
+
+async def _let_go(engine: Engine, rows: list[WorkflowRow]) -> None:
+    """Stop the workflows a test held as OWNER, so that no daemon ever finds them."""
+    async with engine.db.transaction() as conn:
+        for row in rows:
+            await workflow_store.workflow_update(
+                conn, row.id, Operation.HONOUR_STOP, values={"claimed_by": None}
+            )
 
 
 def _fast(row: WorkflowRow, context: dict[str, Any], result: Any, fence: int | None = None):
@@ -597,11 +599,7 @@ async def claimed_workflows(
     try:
         yield rows
     finally:
-        async with engine.db.transaction() as conn:
-            for row in rows:
-                await workflow_store.workflow_update(
-                    conn, row.id, Operation.HONOUR_STOP, values={"claimed_by": None}
-                )
+        await _let_go(engine, rows)
 
 
 def _start(row: WorkflowRow, result: Any, steps: int = 3, fence: int | None = None):
