@@ -751,3 +751,19 @@ def test_a_blob_an_sqlite_row_holds_for_a_name_is_read_as_text(wfectl: Wfectl, u
     health = wfectl("health")  # exit 1: no daemon serves the queue, which it must say
     assert "no live daemon serves it" in health.err
     assert "unexpected error" not in health.err
+
+
+def test_show_of_a_row_whose_current_step_is_text(wfectl: Wfectl, unique: str) -> None:
+    """SQLite keeps text written into `current_step`: `show` prints the row as it is
+    (the daemon sends it to error when it claims it) instead of failing."""
+    if not wfectl.url.startswith("sqlite"):
+        pytest.skip("only SQLite stores text in an INTEGER column")
+    name = f"textstep-{unique}"
+    create(wfectl.url, f"plain-{unique}", f"q-{unique}")  # the schema, on this database
+    execute(
+        wfectl.url,
+        text(
+            "INSERT INTO workflows (name, steps, current_step) VALUES (:n, '[\"sleep\"]', 'abc')"
+        ).bindparams(n=name),
+    )
+    ok(wfectl("show", name), name, "step abc of 1")

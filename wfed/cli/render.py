@@ -256,7 +256,9 @@ def _workflow_header(workflow: Workflow, now: datetime) -> Table:
     header.add_column(style="bold")
     header.add_column()
     total = step_count(workflow)
-    if row.state is WorkflowState.COMPLETED or (total and row.current_step >= total):
+    # SQLite keeps whatever an INSERT wrote, a text too: such a row is shown, not refused.
+    past_last = isinstance(row.current_step, int) and bool(total) and row.current_step >= total
+    if row.state is WorkflowState.COMPLETED or past_last:
         at = Text(all_done(total))  # or paused at a last step's gate, to complete
     else:
         at = Text(f"{step_title(workflow, row.current_step)} of {total}")
