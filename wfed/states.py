@@ -263,12 +263,18 @@ def refusal(operation: Operation, state: WorkflowState, name: str = "") -> str:
     action = _PHRASES.get(operation, "{verb} {who}").format(
         verb=operation.value.replace("_", " "), who=who
     )
-    return f"cannot {action}: it is {state.value} (allowed from: {', '.join(allowed)})"
+    return f"cannot {action}: it is {state_phrase(state)} (allowed from: {', '.join(allowed)})"
+
+
+def state_phrase(state: WorkflowState) -> str:
+    """A state as a sentence says it: `paused`, `running`, but `in error`."""
+    return "in error" if state is WorkflowState.ERROR else state.value
 
 
 # How a refusal names an operation whose name is not a verb taking the workflow.
 _PHRASES: dict[Operation, str] = {
     Operation.SET_CONTEXT: "edit the context of {who}",
+    Operation.SET_WINDOWS: "set the windows of {who}",
     Operation.REQUEST_PAUSE: "ask {who} to pause",
     Operation.REQUEST_STOP: "ask {who} to stop",
     Operation.HONOUR_PAUSE: "pause {who}",

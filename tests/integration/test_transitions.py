@@ -14,7 +14,7 @@ import pytest
 from wfed import Engine, InvalidTransition, StepError, WorkflowState
 from wfed.clock import utc_now
 from wfed.engine.runner import Outcome, WorkflowRunner
-from wfed.states import Operation
+from wfed.states import Operation, state_phrase
 from wfed.store import claims
 from wfed.store import steps as step_store
 from wfed.store import workflows as workflow_store
@@ -96,7 +96,7 @@ async def _assert_refused(
     with pytest.raises(InvalidTransition) as refused:
         await OPERATIONS[operation](engine, name)
 
-    assert f"it is {state.value}" in str(refused.value)
+    assert f"it is {state_phrase(state)} (allowed from:" in str(refused.value)
     after = await probe.row(name)
     assert (after.state, after.current_step, after.context) == (
         before.state,

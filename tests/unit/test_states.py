@@ -17,6 +17,7 @@ from wfed.states import (
     WorkflowState,
     allowed_transitions,
     decide,
+    refusal,
     sources,
     target,
 )
@@ -241,3 +242,13 @@ def test_a_refused_context_edit_reads_as_english() -> None:
     with pytest.raises(InvalidTransition) as caught:
         decide(Op.SET_CONTEXT, S.RUNNING, "maint-42")
     assert str(caught.value).startswith("cannot edit the context of workflow 'maint-42':")
+
+
+def test_a_refusal_reads_as_a_sentence() -> None:
+    """A refusal names the operation as a verb and the state as a sentence says it."""
+    assert refusal(Op.PAUSE, WorkflowState.ERROR, "m1").startswith(
+        "cannot pause workflow 'm1': it is in error (allowed from: "
+    )
+    assert refusal(Op.SET_WINDOWS, WorkflowState.RUNNING, "m2").startswith(
+        "cannot set the windows of workflow 'm2': it is running (allowed from: "
+    )
