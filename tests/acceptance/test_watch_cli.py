@@ -121,8 +121,8 @@ def test_watch_says_why_a_workflow_paused_or_stopped(wfectl: Wfectl, unique: str
 
 def test_logs_of_steps_that_ran(wfectl: Wfectl, unique: str) -> None:
     """`logs` picks the step a workflow halted at (else the last that printed), takes
-    --step and --attempt, and gives JSON lines; a step that printed nothing says so on
-    stderr; an unknown step is refused."""
+    --step and --attempt, and gives JSON lines; an attempt the step never ran and an
+    unknown step are refused."""
     queue = f"q-{unique}"
     name = f"logs-{unique}"
     created_and_run(
@@ -147,7 +147,9 @@ def test_logs_of_steps_that_ran(wfectl: Wfectl, unique: str) -> None:
     lines = [json.loads(line) for line in as_json.out.splitlines()]
     assert [(line["stream"], line["text"]) for line in lines] == [("stdout", "a"), ("stderr", "b")]
     assert set(lines[0]) == {"at", "stream", "text", "position", "attempt", "seq"}
-    assert (nothing.code, nothing.out) == (0, ""), nothing
-    assert nothing.err == f"no output recorded for workflow {name!r}, step 1, attempt 7\n"
+    assert (nothing.code, nothing.out) == (1, ""), nothing
+    assert nothing.err == (
+        f"wfectl: step 1 of workflow {name!r} has run 2 attempts: there is no attempt 7\n"
+    )
     assert unknown.code == 1, unknown
     assert "has no step 9" in unknown.err

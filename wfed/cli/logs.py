@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from wfed.errors import WfedError
 from wfed.states import StepState, WorkflowState
 
 from . import render
@@ -77,9 +78,27 @@ def logs(
         if follow:
             await _follow(engine, name, lines, step, attempt, printer)
         elif not lines:
+            if attempt is not None:
+                await _require_attempt(engine, name, step, attempt)
             sys.stderr.write(f"no output recorded for {_which(name, step, attempt)}\n")
 
     run_engine(settings_of(cli), work)
+
+
+async def _require_attempt(engine: "Engine", name: str, step: int | None, attempt: int) -> None:
+    """WfedError (exit code 1) if the step has not run attempt `attempt`: a missing
+    attempt is a wrong question, not an attempt that printed nothing."""
+    chosen = await engine.output_attempt(name, position=step, attempt=attempt)
+    if chosen is None:
+        return
+    position, _ = chosen
+    workflow = await engine.get(name)
+    ran = next((s.attempts for s in workflow.steps if s.position == position), 0)
+    if attempt > ran:
+        runs = "no attempt" if ran == 0 else f"{ran} attempt" + ("s" if ran > 1 else "")
+        raise WfedError(
+            f"step {position} of workflow {name!r} has run {runs}: there is no attempt {attempt}"
+        )
 
 
 def _which(name: str, step: int | None, attempt: int | None) -> str:
