@@ -182,11 +182,11 @@ class Daemon:
             except (*DATABASE_ERRORS, DatabaseUnavailable) as exc:
                 # The store says an outage met inside a transaction as DatabaseUnavailable,
                 # the driver's error as its cause; elsewhere the driver's error comes as is.
-                cause = exc.__cause__ if isinstance(exc, DatabaseUnavailable) else exc
-                if isinstance(exc, WfedError):
-                    explained: WfedError = exc
+                explained: WfedError
+                if isinstance(exc, DatabaseUnavailable):
+                    explained, cause = exc, exc.__cause__
                 else:
-                    explained = database_error(exc, self.db.display_url)
+                    explained, cause = database_error(exc, self.db.display_url), exc
                 if cause is None or not is_unreachable(cause):
                     raise explained from None
                 self.log.warning("database_unreachable", error=str(explained), retry_in=delay)

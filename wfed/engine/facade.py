@@ -266,6 +266,8 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, ConcurrencyKeys, Notificati
         return [views.PlannedStep.of(plan) for plan in self.plan(steps, context)]
 
     check_lock_keys = staticmethod(parse_lock_keys)
+    """The concurrency keys a `locks` value names, sorted; InvalidDefinition if it is no
+    list of key names (`create --dry-run`)."""
 
     @staticmethod
     def check_placement(queue: str, priority: int) -> None:
@@ -274,8 +276,6 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, ConcurrencyKeys, Notificati
 
         creation.check_placement(queue, priority)
 
-    """The concurrency keys a `locks` value names, sorted; InvalidDefinition if it is no
-    list of key names (`create --dry-run`)."""
     display_url = staticmethod(redacted)
     url_password = staticmethod(url_password)
 

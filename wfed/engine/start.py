@@ -115,12 +115,7 @@ class TurnStart:
         if row.requested is not None or not 0 <= position < len(plans):
             return None
         lease = self.writer.lease
-        steps = NewSteps(
-            row.id,
-            [(p.name, p.label, p.args) for p in plans],
-            running=position,
-            skipped_before=position,
-        )
+        steps = _new_steps(row, plans, started=True)
         following = NextStep(context, position, 1)
 
         def applies() -> bool:
@@ -205,13 +200,8 @@ class TurnStart:
         position = row.current_step
         if not 0 <= position < len(plans):
             raise InvalidDefinition(_out_of_range(position, len(plans)))
-        await step_store.steps_insert(
-            conn,
-            row.id,
-            [(p.name, p.label, p.args) for p in plans],
-            running=position if started else None,
-            now=self.writer.clock(),
-            skipped_before=position,
+        await step_store.steps_insert_many(
+            conn, [_new_steps(row, plans, started=started)], self.writer.clock()
         )
         rows = [StepRow.fresh(p.position, p.name, p.label, p.args) for p in plans]
         rows[:position] = [replace(r, state=StepState.SKIPPED) for r in rows[:position]]
@@ -343,6 +333,18 @@ def _unreadable_timestamp(row: WorkflowRow) -> str | None:
                 "(write UTC as 'YYYY-MM-DD HH:MM:SS', or NULL)"
             )
     return None
+
+
+def _new_steps(row: WorkflowRow, plans: list[StepPlan], *, started: bool) -> NewSteps:
+    """A first run's step rows: those before `current_step` skipped, that one running if
+    `started`, the rest pending."""
+    position = row.current_step
+    return NewSteps(
+        row.id,
+        [(p.name, p.label, p.args) for p in plans],
+        running=position if started else None,
+        skipped_before=position,
+    )
 
 
 def _not_a_position(row: WorkflowRow) -> str | None:

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from wfed.errors import ConfigError, DatabaseUnavailable, SchemaOutdated, WfedError
 from wfed.logging import get_logger
-from wfed.store.faults import TRANSIENT, Fault, classify
+from wfed.store.faults import TRANSIENT, Fault, classify, sqlstate
 from wfed.store.faults import mysql_error_code as mysql_error_code  # noqa: PLC0414 - re-exported
 from wfed.unreadable_json import read_json
 
@@ -219,13 +219,9 @@ DATABASE_ERRORS = (DBAPIError, OSError)
 
 
 def _login_refused(exc: BaseException) -> bool:
-    orig = getattr(exc, "orig", None)
-    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    sqlstate = sqlstate if isinstance(sqlstate, str) else ""
+    state = sqlstate(exc) or ""
     return (
-        mysql_error_code(exc) in _MYSQL_LOGIN_REFUSED
-        or sqlstate.startswith("28")
-        or sqlstate == "3D000"
+        mysql_error_code(exc) in _MYSQL_LOGIN_REFUSED or state.startswith("28") or state == "3D000"
     )
 
 
@@ -247,9 +243,8 @@ def database_error(exc: DBAPIError | OSError, display_url: str) -> WfedError:
     reason = _reason(exc)
     orig = getattr(exc, "orig", None)
     code = mysql_error_code(exc)
-    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    sqlstate = sqlstate if isinstance(sqlstate, str) else ""
-    if code == 1146 or sqlstate == "42P01" or _says_no_such_table(orig):
+    state = sqlstate(exc) or ""
+    if code == 1146 or state == "42P01" or _says_no_such_table(orig):
         return SchemaOutdated(
             f"the wfed schema in {display_url} is missing or incomplete ({reason}): "
             "run `wfectl db upgrade`"
@@ -258,7 +253,7 @@ def database_error(exc: DBAPIError | OSError, display_url: str) -> WfedError:
         what = "unreachable: timed out"
     elif _login_refused(exc):
         what = f"refused the login: {reason}"
-    elif code in _MYSQL_PRIVILEGE_DENIED or sqlstate == "42501":
+    elif code in _MYSQL_PRIVILEGE_DENIED or state == "42501":
         what = (
             f"refused the operation: {reason} "
             "(the account lacks a privilege: see docs/grants-mariadb.sql)"

@@ -109,7 +109,8 @@ def mysql_error_code(exc: BaseException) -> int | None:
     return None
 
 
-def _sqlstate(exc: BaseException) -> str | None:
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE inside a wrapped DBAPI error (PostgreSQL's, or MySQL's), if any."""
     orig = getattr(exc, "orig", None)
     state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     return str(state) if state else None
@@ -124,7 +125,7 @@ def classify(exc: BaseException) -> Fault:
     code = mysql_error_code(exc)
     if code is not None:
         return _mysql(code)
-    state = _sqlstate(exc)
+    state = sqlstate(exc)
     if state is not None:
         return _POSTGRES.get(state) or _POSTGRES_CLASSES.get(state[:2], Fault.OTHER)
     return _without_code(exc)

@@ -108,13 +108,7 @@ async def steps_progress_many(
 def _start_many(size: int) -> Update:
     """Start one step in each of `size` workflows in one statement, built once per size:
     `b_position_i` is the step of the workflow `b_id_i`."""
-    ids: list[BindParameter[int]] = [
-        bindparam(f"b_id_{i}", type_=S.workflow_id.type) for i in range(size)
-    ]
-    position = case(
-        *[(ids[i], bindparam(f"b_position_{i}", type_=S.position.type)) for i in range(size)],
-        value=S.workflow_id,
-    )
+    ids, position, _ = _moved_steps(size)
     return (
         update(workflow_steps)
         .where(S.workflow_id.in_(ids), S.position == position)

@@ -201,14 +201,21 @@ def _moves_guard(size: int) -> tuple[list[Any], Callable[[str, Any], Any]]:
     return guard, per_row
 
 
-def _move_params(moves: Sequence[Advance], now: datetime) -> dict[str, Any]:
-    """The parameters of `_moves_guard`'s statements (`_advance_many`, `_complete_many`)
-    for `moves`."""
+def _guard_params(moves: Sequence[Advance | Start], now: datetime) -> dict[str, Any]:
+    """The parameters of `_moves_guard`'s guard for `moves`, and `b_now`."""
     params: dict[str, Any] = {"b_now": now}
     for i, move in enumerate(moves):
         params[f"b_id_{i}"] = move.workflow_id
         params[f"b_fence_{i}"] = move.fence
         params[f"b_position_{i}"] = move.position
+    return params
+
+
+def _move_params(moves: Sequence[Advance], now: datetime) -> dict[str, Any]:
+    """The parameters of `_moves_guard`'s statements (`_advance_many`, `_complete_many`)
+    for `moves`."""
+    params = _guard_params(moves, now)
+    for i, move in enumerate(moves):
         params[f"b_context_{i}"] = move.context
     return params
 
@@ -268,11 +275,7 @@ async def workflows_start_many(
     """Renew the leases of many just-claimed workflows whose guard holds (this owner's
     fence, the claimed step, no request waiting) in one statement; returns how many
     matched (all of them, unless a request arrived or an owner changed)."""
-    params: dict[str, Any] = {"b_now": now, "b_lease_expires_at": lease_expires_at}
-    for i, start in enumerate(starts):
-        params[f"b_id_{i}"] = start.workflow_id
-        params[f"b_fence_{i}"] = start.fence
-        params[f"b_position_{i}"] = start.position
+    params = {**_guard_params(starts, now), "b_lease_expires_at": lease_expires_at}
     result = await conn.execute(_start_many(len(starts)), params)
     return int(result.rowcount)
 
