@@ -12,14 +12,22 @@ the library's user — its lines follow that configuration.
 structlog is imported by the first line worth writing, not with this module: until then
 nobody can have configured it, so a debug or info line goes nowhere without it. A
 `wfectl` command that logs nothing above info never imports it.
+
+The daemon writes a line per step, thousands a second: its lines are rendered by a short
+chain of processors and written by `LineOutput`, once per turn of the event loop rather
+than once per line.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import functools
 import json
 import logging
 import sys
+import threading
+import time
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 if TYPE_CHECKING:
@@ -36,9 +44,15 @@ _LEVELS = {
 
 
 def configure_logging(
-    level: str = "info", fmt: Format = "auto", stream: TextIO | None = None
+    level: str = "info",
+    fmt: Format = "auto",
+    stream: TextIO | None = None,
+    *,
+    per_loop_turn: bool = False,
 ) -> None:
-    """Configure structlog and the standard library's logging for this process."""
+    """Configure structlog and the standard library's logging for this process. With
+    `per_loop_turn` (the daemon), lines logged on a running event loop are written once
+    per turn of the loop (see `LineOutput`)."""
     import structlog  # noqa: PLC0415 - see the module docstring
 
     stream = stream or sys.stderr
@@ -47,25 +61,24 @@ def configure_logging(
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _utc_timestamp,
     ]
     renderer: structlog.types.Processor = (
         structlog.dev.ConsoleRenderer(colors=stream.isatty())
         if console
         else structlog.processors.JSONRenderer(serializer=_json_line)
     )
+    global _output  # noqa: PLW0603 - one output per process, as structlog's configuration
+    _output = output = LineOutput(stream, per_loop_turn=per_loop_turn)
     structlog.configure(
-        processors=[
-            *shared,
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*shared, _render_exceptions, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=output.logger,
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(stream)
+    # The standard library's lines (rare: warnings of the drivers) go through the same
+    # output, which writes them at once with whatever it gathered before them.
+    handler = logging.StreamHandler(output)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
@@ -78,6 +91,131 @@ def configure_logging(
     # The MySQL driver logs every server warning (e.g. notes about DDL) at WARNING.
     logging.getLogger("asyncmy").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+class _UtcTimestamp:
+    """The line's time in ISO 8601 UTC with microseconds ("2026-11-30T17:00:00.123456Z",
+    as structlog's TimeStamper(fmt="iso", utc=True) writes it), at a third of its cost:
+    the text up to the second is made once a second."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, _logger: Any, _method: str, event_dict: Any) -> Any:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        event_dict["timestamp"] = f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
+        return event_dict
+
+
+_utc_timestamp = _UtcTimestamp()
+
+
+def _render_exceptions(logger: Any, method: str, event_dict: Any) -> Any:
+    """structlog's stack and exception renderers, run only for a line that carries a stack
+    or an exception (`log.exception`, `exc_info=`, `stack_info=`): most lines have
+    neither, and the two cost as much as the rest of a line's processors."""
+    if "stack_info" not in event_dict and "exc_info" not in event_dict:
+        return event_dict
+    import structlog  # noqa: PLC0415 - imported already: it called us
+
+    event_dict = structlog.processors.StackInfoRenderer()(logger, method, event_dict)
+    return structlog.processors.format_exc_info(logger, method, event_dict)
+
+
+class LineOutput:
+    """Where log lines go. A line logged on a running event loop joins the others of the
+    same turn of the loop, and they are written together as the loop's next callback: a
+    write and a flush per turn instead of per line. A line logged elsewhere (another
+    thread, no loop, the standard library's logging) is written at once, after whatever
+    was gathered before it, so the order of lines is kept.
+
+    Lines wait for the loop no longer than its turn, unless a step blocks the loop: a
+    thread then writes them after `BACKSTOP` seconds, so a wedged daemon's last lines
+    still reach the journal. What is gathered is written at exit as well; a kill -9 loses
+    at most the lines of the turn it cut short."""
+
+    BACKSTOP = 0.5
+
+    def __init__(self, stream: TextIO, *, per_loop_turn: bool) -> None:
+        self._stream = stream
+        self._per_loop_turn = per_loop_turn
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        self._flush_scheduled = False
+        self._flushes = 0
+        self._backstop: threading.Thread | None = None
+        if per_loop_turn:
+            atexit.register(self.flush)
+
+    def logger(self, *_args: Any) -> LineOutput:
+        """structlog's logger factory: every logger writes here."""
+        return self
+
+    def msg(self, message: str) -> None:
+        loop = asyncio._get_running_loop() if self._per_loop_turn else None
+        with self._lock:
+            self._lines.append(message)
+            if loop is None:
+                self._flush_locked()
+            elif not self._flush_scheduled:
+                self._flush_scheduled = True
+                loop.call_soon(self.flush)
+                if self._backstop is None:
+                    self._backstop = threading.Thread(
+                        target=self._write_stuck_lines, name="wfed-log-backstop", daemon=True
+                    )
+                    self._backstop.start()
+
+    # structlog calls its logger's method of the line's level.
+    log = debug = info = warn = warning = error = err = critical = exception = fatal = msg
+
+    def write(self, text: str) -> None:
+        """The standard library's handler writes here (with the line's newline)."""
+        self.msg(text.removesuffix("\n"))
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        self._flush_scheduled = False
+        if not self._lines:
+            return
+        lines, self._lines = self._lines, []
+        self._flushes += 1
+        try:
+            self._stream.write("\n".join(lines) + "\n")
+            self._stream.flush()
+        except (OSError, ValueError):
+            # The journal's pipe is gone or the stream closed: there is nowhere to say
+            # so, and failing the caller would fail a step's commit over a log line.
+            pass
+
+    def _write_stuck_lines(self) -> None:
+        seen = -1
+        while True:
+            time.sleep(self.BACKSTOP)
+            with self._lock:
+                if self._lines and self._flushes == seen:
+                    self._flush_locked()  # gathered a whole BACKSTOP ago: the loop is stuck
+                seen = self._flushes
+
+
+_output: LineOutput | None = None
+
+
+def flush_log() -> None:
+    """Write the lines gathered so far (before leaving with `os._exit`, which runs no
+    exit handlers)."""
+    if _output is not None:
+        _output.flush()
 
 
 def _json_default(value: Any) -> Any:
@@ -152,6 +290,27 @@ class _LazyLogger:
         if method in _QUIET_METHODS and "structlog" not in sys.modules:
             return _dropped  # nobody configured structlog: nobody imported it
         return getattr(self._logger(), method)
+
+    # The common levels are methods of their own: reaching `__getattr__` costs a failed
+    # attribute lookup first, which cost more than the rest of the call.
+    def debug(self, *args: Any, **kw: Any) -> Any:
+        if "structlog" not in sys.modules:
+            return None
+        return self._logger().debug(*args, **kw)
+
+    def info(self, *args: Any, **kw: Any) -> Any:
+        if "structlog" not in sys.modules:
+            return None
+        return self._logger().info(*args, **kw)
+
+    def warning(self, *args: Any, **kw: Any) -> Any:
+        return self._logger().warning(*args, **kw)
+
+    def error(self, *args: Any, **kw: Any) -> Any:
+        return self._logger().error(*args, **kw)
+
+    def exception(self, *args: Any, **kw: Any) -> Any:
+        return self._logger().exception(*args, **kw)
 
     def _logger(self) -> Any:
         import structlog  # noqa: PLC0415 - see the module docstring

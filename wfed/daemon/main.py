@@ -35,7 +35,7 @@ def _daemon(config_path: str | None) -> Daemon:
     from wfed.logging import configure_logging
 
     config = load_config(config_path)
-    configure_logging(config.log.level, config.log.format)
+    configure_logging(config.log.level, config.log.format, per_loop_turn=True)
     return Daemon(config)
 
 
@@ -45,13 +45,14 @@ async def _serve(daemon: Daemon) -> None:
     `asyncio.run` and the interpreter's exit would) keeps the step running long after
     its workflow was handed back, perhaps beside its re-run by another daemon, and turns
     a stop under systemd into a wait for the stop timeout and a SIGKILL."""
-    from wfed.logging import get_logger
+    from wfed.logging import flush_log, get_logger
     from wfed.steps import threads
 
     await daemon.run()
     cut_off = threads.running()
     if cut_off:
         get_logger("wfed.daemon").warning("step_threads_abandoned", threads=cut_off)
+        flush_log()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)

@@ -157,8 +157,9 @@ class OutputRecorder:
         self._where: tuple[int, int] | None = None  # (workflow id, attempt) once written
         self._seq = 0
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._closing = asyncio.Event()
+        # Made with the writing task, by the first line: most attempts write none.
+        self._wake: asyncio.Event | None = None
+        self._closing: asyncio.Event | None = None
         self._give_up_at = 0.0
 
     # -- the sink ---------------------------------------------------------------------
@@ -236,8 +237,9 @@ class OutputRecorder:
         return chunk
 
     def _start(self) -> None:
-        if self._task is None:
-            self._task = self._loop.create_task(self._run())
+        if self._wake is None:
+            self._wake, self._closing = asyncio.Event(), asyncio.Event()
+            self._task = self._loop.create_task(self._run(self._wake, self._closing))
             _background.add(self._task)
             self._task.add_done_callback(_background.discard)
         self._wake.set()
@@ -250,16 +252,16 @@ class OutputRecorder:
         if self._closed:
             return
         self._closed = True
+        if self._task is None or self._wake is None or self._closing is None:
+            return  # no line was written: nothing to wait for
         self._give_up_at = self._loop.time() + GIVE_UP_AFTER
         self._closing.set()
         self._wake.set()
-        if self._task is None:
-            return
         await asyncio.wait({self._task}, timeout=END_WAIT)
 
     # -- writing ----------------------------------------------------------------------
 
-    async def _run(self) -> None:
+    async def _run(self, wake: asyncio.Event, closing: asyncio.Event) -> None:
         loop = self._loop
         delay = RETRY_FIRST
         # The first lines wait too: a step shorter than the interval is one write.
@@ -270,8 +272,8 @@ class OutputRecorder:
                 if not self._pending:
                     if self._closed:
                         return
-                    await self._wake.wait()
-                    self._wake.clear()
+                    await wake.wait()
+                    wake.clear()
                     continue
                 pause = next_write - loop.time()
                 if pause > 0 and failed:
@@ -280,7 +282,7 @@ class OutputRecorder:
                     # The end of the attempt cuts the pause short: its last lines go at once.
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(pause):
-                            await self._closing.wait()
+                            await closing.wait()
                 next_write = loop.time() + self.interval
                 if await self._write():
                     failed, delay = False, RETRY_FIRST
