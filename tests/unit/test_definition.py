@@ -11,9 +11,17 @@ from stepmods import typed
 
 from wfed.errors import InvalidDefinition
 from wfed.steps.base import step, step_class_of
-from wfed.steps.definition import StepPlan, check_args, parse_context, parse_definition
+from wfed.steps.definition import (
+    CACHED_DEFINITION_CHARS,
+    StepPlan,
+    check_args,
+    parse_context,
+    parse_definition,
+    parse_row_definition,
+)
 from wfed.steps.registry import StepRegistry
 from wfed.steps.sleep import Sleep
+from wfed.unreadable_json import UnreadableJson
 
 ELEMENT_FIX = "each element is a step name or an object"
 
@@ -393,3 +401,59 @@ def test_a_constraint_annotated_on_a_step_argument_is_checked() -> None:
     assert check_args(step_class, {"count": 3}, "step 0") == {"count": 3}
     with pytest.raises(InvalidDefinition, match="less than or equal to 10"):
         check_args(step_class, {"count": 11}, "step 0")
+
+
+# -- a row's definition: plans kept for the next row with the same definition ---------
+
+
+def test_a_row_definition_seen_before_reuses_its_plans(registry: StepRegistry) -> None:
+    first = parse_row_definition(
+        ["no_args", {"step": "notify", "args": {"message": "m"}}], registry
+    )
+    again = parse_row_definition(
+        ["no_args", {"step": "notify", "args": {"message": "m"}}], registry
+    )
+    assert again == first
+    assert all(a is b for a, b in zip(again, first, strict=True))
+    again.append(first[0])  # the caller's list is its own
+    assert (
+        len(
+            parse_row_definition(
+                ["no_args", {"step": "notify", "args": {"message": "m"}}], registry
+            )
+        )
+        == 2
+    )
+
+
+def test_row_definitions_that_differ_in_json_are_not_confused(registry: StepRegistry) -> None:
+    # 1, 1.0 and true are equal (and hash alike) in Python, not in JSON: each row gets
+    # the plans of its own definition.
+    for count in (1, 1.0, True, 1, True):
+        steps = [{"step": "anything", "args": {"count": count}}]
+        (plan,) = parse_row_definition(steps, registry)
+        assert type(plan.args["count"]) is type(count)
+
+
+def test_an_invalid_row_definition_is_refused_every_time(registry: StepRegistry) -> None:
+    steps = ["no_args", "nope"]
+    assert invalid_row(steps, registry) == invalid(steps, registry)
+    assert invalid_row(steps, registry) == invalid(steps, registry)
+
+
+def test_a_row_definition_that_is_not_a_list_keeps_its_message(registry: StepRegistry) -> None:
+    unreadable = UnreadableJson("{oops")
+    assert invalid_row(unreadable, registry) == invalid(unreadable, registry)
+    assert "not valid JSON" in invalid_row(unreadable, registry)
+
+
+def test_a_huge_row_definition_is_validated_as_it_is(registry: StepRegistry) -> None:
+    big = [{"step": "notify", "args": {"message": "x" * CACHED_DEFINITION_CHARS}}]
+    assert parse_row_definition(big, registry)[0].args["message"] == "x" * CACHED_DEFINITION_CHARS
+    assert parse_row_definition(big, registry)[0] is not parse_row_definition(big, registry)[0]
+
+
+def invalid_row(steps: Any, registry: StepRegistry) -> str:
+    with pytest.raises(InvalidDefinition) as excinfo:
+        parse_row_definition(steps, registry)
+    return str(excinfo.value)

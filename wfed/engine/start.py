@@ -22,7 +22,7 @@ from wfed.engine.turn import Next, NextStep, RunResult, StepEnd, TurnEnd, TurnWr
 from wfed.errors import InvalidDefinition
 from wfed.logging import get_logger
 from wfed.states import HONOURED, EventKind, Operation, Request, StepState
-from wfed.steps.definition import StepPlan, parse_context, parse_definition
+from wfed.steps.definition import StepPlan, parse_context, parse_row_definition
 from wfed.steps.registry import StepRegistry
 from wfed.store import events as event_store
 from wfed.store import locks as lock_store
@@ -77,7 +77,7 @@ class TurnStart:
         if unreadable is not None:
             raise Halted(await self._reject(write, unreadable))
         try:
-            plans = parse_definition(row.steps, self.registry)
+            plans = parse_row_definition(row.steps, self.registry)
             context = parse_context(row.context)
             parse_lock_keys(row.locks)
         except InvalidDefinition as exc:

@@ -6,6 +6,7 @@ Messages name the element (`steps[2]`), the problem and the fix, because they en
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import math
@@ -148,6 +149,33 @@ def parse_definition(steps: Any, registry: StepRegistry) -> list[StepPlan]:
         raise InvalidDefinition("steps is an empty list: a workflow needs at least one step")
     check_json_bounds(steps, "steps")
     return [parse_element(position, raw, registry) for position, raw in enumerate(steps)]
+
+
+CACHED_DEFINITION_CHARS = 16 * 1024
+"""The longest definition (as JSON text) whose plans `parse_row_definition` keeps."""
+
+
+def parse_row_definition(steps: Any, registry: StepRegistry) -> list[StepPlan]:
+    """`parse_definition` of a row's steps. Rows are mostly made from a few templates, and
+    validating a definition costs more than running a no-op step: the plans of recent
+    definitions are kept, by their JSON text, for the next row that has the same. Plans
+    are never changed once made (a step gets rendered copies of their arguments), so
+    rows can share them. Only valid definitions are kept; what is not JSON, or too big,
+    is validated each time."""
+    if not isinstance(steps, list):
+        return parse_definition(steps, registry)  # refused: by the message it deserves
+    try:
+        text = json.dumps(steps, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError):
+        return parse_definition(steps, registry)
+    if len(text) > CACHED_DEFINITION_CHARS:
+        return parse_definition(steps, registry)
+    return list(_parsed(text, registry))
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(text: str, registry: StepRegistry) -> tuple[StepPlan, ...]:
+    return tuple(parse_definition(json.loads(text), registry))
 
 
 def parse_context(context: Any) -> dict[str, Any]:
