@@ -225,7 +225,17 @@ async def test_hostile_rows_end_in_error_and_break_nothing_else(
 
 @pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize(
-    ("column", "value"), [("run_after", "1999-99-99 99:99:99"), ("created_at", 0)]
+    ("column", "value"),
+    [
+        ("run_after", "1999-99-99 99:99:99"),
+        ("created_at", 0),
+        # Text that sorts after every timestamp, a BLOB (after all text), and forms that
+        # compare wrongly as text: each would have left its row pending for ever.
+        ("run_after", "tomorrow"),
+        ("run_after", b"\x00\xff"),
+        ("run_after", "2026-01-01T00:00:00"),
+        ("run_after", "2026-01-01"),
+    ],
 )
 async def test_sqlite_row_with_an_unreadable_timestamp_stops_no_daemon(
     backend_url: str,
@@ -265,3 +275,39 @@ async def test_sqlite_row_with_an_unreadable_timestamp_stops_no_daemon(
     assert daemon.proc.poll() is None, daemon.log_path.read_text()[-2000:]
     assert final[f"{queue}-bad"][0] == "error"
     assert all(final[n][0] == "completed" for n in names[1:])
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("lease", ["never", b"\x00"])
+async def test_sqlite_running_row_with_an_unreadable_lease_is_taken_over(
+    backend_url: str, start_daemon: DaemonFactory, queue: str, journal: Path, lease: object
+) -> None:
+    """A running row whose lease column holds no timestamp (text that sorts after every
+    time, a BLOB) counts as expired: a daemon takes it over and runs it to the end,
+    instead of leaving it running for ever under an owner nobody can outlive."""
+    engine = create_async_engine(backend_url)
+    (label, steps, context) = good_rows(str(journal), str(journal.parent), 1)[0]
+    orphan = HostileRow(
+        label,
+        steps,
+        context,
+        columns={"state": "running", "claimed_by": "gone:1", "fence": 1, "lease_expires_at": lease},
+    )
+    name = f"{queue}-orphan"
+    try:
+        assert await insert(engine, name, queue, orphan) is None
+        daemon = start_daemon(backend_url, queue=queue, lease=5.0, poll_interval=0.1)
+
+        async def settled() -> bool:
+            if daemon.proc.poll() is not None:
+                return True
+            return (await states(engine, [name]))[name][0] in {"completed", "error"}
+
+        await wait_until(settled, limit=60, what="the orphan finished or the daemon gone")
+        final = await states(engine, [name])
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text("DELETE FROM workflows WHERE queue = :q"), {"q": queue})
+        await engine.dispose()
+    assert daemon.proc.poll() is None, daemon.log_path.read_text()[-2000:]
+    assert final[name][0] == "completed", final

@@ -7,7 +7,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import literal, or_
+from sqlalchemy import Boolean, literal, or_
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from wfed.states import Operation, sources
 from wfed.store.schema import workflows
@@ -27,16 +30,56 @@ def state_in(*operations: Operation) -> Any:
 # What a claim takes (pending and due) and what a rescue takes (running, lease expired):
 # the claims, the idle daemon's question and `wfectl health` all select by these.
 def pending_due(now: datetime) -> list[Any]:
-    return [
-        state_in(Operation.CLAIM),
-        or_(W.run_after.is_(None), W.run_after <= now),
-    ]
+    return [state_in(Operation.CLAIM), _NoneOrAtMost(W.run_after, literal(now, W.run_after.type))]
 
 
 def lease_expired(now: datetime) -> list[Any]:
     # No lease at all is an expired one: only an INSERT or UPDATE behind wfed's back
     # makes a running row without one, and it must be recovered like any other.
-    return [
-        state_in(Operation.RESCUE),
-        or_(W.lease_expires_at.is_(None), W.lease_expires_at < now),
-    ]
+    expires = W.lease_expires_at
+    return [state_in(Operation.RESCUE), _NoneOrBefore(expires, literal(now, expires.type))]
+
+
+# A timestamp column compared with now, NULL counting as passed. On SQLite, a column
+# holding what is not a timestamp counts as passed too: SQLite stores whatever an INSERT
+# gives and compares it as text, so 'tomorrow' would never come and its row would wait
+# for ever, unnoticed. Taken, the row shows what it holds (`UnreadableTimestamp`) and ends
+# in error. A timestamp is what SQLAlchemy writes: 'YYYY-MM-DD HH:MM:SS', then a fraction.
+_TIMESTAMP_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]*"
+
+
+class _NoneOrAtMost(FunctionElement[bool]):
+    """`column IS NULL OR column <= now` (see above)."""
+
+    type = Boolean()
+    inherit_cache = True
+    _is_implicitly_boolean = True  # a condition as it is, not `... = 1`
+    operator = "<="
+
+
+class _NoneOrBefore(FunctionElement[bool]):
+    """`column IS NULL OR column < now` (see above)."""
+
+    type = Boolean()
+    inherit_cache = True
+    _is_implicitly_boolean = True
+    operator = "<"
+
+
+def _passed(element: _NoneOrAtMost | _NoneOrBefore) -> Any:
+    column, now = element.clauses
+    return or_(column.is_(None), column <= now if element.operator == "<=" else column < now)
+
+
+@compiles(_NoneOrAtMost)
+@compiles(_NoneOrBefore)
+def _compile_passed(element: Any, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"({compiler.process(_passed(element), **kw)})"
+
+
+@compiles(_NoneOrAtMost, "sqlite")
+@compiles(_NoneOrBefore, "sqlite")
+def _compile_passed_sqlite(element: Any, compiler: SQLCompiler, **kw: Any) -> str:
+    column = compiler.process(element.clauses.clauses[0], **kw)
+    passed = compiler.process(_passed(element), **kw)
+    return f"({passed} OR typeof({column}) != 'text' OR {column} NOT GLOB '{_TIMESTAMP_GLOB}')"

@@ -6,6 +6,7 @@ migrated schema and this metadata agree.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +51,9 @@ Id = BigInteger().with_variant(Integer(), "sqlite")
 
 # Microseconds matter for leases and ordering; MySQL's DATETIME drops them unless asked.
 # All timestamps are naive UTC.
+_SQLITE_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
+
+
 class _SQLiteTimestamp(TypeDecorator[datetime]):
     """SQLite's DATETIME, but a value that is no timestamp reads as UnreadableTimestamp
     instead of raising: SQLite stores anything an INSERT gives, and one such row must
@@ -64,10 +68,18 @@ class _SQLiteTimestamp(TypeDecorator[datetime]):
         def process(value: Any) -> Any:
             if value is None or parse is None:
                 return value
+            # Only the form SQLAlchemy writes is a timestamp here, as for the claim's
+            # conditions (`wfed.store.guards`): a date alone or an ISO 'T' would compare
+            # wrongly as text, and an offset would make an aware time.
+            if not isinstance(value, str) or not _SQLITE_TIMESTAMP.match(value):
+                return UnreadableTimestamp.of(value)
             try:
-                return parse(value)
+                stamp = parse(value)
             except (TypeError, ValueError):
                 return UnreadableTimestamp.of(value)
+            if not isinstance(stamp, datetime) or stamp.tzinfo is not None:
+                return UnreadableTimestamp.of(value)
+            return stamp
 
         return process
 
