@@ -156,12 +156,18 @@ async def test_watch_prints_the_changes_and_exits_0_when_completed(
         queue=queue,
     )
     watcher = start_wfectl(schema, "watch", name)
-    await asyncio.sleep(1.0)
+    assert watcher.stdout is not None
+    # The daemon comes once `watch` has shown the workflow waiting (it flushes each line).
+    try:
+        first = await asyncio.wait_for(asyncio.to_thread(watcher.stdout.readline), TIMEOUT)
+    except TimeoutError:
+        watcher.kill()
+        raise
     start_daemon(schema, queue=queue)
     done = finish(watcher)
     assert done.code == 0, done
     assert done.err == ""
-    *lines, last = done.out.splitlines()
+    *lines, last = (first + done.out).splitlines()
     texts = [line.split(" ", 1)[1] for line in lines]  # without the time
     assert texts[0] == f"{name}: pending (waiting for a daemon); 0 of 3 steps done"
     assert texts[1].startswith(f"{name}: running (claimed by ")
