@@ -233,6 +233,31 @@ async def test_expired_leases_are_looked_for_once_per_poll(
     assert [row.id for row in claimed.expired] == [lost]
 
 
+async def test_a_woken_pass_claims_new_work_without_looking_for_expired_leases(
+    engine: Engine, create: CreateFn, queue: str
+) -> None:
+    """A pass woken by a notification of new work (PostgreSQL) claims it without first
+    asking about expired leases, unless the last look is a whole poll old: new work waits
+    for no round trip it does not need, and expired leases are still looked for once a
+    poll however often wake-ups come."""
+    harness = Harness(engine, queue)
+    assert (await harness.claimer.run_once(4)).count == 0
+    lost = await orphan(engine, create, queue)
+    (new,) = await pending(engine, create, queue, 1)
+
+    harness.ticker.now += POLL * 3 / 4
+    harness.claimer.wake()
+    with statements() as sent:
+        claimed = await harness.claimer.run_once(4, woken=True)
+    assert [row.id for row in claimed.pending] == [new]
+    assert claimed.expired == []
+    assert not any("lease_expires_at <" in sql for sql in sent), sent
+
+    harness.ticker.now += POLL / 4
+    claimed = await harness.claimer.run_once(4, woken=True)
+    assert [row.id for row in claimed.expired] == [lost]
+
+
 async def test_a_pass_whose_orphans_fill_the_slots_looks_again_at_once(
     engine: Engine, create: CreateFn, queue: str
 ) -> None:

@@ -108,16 +108,18 @@ class Claimer:
         self._expired_looked_at = -math.inf
         self._woken = asyncio.Event()
 
-    async def run_once(self, free: int) -> Claimed:
+    async def run_once(self, free: int, *, woken: bool = False) -> Claimed:
         """One pass: claim into `free` slots the workflows whose lease expired, then
-        pending ones; each claimed workflow is handed to `start`."""
+        pending ones; each claimed workflow is handed to `start`. A pass `woken` by a
+        notification of new work looks for expired leases only if the last look is a
+        whole poll old: new work waits for no round trip it does not need."""
         if free <= 0:
             return Claimed()
         # Pending work is taken only from the queues whose maintenance windows are open;
         # a rescue looks at every queue (its workflow's turn decides what to do then).
         open_queues = self.queue_windows.open_queues(self.settings.queues, self.clock())
         async with asyncio.timeout(self.query_limit):
-            look_expired = self._expired_due()
+            look_expired = self._expired_due(woken)
             pending_found, expired_found = await self._ask(
                 open_queues,
                 pending=self._pending_idle and bool(open_queues),
@@ -140,11 +142,14 @@ class Claimer:
                 self.metrics.waiting_for_keys.set(0)
         return Claimed(expired, pending)
 
-    def _expired_due(self) -> bool:
+    def _expired_due(self, woken: bool = False) -> bool:
         # Expired leases are looked for once per poll, not on every pass a freed slot
         # starts: on a busy daemon those come by the hundred per second. Half a poll of
-        # margin, so that a timed pass starting a hair early never skips its look.
-        return self.monotonic() - self._expired_looked_at >= self.settings.poll_interval / 2
+        # margin, so that a timed pass starting a hair early never skips its look; a
+        # whole poll for a woken pass, so that the next timed pass makes the look (and
+        # a stream of wake-ups still makes one per poll).
+        since = self.monotonic() - self._expired_looked_at
+        return since >= self.settings.poll_interval * (1 if woken else 0.5)
 
     async def _ask(
         self, open_queues: list[str], *, pending: bool, expired: bool
@@ -224,6 +229,7 @@ class Claimer:
         delay = poll
         while not stopping.is_set():
             started = self.monotonic()
+            woken = self._woken.is_set()
             self._woken.clear()
             free = self.slots.free()
             if free <= 0:
@@ -232,7 +238,7 @@ class Claimer:
                 await wait_any(self.slots.freed, stopping, poll)
                 continue
             try:
-                claimed = await self.run_once(free)
+                claimed = await self.run_once(free, woken=woken)
             except LOOP_ERRORS as exc:
                 if not ridden_out(exc):
                     raise
