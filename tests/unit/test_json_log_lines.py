@@ -5,31 +5,11 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
-import structlog
 
 from wfed.logging import configure_logging, get_logger
-
-
-@pytest.fixture
-def restored_logging() -> Iterator[None]:
-    saved = structlog.get_config()
-    configured = structlog.is_configured()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        if configured:
-            structlog.configure(**saved)
-        else:
-            structlog.reset_defaults()
 
 
 class _Rendered:

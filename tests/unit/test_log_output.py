@@ -11,31 +11,12 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
-import structlog
 
 from wfed.logging import LineOutput, configure_logging, flush_log, get_logger
 
 pytestmark = pytest.mark.usefixtures("restored_logging")
-
-
-@pytest.fixture
-def restored_logging() -> Iterator[None]:
-    saved = structlog.get_config()
-    configured = structlog.is_configured()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        if configured:
-            structlog.configure(**saved)
-        else:
-            structlog.reset_defaults()
 
 
 class _CountingStream(io.StringIO):
