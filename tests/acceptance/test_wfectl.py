@@ -767,3 +767,28 @@ def test_show_of_a_row_whose_current_step_is_text(wfectl: Wfectl, unique: str) -
         ).bindparams(n=name),
     )
     ok(wfectl("show", name), name, "step abc of 1")
+
+
+def test_a_lone_surrogate_in_a_context_is_shown_escaped(wfectl: Wfectl, unique: str) -> None:
+    """A context written by hand with a JSON "\\ud800" (a lone surrogate, which UTF-8
+    cannot encode) is shown escaped by show, show --json and export instead of failing
+    them; the JSON they print reads back as the same value."""
+    if not wfectl.url.startswith("sqlite"):
+        pytest.skip(
+            "only SQLite stores a lone surrogate (MariaDB's and PostgreSQL's JSON refuse it)"
+        )
+    name = f"surrogate-{unique}"
+    create(wfectl.url, f"plain-{unique}", f"q-{unique}")  # the schema, on this database
+    execute(
+        wfectl.url,
+        text(
+            "INSERT INTO workflows (name, steps, context) VALUES (:n, '[\"sleep\"]', :c)"
+        ).bindparams(n=name, c='{"k": "\\ud800x"}'),
+    )
+    assert "\\ud800x" in ok(wfectl("show", name), name)
+    shown = wfectl("show", name, "--json")
+    assert shown.code == 0, shown
+    assert json.loads(shown.out)["context"] == {"k": "\ud800x"}
+    exported = wfectl("export", name)
+    assert exported.code == 0, exported
+    assert json.loads(exported.out)["workflow"]["context"] == {"k": "\ud800x"}

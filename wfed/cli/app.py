@@ -169,6 +169,17 @@ def db_grants(
     )
 
 
+def _escape_unencodable_output() -> None:
+    """Text a row holds that UTF-8 cannot encode (a lone surrogate, which a JSON "\\ud800"
+    in a hand-written context decodes to) is printed escaped, as `\\ud800`, instead of
+    failing the command that shows it. In `--json` output that is the JSON escape the
+    row was written with."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
 def main() -> None:
     """The `wfectl` entry point: every failure is one line and exit code 1."""
     # pydantic looks for plugins among the installed distributions' entry points the
@@ -181,6 +192,7 @@ def main() -> None:
     # as imports leave no garbage worth the walk. `run_engine` switches it on again
     # before the work, which may go on for hours (`watch`, `logs --follow`).
     gc.disable()
+    _escape_unencodable_output()
     try:
         app(prog_name="wfectl")
     except WfedError as exc:
