@@ -70,7 +70,8 @@ _OWNER_BUCKETS: Final = [
         re.compile(r"\(sqlalchemy/(util/concurrency|util/_concurrency|ext/asyncio|connectors)"),
     ),
     ("SQLAlchemy other", re.compile(r"\(sqlalchemy/")),
-    ("logging (structlog JSON lines)", re.compile(r"\((structlog|logging)/")),
+    # wfed's own processors and line output (wfed/logging/) count as logging too.
+    ("logging (structlog JSON lines)", re.compile(r"\((structlog|logging|wfed/logging)/")),
     (
         "wfed: step argument check (validating rendered arguments)",
         re.compile(r"\(wfed/steps/(definition|base)\.py"),

@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from wfed.logging import LineOutput, configure_logging, flush_log, get_logger
+from wfed.logging import configure_logging, flush_log, get_logger
+from wfed.logging.output import LineOutput
 
 pytestmark = pytest.mark.usefixtures("restored_logging")
 
