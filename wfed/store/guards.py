@@ -4,6 +4,7 @@ the guarded updates and `wfectl health` can never disagree."""
 
 from __future__ import annotations
 
+import operator
 from datetime import datetime
 from typing import Any
 
@@ -54,31 +55,27 @@ class _NoneOrAtMost(FunctionElement[bool]):
     type = Boolean()
     inherit_cache = True
     _is_implicitly_boolean = True  # a condition as it is, not `... = 1`
-    operator = "<="
+    comparison = staticmethod(operator.le)
 
 
-class _NoneOrBefore(FunctionElement[bool]):
+class _NoneOrBefore(_NoneOrAtMost):
     """`column IS NULL OR column < now` (see above)."""
 
-    type = Boolean()
     inherit_cache = True
-    _is_implicitly_boolean = True
-    operator = "<"
+    comparison = staticmethod(operator.lt)
 
 
-def _passed(element: _NoneOrAtMost | _NoneOrBefore) -> Any:
+def _passed(element: _NoneOrAtMost) -> Any:
     column, now = element.clauses
-    return or_(column.is_(None), column <= now if element.operator == "<=" else column < now)
+    return or_(column.is_(None), element.comparison(column, now))
 
 
 @compiles(_NoneOrAtMost)
-@compiles(_NoneOrBefore)
 def _compile_passed(element: Any, compiler: SQLCompiler, **kw: Any) -> str:
     return f"({compiler.process(_passed(element), **kw)})"
 
 
 @compiles(_NoneOrAtMost, "sqlite")
-@compiles(_NoneOrBefore, "sqlite")
 def _compile_passed_sqlite(element: Any, compiler: SQLCompiler, **kw: Any) -> str:
     column = compiler.process(element.clauses.clauses[0], **kw)
     passed = compiler.process(_passed(element), **kw)

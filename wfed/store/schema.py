@@ -49,11 +49,12 @@ metadata = MetaData(
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
 
-# Microseconds matter for leases and ordering; MySQL's DATETIME drops them unless asked.
-# All timestamps are naive UTC.
+# The form SQLAlchemy writes a timestamp in on SQLite (then a fraction of a second).
 _SQLITE_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
 
 
+# Microseconds matter for leases and ordering; MySQL's DATETIME drops them unless asked.
+# All timestamps are naive UTC.
 class _SQLiteTimestamp(TypeDecorator[datetime]):
     """SQLite's DATETIME, but a value that is no timestamp reads as UnreadableTimestamp
     instead of raising: SQLite stores anything an INSERT gives, and one such row must
