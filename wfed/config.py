@@ -29,6 +29,10 @@ from wfed.windows import QueueWindows, WindowSpecError, parse_windows
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///wfed.db"
 CONFIG_ENV = "WFED_CONFIG"
 DATABASE_URL_ENV = "WFED_DATABASE_URL"
+LEASE_MAX = 86400.0
+"""The longest lease, in seconds (a day). A lease is renewed every control_interval: a
+longer one would only delay the recovery of a dead daemon's work, and its bound lets a
+lease that ends far beyond it be told apart as not wfed's doing."""
 
 
 class _Section(BaseModel):
@@ -56,7 +60,7 @@ class DaemonConfig(_Section):
     max_workflows: int = Field(default=32, ge=1, le=10_000)
     poll_interval: float = Field(default=1.0, gt=0)
     control_interval: float = Field(default=1.0, gt=0)
-    lease: float = Field(default=30.0, gt=0)
+    lease: float = Field(default=30.0, gt=0, le=LEASE_MAX)
     shutdown_grace: float = Field(default=30.0, ge=0)
 
     @model_validator(mode="after")

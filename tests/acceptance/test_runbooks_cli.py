@@ -195,6 +195,16 @@ def test_dry_run_shows_the_plan_and_writes_nothing(
     assert wfectl("list", "--queue", queue, "--json").json() == []
 
 
+def test_dry_run_refuses_a_taken_name(wfectl: Wfectl, unique: str, tmp_path: Path) -> None:
+    """A dry run with the database at hand refuses the name the run would be refused."""
+    queue, name = f"q-{unique}", f"rb-taken-{unique}"
+    path = write(tmp_path / "restart.toml", RUNBOOK.format(queue=queue))
+    created = wfectl("run", str(path), "--param", "app=search", "--name", name)
+    assert created.code == 0, created
+    dry = wfectl("run", str(path), "--param", "app=search", "--name", name, "--dry-run")
+    refused(dry, f"a workflow named '{name}' already exists")
+
+
 def test_dry_run_names_the_keys_and_windows_it_would_take(
     wfectl: Wfectl, unique: str, tmp_path: Path
 ) -> None:

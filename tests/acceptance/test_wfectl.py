@@ -6,7 +6,9 @@ import asyncio
 import json
 import os
 import pty
+import pwd
 import re
+import socket
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
@@ -292,6 +294,30 @@ def test_read_commands_show_a_new_workflow(wfectl: Wfectl, unique: str) -> None:
     ok(events, "created", "ago)", event["actor"])
 
 
+def test_show_prints_the_head_of_a_large_context(wfectl: Wfectl, unique: str) -> None:
+    """A context too long to read in a terminal is shown up to a bound, saying how much
+    more there is and where; `show --json` still gives all of it."""
+    name = f"large-{unique}"
+    context = {f"key{n:05}": n for n in range(2000)}
+    create(wfectl.url, name, f"q-{unique}", **context)
+    table, document = wfectl.many([["show", name], ["show", name, "--json"]])
+    out = ok(table, '"key00000": 0', "more lines: `--json` or `wfectl export` show all of it")
+    assert '"key01999"' not in out
+    assert document.json()["context"] == context
+
+
+def test_the_actor_is_the_account_not_the_environment(wfectl: Wfectl, unique: str) -> None:
+    """The events name the account wfectl runs as (its uid), whatever USER and LOGNAME
+    say; as root, the sudo invoker is named with it."""
+    name = f"actor-{unique}"
+    spoofing = wfectl.with_env(USER="mallory", LOGNAME="mallory", SUDO_USER="alice")
+    ok(spoofing(*create_args(name, f"q-{unique}")))
+    (event,) = wfectl("history", name, "--json").json()
+    account = pwd.getpwuid(os.getuid()).pw_name
+    expected = f"alice(sudo:{account})" if os.getuid() == 0 else account
+    assert event["actor"] == f"{expected}@{socket.gethostname()}"
+
+
 def test_dry_run_validates_and_writes_nothing(wfectl: Wfectl, unique: str) -> None:
     """create --dry-run prints the plan (or refuses a bad step) and stores nothing."""
     name, queue = f"dry-{unique}", f"q-{unique}"
@@ -307,6 +333,32 @@ def test_dry_run_validates_and_writes_nothing(wfectl: Wfectl, unique: str) -> No
     refused(bad, "steps[1]: unknown step 'no_such_step'")
     with pytest.raises(WorkflowNotFound):
         get(wfectl.url, name)
+
+
+def test_dry_run_refuses_a_name_the_create_would_refuse(
+    wfectl: Wfectl, unique: str, tmp_path: Path
+) -> None:
+    """A dry run checks the name as the create would: taken (in the database) or not a
+    name at all is exit 1; with the database unreachable the plan is still shown, saying
+    the name went unchecked."""
+    name, queue = f"dry-taken-{unique}", f"q-{unique}"
+    create(wfectl.url, name, queue)
+    missing_file = f"sqlite+aiosqlite:///{tmp_path / 'absent.db'}"
+    taken, spaced, offline = [
+        *wfectl.many(
+            [
+                [*create_args(name, queue), "--dry-run"],
+                [*create_args(f" {name}", queue), "--dry-run"],
+            ]
+        ),
+        wfectl.with_env(WFED_DATABASE_URL=missing_file)(
+            *create_args(f"dry-offline-{unique}", queue), "--dry-run"
+        ),
+    ]
+    refused(taken, f"a workflow named '{name}' already exists")
+    refused(spaced, "must be 1 to 255 characters without surrounding spaces")
+    ok(offline, "nothing was written (the name was not checked against the database")
+    assert not (tmp_path / "absent.db").exists()
 
 
 def test_run_after_accepts_relative_and_iso_times(wfectl: Wfectl, unique: str) -> None:

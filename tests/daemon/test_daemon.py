@@ -8,6 +8,7 @@ import json
 import signal
 import sqlite3
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -256,7 +257,8 @@ async def test_fencing_a_resumed_daemon_cannot_overwrite_the_new_owner(
     before = await engine.get(name)
     events_before = await engine.history(name)
     frozen.signal(signal.SIGCONT)
-    frozen.wait_for_log("lease_lost", timeout=30)
+    lost = frozen.wait_for_log("lease_lost", timeout=30)
+    assert "step 0 'slow_idempotent', not recorded" in lost.get("discarded", ""), lost
     after = await engine.get(name)
     assert after.row == before.row
     assert after.steps == before.steps
@@ -423,16 +425,20 @@ async def test_a_step_that_exits_fails_and_the_daemon_runs_on(
 async def test_a_row_inserted_running_without_a_lease_is_recovered(
     engine: Engine, start_daemon: DaemonFactory, queue: str, journal: Path, schema: str
 ) -> None:
-    """A row an INSERT made `running` with no owner and no lease (no daemon ever claimed
-    it) is taken over like one whose owner's lease expired: it runs to completion, and a
-    stop requested on another such row is honoured, instead of both waiting forever."""
+    """A row an INSERT made `running` with no lease, or with one no daemon could have
+    given (year 9999), is taken over like one whose owner's lease expired: it runs to
+    completion, and a stop requested on another such row is honoured, instead of both
+    waiting forever. A row whose lease is a plausible hour away is left to its owner."""
     context = json.dumps({"journal": str(journal)})
     runs, stops = f"{queue}-inserted-running", f"{queue}-inserted-stop"
+    forever, held = f"{queue}-lease-9999", f"{queue}-lease-hour"
+    in_an_hour = datetime.now(UTC).replace(tzinfo=None) + timedelta(hours=1)
     async with engine.db.engine.begin() as conn:
         await conn.execute(
             text(
-                "INSERT INTO workflows (name, steps, context, queue, state, requested) "
-                "VALUES (:name, :steps, :context, :queue, 'running', :requested)"
+                "INSERT INTO workflows (name, steps, context, queue, state, requested, "
+                "claimed_by, lease_expires_at) "
+                "VALUES (:name, :steps, :context, :queue, 'running', :requested, :owner, :lease)"
             ),
             [
                 {
@@ -441,14 +447,26 @@ async def test_a_row_inserted_running_without_a_lease_is_recovered(
                     "context": context,
                     "queue": queue,
                     "requested": requested,
+                    "owner": owner,
+                    "lease": lease,
                 }
-                for name, requested in ((runs, None), (stops, "stop"))
+                for name, requested, owner, lease in (
+                    (runs, None, None, None),
+                    (stops, "stop", None, None),
+                    (forever, None, "ghost:1", datetime(9999, 12, 31)),
+                    (held, None, "ghost:2", in_an_hour),
+                )
             ],
         )
     start_daemon(schema, queue=queue, lease=LEASE)
-    await wait_until(_state_is(engine, runs, WorkflowState.COMPLETED), what=f"{runs} completed")
+    for name in (runs, forever):
+        await wait_until(_state_is(engine, name, WorkflowState.COMPLETED), what=f"{name} done")
     await wait_until(_state_is(engine, stops, WorkflowState.STOPPED), what=f"{stops} stopped")
-    assert [line.split()[:2] for line in journal_lines(journal)] == [["ran", runs]]
+    ran = sorted(line.split()[1] for line in journal_lines(journal))
+    assert ran == sorted([runs, forever])
+    assert (await engine.get(held)).state is WorkflowState.RUNNING
+    async with engine.db.engine.begin() as conn:  # nobody else's test meets a held row
+        await conn.execute(text("DELETE FROM workflows WHERE name = :name"), {"name": held})
 
 
 async def test_daemon_refuses_to_start_without_the_schema(

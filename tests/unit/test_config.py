@@ -205,6 +205,7 @@ def test_section_that_is_not_a_table(tmp_path: Path) -> None:
         ("daemon", "control_interval", "[1.0]"),
         ("daemon", "lease", '"30"'),
         ("daemon", "lease", "-1"),
+        ("daemon", "lease", "86400.5"),
         ("daemon", "shutdown_grace", "-1.0"),
         ("steps", "modules", '"wfed.examples"'),
         ("steps", "modules", "[1]"),

@@ -99,17 +99,18 @@ def create(
 
     if dry_run:
 
-        async def plan(engine: "Engine") -> "list[PlannedStep]":
+        async def plan(engine: "Engine") -> "tuple[list[PlannedStep], str]":
             from wfed.engine.window_reads import checked
 
             checked(window_specs)
             engine.check_lock_keys(lock_keys)
             engine.check_placement(queue, priority)
-            return engine.dry_run(definition, context)
+            plans = engine.dry_run(definition, context)
+            return plans, await check_new_name(engine, name)
 
-        plans = run_engine(settings, plan, connect=False)
+        plans, name_note = run_engine(settings, plan, connect=False)
         count = render.plural(len(plans), "step")
-        render.say(f"dry run: {name} would get {count}, {where}; nothing was written")
+        render.say(f"dry run: {name} would get {count}, {where}; nothing was written{name_note}")
         render.console().print(render_steps.plan_view(plans, context))
         return
 
@@ -127,3 +128,20 @@ def create(
 
     workflow = run_engine(settings, work)
     render.say(f"created {name}: {render.steps_of(workflow)}, {where}")
+
+
+async def check_new_name(engine: "Engine", name: str) -> str:
+    """Refuse a dry run whose name is taken or no name at all, as the create itself
+    would be refused (WorkflowExists, InvalidDefinition). A database that cannot answer
+    does not fail the dry run, which validates offline too: what was left unchecked is
+    said instead; nothing is returned when the name was checked."""
+    from wfed.errors import DatabaseUnavailable, SchemaOutdated, WorkflowExists
+
+    engine.check_name(name)
+    try:
+        holder = await engine.name_taken_by(name)
+    except (DatabaseUnavailable, SchemaOutdated) as exc:
+        return f" (the name was not checked against the database: {exc})"
+    if holder is not None:
+        raise WorkflowExists(f"a workflow named {holder!r} already exists")
+    return ""

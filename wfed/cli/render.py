@@ -241,10 +241,25 @@ def workflow_view(workflow: Workflow, now: datetime) -> Group:
     )
 
 
-def _json(value: Any) -> JSON:
-    from rich.json import JSON
+CONTEXT_SHOWN_LINES = 400
+"""Lines of a context that a table view prints: a context of 300,000 keys is read in
+full with `--json` or `export`, not scrolled through, and highlighting it would take
+minutes."""
 
-    return JSON(json.dumps(value, default=str, ensure_ascii=False), indent=2)
+
+def _json(value: Any) -> JSON | Text:
+    from rich.json import JSON
+    from rich.text import Text
+
+    text = json.dumps(value, default=str, ensure_ascii=False, indent=2)
+    lines = text.split("\n", CONTEXT_SHOWN_LINES)
+    if len(lines) <= CONTEXT_SHOWN_LINES:
+        return JSON("\n".join(lines), indent=2)
+    rest = lines.pop().count("\n") + 1
+    return Text.assemble(
+        "\n".join(lines),
+        (f"\n… {rest:,} more lines: `--json` or `wfectl export` show all of it", "yellow"),
+    )
 
 
 def _workflow_header(workflow: Workflow, now: datetime) -> Table:

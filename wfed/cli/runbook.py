@@ -118,13 +118,16 @@ def run_runbook(
 
     if dry_run:
 
-        async def plan(engine: "Engine") -> "tuple[Enqueue, list[PlannedStep]]":
+        async def plan(engine: "Engine") -> "tuple[Enqueue, list[PlannedStep], str]":
             from wfed.engine.views import PlannedStep
 
-            row, plans = engine.plan_runbook(path, given, name=name, queue=queue)
-            return row, [PlannedStep.of(plan) for plan in plans]
+            from .create import check_new_name
 
-        row, steps = run_engine(settings, plan, connect=False)
+            row, plans = engine.plan_runbook(path, given, name=name, queue=queue)
+            name_note = await check_new_name(engine, row.name)
+            return row, [PlannedStep.of(plan) for plan in plans], name_note
+
+        row, steps, name_note = run_engine(settings, plan, connect=False)
         workflow, context = row.name, row.context
         where = _where(row.queue, row.priority, run_after)
         if row.locks:
@@ -134,7 +137,7 @@ def run_runbook(
             where += f", in {count} ({', '.join(row.windows)})"
         render.say(
             f"dry run: {workflow} would get {render.plural(len(steps), 'step')}, {where}; "
-            "nothing was written"
+            f"nothing was written{name_note}"
         )
         render.console().print(render_steps.plan_view(steps, context))
         return

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import getpass
+import os
+import pwd
 import socket
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import replace
@@ -26,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from wfed.clock import Clock, utc_now
 from wfed.config import (
     DEFAULT_OUTPUT_MAX_BYTES,
+    LEASE_MAX,
     Config,
     LocksConfig,
     WindowsConfig,
@@ -40,9 +42,7 @@ from wfed.engine.retention import PURGEABLE, purge_finished
 from wfed.engine.runbook_api import RunbookFiles
 from wfed.engine.schedule_api import ScheduleApi
 from wfed.engine.views import EventView, Workflow, WorkflowSummary
-from wfed.errors import (
-    WorkflowNotFound,
-)
+from wfed.errors import ConfigError, WorkflowNotFound
 from wfed.logging import get_logger
 from wfed.states import Operation, WorkflowState
 from wfed.store import events as event_store
@@ -61,11 +61,20 @@ log = get_logger("wfed.engine")
 
 
 def default_actor() -> str:
-    """`user@host`, how operator actions are attributed in the events."""
+    """`user@host`, how operator actions are attributed in the events.
+
+    The user is the account the process runs as, looked up by its uid: `USER` and
+    `LOGNAME` are whatever the caller's environment says, and an audit trail must not
+    take a name anyone can set. Under sudo (uid 0 with `SUDO_USER` set, which only root
+    can have arranged), the person who ran sudo is named, with the account it became."""
+    uid = os.getuid()
     try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:  # a uid without a passwd entry (a container's arbitrary uid)
+        user = f"uid{uid}"
+    invoker = os.environ.get("SUDO_USER", "") if uid == 0 else ""
+    if invoker and invoker != user:
+        user = f"{invoker}(sudo:{user})"
     return f"{user}@{socket.gethostname()}"
 
 
@@ -88,6 +97,8 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, ConcurrencyKeys, Notificati
         locks: LocksConfig | None = None,
         windows: WindowsConfig | None = None,
     ) -> None:
+        if not 0 < lease <= LEASE_MAX:
+            raise ConfigError(f"lease must be above 0 and at most {LEASE_MAX:g} s, not {lease!r}")
         self.db = Database(url, password)
         self.queue_windows = (windows or WindowsConfig()).by_queue()
         """The queues' maintenance windows ([windows] queues), for what `get` tells."""
@@ -268,6 +279,19 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, ConcurrencyKeys, Notificati
     check_lock_keys = staticmethod(parse_lock_keys)
     """The concurrency keys a `locks` value names, sorted; InvalidDefinition if it is no
     list of key names (`create --dry-run`)."""
+
+    @staticmethod
+    def check_name(name: str) -> None:
+        """Refuse a name no workflow may have (InvalidDefinition)."""
+        from wfed.engine import creation  # noqa: PLC0415
+
+        creation.check_name(name)
+
+    async def name_taken_by(self, name: str) -> str | None:
+        """The existing workflow whose name a new workflow named `name` would collide
+        with (the same name, or on MariaDB/MySQL one equal under its collation), or None."""
+        async with self.db.transaction() as conn:
+            return await workflow_store.workflow_name_holder(conn, name)
 
     @staticmethod
     def check_placement(queue: str, priority: int) -> None:

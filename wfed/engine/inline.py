@@ -35,6 +35,7 @@ from wfed.store import claims
 from wfed.store import locks as lock_store
 from wfed.store import workflows as workflow_store
 from wfed.store.database import OUTAGE_ERRORS, Database, is_outage
+from wfed.store.guards import lease_holds
 from wfed.store.lock_keys import parse_lock_keys
 from wfed.store.locks import LimitOf, one_slot
 from wfed.store.rows import WorkflowRow
@@ -198,7 +199,7 @@ def _check_runnable(row: WorkflowRow, now: datetime) -> None:
         )
     if state in {WorkflowState.PAUSED, WorkflowState.STOPPED}:
         raise WorkflowHalted(f"workflow {name!r} is {state.value}")
-    if state is WorkflowState.RUNNING and (lease_expires_at is None or lease_expires_at >= now):
+    if state is WorkflowState.RUNNING and lease_holds(lease_expires_at, now):
         raise WorkflowLocked(f"workflow {name!r} is running, owned by {row.claimed_by}")
 
 

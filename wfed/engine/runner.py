@@ -80,6 +80,9 @@ class WorkflowRunner:
         self.queue_windows = queue_windows
         self._gate = WindowGate()
         self._attempt: StepAttempt | None = None
+        # The step whose attempt ended but whose outcome is not committed yet: if the
+        # lease is lost before it is, that outcome is discarded, and the log says so.
+        self._unrecorded: StepPlan | None = None
         self._stop_reason: str | None = None
         self._release_requested = False
         self._prior_attempts: list[int] = []
@@ -134,7 +137,15 @@ class WorkflowRunner:
                 self.log.info(f"workflow_{halted.result.outcome}", message=halted.result.message)
             return halted.result
         except LeaseLost:
-            self.log.warning("lease_lost")
+            unrecorded = self._unrecorded
+            if unrecorded is None:
+                self.log.warning("lease_lost")
+            else:
+                self.log.warning(
+                    "lease_lost",
+                    discarded=f"the outcome of step {unrecorded.position} "
+                    f"{unrecorded.name!r}, not recorded; the new owner decides what to rerun",
+                )
             if self.metrics:
                 self.metrics.leases_lost.inc()
             return RunResult(
@@ -211,9 +222,11 @@ class WorkflowRunner:
             attempt=now.attempt,
         )
         try:
-            return await self._attempt_step(plan, now)
+            following = await self._attempt_step(plan, now)
         finally:
             structlog.contextvars.reset_contextvars(**bound)
+        self._unrecorded = None
+        return following
 
     async def _attempt_step(self, plan: StepPlan, now: NextStep) -> Next:
         working = copy.deepcopy(now.context)
@@ -246,6 +259,7 @@ class WorkflowRunner:
             return await self._failed(plan, now, exc)
         finally:
             self._attempt = None
+            self._unrecorded = plan
             self.writer.step_finished_at = self.clock()
         self.log.info("step_completed", seconds=round(time.monotonic() - started, 3))
         self._count(plan.name, "completed", started)

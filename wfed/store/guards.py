@@ -5,7 +5,7 @@ the guarded updates and `wfectl health` can never disagree."""
 from __future__ import annotations
 
 import operator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Boolean, literal, or_
@@ -13,10 +13,15 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from wfed.config import LEASE_MAX
 from wfed.states import Operation, sources
 from wfed.store.schema import workflows
 
 W = workflows.c
+
+LEASE_HORIZON = timedelta(seconds=LEASE_MAX) + timedelta(days=6)
+"""How far ahead a lease wfed gave can end: the longest lease, plus six days for the
+clocks of the hosts that write leases to disagree."""
 
 
 def state_in(*operations: Operation) -> Any:
@@ -36,9 +41,24 @@ def pending_due(now: datetime) -> list[Any]:
 
 def lease_expired(now: datetime) -> list[Any]:
     # No lease at all is an expired one: only an INSERT or UPDATE behind wfed's back
-    # makes a running row without one, and it must be recovered like any other.
+    # makes a running row without one, and it must be recovered like any other. Nor did
+    # wfed give a lease that ends beyond LEASE_HORIZON: such a row (`'9999-12-31'`) would
+    # otherwise stay running for ever, held by nobody.
     expires = W.lease_expires_at
-    return [state_in(Operation.RESCUE), _NoneOrBefore(expires, literal(now, expires.type))]
+    return [
+        state_in(Operation.RESCUE),
+        _NoneOrOutside(
+            expires,
+            literal(now, expires.type),
+            literal(now + LEASE_HORIZON, expires.type),
+        ),
+    ]
+
+
+def lease_holds(expires: datetime | None, now: datetime) -> bool:
+    """Whether a running row's lease keeps others off it: `lease_expired`'s condition
+    on the lease, negated, for a row already read."""
+    return expires is not None and now <= expires <= now + LEASE_HORIZON
 
 
 # A timestamp column compared with now, NULL counting as passed. On SQLite, a column
@@ -58,16 +78,17 @@ class _NoneOrAtMost(FunctionElement[bool]):
     comparison = staticmethod(operator.le)
 
 
-class _NoneOrBefore(_NoneOrAtMost):
-    """`column IS NULL OR column < now` (see above)."""
+class _NoneOrOutside(_NoneOrAtMost):
+    """`column IS NULL OR column < now OR column > horizon` (see above)."""
 
     inherit_cache = True
     comparison = staticmethod(operator.lt)
 
 
 def _passed(element: _NoneOrAtMost) -> Any:
-    column, now = element.clauses
-    return or_(column.is_(None), element.comparison(column, now))
+    column, now, *horizon = element.clauses
+    beyond = [column > horizon[0]] if horizon else []
+    return or_(column.is_(None), element.comparison(column, now), *beyond)
 
 
 @compiles(_NoneOrAtMost)
