@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pty
 import pwd
 import re
 import socket
+import sqlite3
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
@@ -304,6 +306,23 @@ def test_show_prints_the_head_of_a_large_context(wfectl: Wfectl, unique: str) ->
     out = ok(table, '"key00000": 0', "more lines: `--json` or `wfectl export` show all of it")
     assert '"key01999"' not in out
     assert document.json()["context"] == context
+
+
+def test_names_that_differ_only_in_case_or_accents_are_two_workflows(
+    wfectl: Wfectl, unique: str
+) -> None:
+    """Names are compared byte for byte on every backend (MariaDB's default collation
+    would take `M3` for `m3` and `café` for `cafe`): each is created, shown and deleted
+    as itself."""
+    names = [f"case-{unique}", f"CASE-{unique}", f"café-{unique}", f"cafe-{unique}"]
+    queue = f"q-{unique}"
+    for name in names:
+        ok(wfectl(*create_args(name, queue)))
+    shown = wfectl.many([["show", name, "--json"] for name in names])
+    assert [result.json()["name"] for result in shown] == names
+    ok(wfectl("delete", names[1]))
+    refused(wfectl("show", names[1]), f"no workflow named '{names[1]}'")
+    assert wfectl("show", names[0], "--json").json()["name"] == names[0]
 
 
 def test_the_actor_is_the_account_not_the_environment(wfectl: Wfectl, unique: str) -> None:
@@ -685,6 +704,39 @@ def test_unreachable_database_is_one_line_without_password(url: str, wfectl_conf
     line = refused(Wfectl(url, wfectl_config)("list"), "unreachable", "root:***@127.0.0.1:1")
     assert time.monotonic() - start < 10
     assert "s3cr3t" not in line
+
+
+@pytest.mark.parametrize("backend", ["mariadb", "postgresql"])
+def test_a_database_missing_on_the_server_is_named(
+    backend: str, request: pytest.FixtureRequest, wfectl_config: Path
+) -> None:
+    """A URL naming a database the server does not have says so (not that the login was
+    refused) in one line, exit code 1."""
+    server_url: str = request.getfixturevalue(f"{backend}_url")
+    url = make_url(server_url).set(database="wfed_no_such_database")
+    refused(
+        Wfectl(url.render_as_string(hide_password=False), wfectl_config)("list"),
+        "wfed_no_such_database does not exist",
+        "create it, or fix the database name in the URL",
+    )
+
+
+def test_upgrade_of_a_file_with_a_foreign_table_says_so(
+    tmp_path: Path, wfectl_config: Path
+) -> None:
+    """`db upgrade` of an SQLite file holding a `workflows` table wfed did not make names
+    the clash, not an unreachable database, and changes nothing."""
+    path = tmp_path / "foreign.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE workflows (x INTEGER)")
+    url = f"sqlite+aiosqlite:///{path}"
+    line = refused(Wfectl(url, wfectl_config)("db", "upgrade"), "already holds a table")
+    assert "unreachable" not in line
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        tables = {
+            row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+    assert tables == {"workflows"}
 
 
 @pytest.mark.parametrize("backend", ["mariadb", "postgresql"])

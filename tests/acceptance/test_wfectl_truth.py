@@ -273,6 +273,26 @@ def test_a_value_that_starts_like_json_must_be_json(cli: Wfectl, unique: str) ->
 # -- lines ----------------------------------------------------------------------------
 
 
+def test_json_nested_too_deeply_to_parse_is_one_bounded_line(cli: Wfectl, unique: str) -> None:
+    """A VALUE or --ctx-json nested thousands of levels deep is refused like any other bad
+    JSON (exit 1 or 2, one line repeating only the head of it), not as an unexpected
+    error; nothing is written."""
+    deep = "[" * 3000 + "]" * 3000
+    name = f"deep-{unique}"
+    value, document = cli.many(
+        [
+            ["create", name, "--step", "sleep", "--ctx", f"k={deep}"],
+            ["create", name, "--step", "sleep", "--ctx-json", f'{{"k": {deep}}}'],
+        ]
+    )
+    line = refused(value, "nests too deeply to be read", "(6,000 characters)")
+    assert len(line) < 400
+    assert document.code == 2, document
+    assert "nests too deeply to be read" in document.err
+    assert "unexpected error" not in value.err + document.err
+    assert cli("show", name).code == 1  # never created
+
+
 def test_lines_count_in_the_right_number(cli: Wfectl, unique: str) -> None:
     """One step is `1 step`; a completed one-step workflow did `its 1 step`."""
     name, queue = f"one-{unique}", f"q-{unique}"

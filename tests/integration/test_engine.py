@@ -629,6 +629,12 @@ async def test_pause_requested_with_plain_sql_on_pending_is_applied_by_run(
     assert paused.row.requested is None
     assert paused.current_step == 0
     assert CALLS[key] == 0
+    # Nobody is on record for a request made with SQL: the event says where it came from
+    # rather than reading as the claimer's own decision.
+    (event,) = [e for e in await engine.history(name) if e.kind == "paused"]
+    assert event.reason is not None
+    assert "pause requested in the database" in event.reason
+    assert "pause requested in the database" in (paused.halt_reason or "")
     await engine.resume(name)
     assert (await engine.run(name)).state is WorkflowState.COMPLETED
     assert CALLS[key] == 1

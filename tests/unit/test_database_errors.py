@@ -58,9 +58,9 @@ def test_mysql_login_refused_in_the_servers_words() -> None:
     )
 
 
-@pytest.mark.parametrize("sqlstate", ["28P01", "28000", "3D000"])
+@pytest.mark.parametrize("sqlstate", ["28P01", "28000"])
 def test_postgresql_login_refused(sqlstate: str) -> None:
-    """Invalid authorization (class 28) and an unknown database are a refused login."""
+    """Invalid authorization (class 28) is a refused login."""
     exc = wrapped(OperationalError, PostgresError("password authentication failed", sqlstate))
     assert message(exc) == f"database {URL} refused the login: password authentication failed"
 

@@ -31,6 +31,23 @@ def _no_constants(name: str) -> Any:
     raise ValueError(name)
 
 
+_SHOWN = 80
+"""Characters of an argument a message repeats: enough to recognise it."""
+
+
+def _shortened(raw: str) -> str:
+    return raw if len(raw) <= _SHOWN else f"{raw[:_SHOWN]}… ({len(raw):,} characters)"
+
+
+def _loads(raw: str) -> Any:
+    """`raw` as JSON, NaN and Infinity refused. A nesting too deep for the parser is a
+    ValueError like any other bad JSON, not a RecursionError."""
+    try:
+        return json.loads(raw, parse_constant=_no_constants)
+    except RecursionError:
+        raise ValueError("it nests too deeply to be read: flatten it") from None
+
+
 class BrokenJson(WfedError):
     """A KEY=VALUE whose VALUE starts like a JSON object or array but does not parse."""
 
@@ -60,7 +77,7 @@ def parse_value(raw: str) -> Any:
     """VALUE of KEY=VALUE: JSON where it parses (`5`, `true`, `["a"]`), else the string.
     A VALUE starting with `{` or `[` must be JSON (ValueError saying why)."""
     try:
-        return json.loads(raw, parse_constant=_no_constants)
+        return _loads(raw)
     except ValueError as exc:
         if raw.lstrip().startswith(("{", "[")):
             raise ValueError(str(exc)) from None
@@ -80,6 +97,11 @@ def parse_assignments(items: Sequence[str], option: str) -> dict[str, Any]:
         try:
             values[key] = parse_value(raw)
         except ValueError as exc:
+            if len(raw) > _SHOWN:
+                raise BrokenJson(
+                    f"{key}={_shortened(raw)}: the value starts like JSON but is not JSON "
+                    f"({exc}); fix it, or give the text as a JSON string"
+                ) from None
             text = json.dumps(raw, ensure_ascii=False)
             raise BrokenJson(
                 f"{key}={raw}: the value starts like JSON but is not JSON ({exc}); fix it, "
@@ -91,7 +113,7 @@ def parse_assignments(items: Sequence[str], option: str) -> dict[str, Any]:
 def parse_json_object(raw: str, option: str) -> dict[str, Any]:
     """A JSON object argument such as `--ctx-json '{"a": 1}'`."""
     try:
-        value = json.loads(raw, parse_constant=_no_constants)
+        value = _loads(raw)
     except ValueError as exc:
         raise typer.BadParameter(f"not valid JSON: {exc}", param_hint=option) from None
     if not isinstance(value, dict):
@@ -107,10 +129,10 @@ def parse_step(raw: str) -> Any:
     if not raw.lstrip().startswith("{"):
         return raw
     try:
-        return json.loads(raw, parse_constant=_no_constants)
+        return _loads(raw)
     except ValueError as exc:
         raise typer.BadParameter(
-            f"{raw!r} is not valid JSON ({exc}); give a step name or an object like "
+            f"{_shortened(raw)!r} is not valid JSON ({exc}); give a step name or an object like "
             '\'{"step": "sleep", "args": {"seconds": 1}}\'',
             param_hint="--step",
         ) from None

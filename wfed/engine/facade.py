@@ -288,8 +288,8 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, ConcurrencyKeys, Notificati
         creation.check_name(name)
 
     async def name_taken_by(self, name: str) -> str | None:
-        """The existing workflow whose name a new workflow named `name` would collide
-        with (the same name, or on MariaDB/MySQL one equal under its collation), or None."""
+        """The name of the existing workflow a new one named `name` would collide with,
+        or None."""
         async with self.db.transaction() as conn:
             return await workflow_store.workflow_name_holder(conn, name)
 

@@ -241,6 +241,14 @@ class TurnWriter:
             if asked is not None:
                 reason = asked.reason if asked.reason else reason
                 detail["requested_by"] = asked.actor
+            else:
+                # `requested` set with SQL: nobody is on record, and the event must not
+                # read as if the daemon chose to halt the workflow.
+                request = next(r for r, op in HONOURED.items() if op is end.operation)
+                reason = (
+                    f"{request.value} requested in the database "
+                    "(workflows.requested set without wfectl: no one is on record)"
+                )
         await event_store.events_insert(
             conn,
             *(self.event(before, position=end.position, **more) for before, more in end.before),

@@ -249,8 +249,16 @@ def database_error(exc: DBAPIError | OSError, display_url: str) -> WfedError:
             f"the wfed schema in {display_url} is missing or incomplete ({reason}): "
             "run `wfectl db upgrade`"
         )
+    if code == 1050 or state == "42P07" or _says_table_exists(code, state, orig):
+        return SchemaOutdated(
+            f"{display_url} already holds a table of wfed's schema that wfed did not make "
+            f"({reason}), and no record of a wfed schema version: use an empty database, "
+            "or one that `wfectl db upgrade` made"
+        )
     if isinstance(exc, TimeoutError):
         what = "unreachable: timed out"
+    elif code == 1049 or state == "3D000":
+        what = f"does not exist ({reason}): create it, or fix the database name in the URL"
     elif _login_refused(exc):
         what = f"refused the login: {reason}"
     elif code in _MYSQL_PRIVILEGE_DENIED or state == "42501":
@@ -263,6 +271,11 @@ def database_error(exc: DBAPIError | OSError, display_url: str) -> WfedError:
     else:
         what = f"failed: {reason}"
     return DatabaseUnavailable(f"database {display_url} {what}")
+
+
+def _says_table_exists(code: int | None, state: str, orig: object) -> bool:
+    # SQLite says it in words only (MySQL and PostgreSQL have 1050 and 42P07).
+    return code is None and not state and "already exists" in str(orig or "")
 
 
 def _says_no_such_table(orig: object) -> bool:

@@ -149,6 +149,7 @@ _TEXTS: tuple[tuple[str, Fault], ...] = (
     ("database table is locked", Fault.LOCK_WAIT),
     ("no such table", Fault.SCHEMA),
     ("no such column", Fault.SCHEMA),
+    ("already exists", Fault.SCHEMA),
 )
 
 

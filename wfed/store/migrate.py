@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
 VERSION_TABLE = "wfed_schema_version"
-REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006")
+REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
 """The `revision` of every migration in wfed/store/migrations/versions, oldest first (a
 test compares them with the scripts): a new migration adds its own here."""
 HEAD = REVISIONS[-1]

@@ -20,7 +20,6 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from wfed.store.schema import workflow_step_output, workflow_steps, workflows
-from wfed.store.workflows import same_name
 
 O = workflow_step_output.c  # noqa: E741 - the table's columns, as W and S elsewhere
 S = workflow_steps.c
@@ -103,7 +102,7 @@ async def output_attempt_of(
     row = (
         await conn.execute(_ATTEMPT_OF, {"b_name": workflow_name, "b_position": position})
     ).first()
-    if row is None or not same_name(row[2], workflow_name):
+    if row is None:
         return None
     return int(row[0]), int(row[1])
 

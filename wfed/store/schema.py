@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -107,6 +107,25 @@ class Str(_SQLiteReadable, TypeDecorator[str]):
 
     impl = String
     cache_ok = True
+
+
+class ExactStr(Str):
+    """VARCHAR(n) compared byte for byte on every backend: a workflow's name, its queue.
+    MariaDB's and MySQL's default collations ignore case and accents, so there `M3` was
+    taken by `m3` in the unique index while `show M3` found nothing, and a daemon of queue
+    `default` claimed the work of `Default`. Migration 0007 gives these columns the
+    binary collation; PostgreSQL and SQLite always compared bytes."""
+
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if _is_mysql(dialect):
+            length = cast(String, self.impl_instance).length
+            return dialect.type_descriptor(String(length, collation=BINARY_COLLATION))
+        return super().load_dialect_impl(dialect)
+
+
+BINARY_COLLATION = "utf8mb4_bin"
 
 
 class LongText(_SQLiteReadable, TypeDecorator[str]):
@@ -213,13 +232,13 @@ workflows = Table(
     "workflows",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("name", Str(255), nullable=False),
+    Column("name", ExactStr(255), nullable=False),
     Column("state", String(16), nullable=False, server_default=WorkflowState.PENDING.value),
     Column("steps", Json, nullable=False),
     # NULL is read as {}: a plain-SQL INSERT may leave it out.
     Column("context", Json, nullable=True),
     Column("current_step", Integer, nullable=False, server_default="0"),
-    Column("queue", Str(64), nullable=False, server_default="default"),
+    Column("queue", ExactStr(64), nullable=False, server_default="default"),
     Column("priority", Integer, nullable=False, server_default="0"),
     # The claim orders by priority descending then id ascending; MariaDB before 10.8
     # ignores DESC in an index, so the index carries the negated priority instead.
@@ -293,7 +312,7 @@ workflow_events = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     # No foreign key: events are the audit trail and outlive a deleted workflow.
     Column("workflow_id", Id, nullable=False),
-    Column("workflow_name", Str(255), nullable=False),
+    Column("workflow_name", ExactStr(255), nullable=False),
     Column("position", Integer, nullable=True),
     Column("kind", Str(32), nullable=False),
     Column("actor", Str(255), nullable=False),

@@ -22,7 +22,6 @@ from wfed.states import StepState
 from wfed.store.output import OutputChunk
 from wfed.store.rows import StepRow, WorkflowRow
 from wfed.store.schema import workflow_step_output, workflow_steps, workflows
-from wfed.store.workflows import same_name
 
 O = workflow_step_output.c  # noqa: E741 - the table's columns, as W and S elsewhere
 S = workflow_steps.c
@@ -108,7 +107,7 @@ async def workflow_snapshot(
     None if there is no such workflow."""
     params = {"b_name": name, "b_position": position, "b_attempt": attempt, "b_after": after}
     rows = (await conn.execute(_statement(running), params)).mappings().all()
-    if not rows or not same_name(rows[0]["name"], name):
+    if not rows:
         return None
     steps: dict[int, StepRow] = {}
     output: list[OutputChunk] = []

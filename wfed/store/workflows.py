@@ -79,22 +79,14 @@ async def workflow_get(
     if for_update:
         query = query.with_for_update()
     row = (await conn.execute(query)).mappings().first()
-    return WorkflowRow.from_mapping(row) if row and same_name(row["name"], name) else None
+    return WorkflowRow.from_mapping(row) if row else None
 
 
 async def workflow_name_holder(conn: AsyncConnection, name: str) -> str | None:
-    """The name of the workflow that would make a new one named `name` a duplicate, or
-    None: equal under the database's own comparison, as the unique index sees it (on
-    MariaDB and MySQL `CASE-X` is taken by `case-x`)."""
+    """The name of the workflow that would make a new one named `name` a duplicate (as
+    the unique index compares names), or None."""
     found = await conn.scalar(select(W.name).where(W.name == name).limit(1))
     return None if found is None else str(found)
-
-
-def same_name(stored: str, asked: str) -> bool:
-    """Whether the row found for `asked` is the workflow of that very name. MariaDB and
-    MySQL compare names under the column's collation (case and accents ignored): there
-    `CASE-X` finds `case-x`, which must not be taken for it."""
-    return stored == asked
 
 
 async def workflow_get_by_id(conn: AsyncConnection, workflow_id: int) -> WorkflowRow | None:
