@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import string
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from wfed.store.database import redacted
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(time_limit(240, 600))]
 
 RSS_LIMIT_KIB = 500 * 1024
+WFECTL = Path(sys.executable).parent / "wfectl"
 GOOD = 10
 PRINTABLE = set(string.printable)
 
@@ -275,6 +277,103 @@ async def test_sqlite_row_with_an_unreadable_timestamp_stops_no_daemon(
     assert daemon.proc.poll() is None, daemon.log_path.read_text()[-2000:]
     assert final[f"{queue}-bad"][0] == "error"
     assert all(final[n][0] == "completed" for n in names[1:])
+
+
+async def run_wfectl(url: str, *args: str) -> tuple[int, str, str]:
+    """Run `wfectl` on `url`: (exit code, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        str(WFECTL),
+        *args,
+        env={**os.environ, "WFED_DATABASE_URL": url},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+# Times the database holds that Python's datetime cannot: PostgreSQL keeps 4713 BC to
+# 294276 AD, MariaDB an INSERT's zero date. (column, SQL literal, other columns.)
+_OUT_OF_RANGE = {
+    "postgresql": [
+        ("created_at", "'4713-01-01 BC'", {}),
+        ("run_after", "'4713-01-01 BC'", {}),
+        ("finished_at", "'200000-01-01'", {}),
+        ("lease_expires_at", "'200000-01-01'", {}),
+        ("lease_expires_at", "'4713-01-01 BC'", {"state": "'running'", "claimed_by": "'ghost'"}),
+    ],
+    "mariadb": [
+        ("run_after", "'0000-00-00 00:00:00'", {}),
+        ("created_at", "'0000-00-00 00:00:00'", {}),
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("backend_url", "column", "literal", "others"),
+    [
+        pytest.param(backend, column, literal, others, id=f"{backend}-{column}-{n}")
+        for backend, cases in _OUT_OF_RANGE.items()
+        for n, (column, literal, others) in enumerate(cases)
+    ],
+    indirect=["backend_url"],
+)
+async def test_a_time_python_cannot_hold_stops_no_daemon_and_no_reader(
+    backend_url: str,
+    start_daemon: DaemonFactory,
+    queue: str,
+    journal: Path,
+    column: str,
+    literal: str,
+    others: dict[str, str],
+) -> None:
+    """A row whose timestamp is out of Python's range (PostgreSQL's 4713 BC or year
+    200000, MariaDB's zero date) ends in error naming the column; the daemon stays up,
+    the good rows beside it complete, and wfectl lists and shows it."""
+    engine = create_async_engine(backend_url)
+    bad = f"{queue}-bad"
+    literals = {column: literal, **others}
+    goods = good_rows(str(journal), str(journal.parent), 3)[:3]
+    names = [bad, *(f"{queue}-good-{n}" for n in range(len(goods)))]
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    f"INSERT INTO workflows (name, queue, steps, context, {', '.join(literals)}) "
+                    f"VALUES (:name, :queue, '[\"mark\"]', '{{}}', {', '.join(literals.values())})"
+                ),
+                {"name": bad, "queue": queue},
+            )
+        for number, (label, steps, context) in enumerate(goods):
+            good = HostileRow(label, steps, context)
+            assert await insert(engine, f"{queue}-good-{number}", queue, good) is None
+        daemon = start_daemon(backend_url, queue=queue, lease=5.0, poll_interval=0.1)
+
+        async def settled() -> bool:
+            if daemon.proc.poll() is not None:
+                return True
+            now = await states(engine, names)
+            return all(now[n][0] in {"completed", "error"} for n in names)
+
+        await wait_until(settled, limit=60, what="every row finished or the daemon gone")
+        final = await states(engine, names)
+        readers = [
+            (args, *await run_wfectl(backend_url, *args))
+            for args in (["list", "--queue", queue], ["show", bad], ["show", bad, "--json"])
+        ]
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text("DELETE FROM workflows WHERE queue = :q"), {"q": queue})
+        await engine.dispose()
+    assert daemon.proc.poll() is None, daemon.log_path.read_text()[-2000:]
+    state, last_error = final[bad]
+    assert state == "error", final[bad]
+    assert readable(last_error), last_error
+    assert all(final[n][0] == "completed" for n in names[1:]), final
+    for args, code, out, err in readers:
+        assert code == 0, (args, err)
+        assert bad in out, (args, out)
 
 
 @pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)

@@ -188,9 +188,21 @@ def create_engine(
         # the others wait for it (busy_timeout); leases still fence its writes.
         options["connect_args"].update(_idle_timeout(backend, idle_transaction_timeout))
     engine = _async_engine(parsed, options)
+    _set_up_new_connections(engine, backend)
+    return engine
+
+
+def _set_up_new_connections(engine: AsyncEngine, backend: str) -> None:
     if backend == "sqlite":
         _sqlite_immediate_transactions(engine)
-    return engine
+    elif backend == "postgresql":
+        event.listen(engine.sync_engine, "connect", _readable_timestamps)
+
+
+def _readable_timestamps(dbapi_connection: Any, _record: Any) -> None:
+    from wfed.store import pg_timestamps  # noqa: PLC0415 - PostgreSQL only
+
+    pg_timestamps.install(dbapi_connection)
 
 
 def is_retryable(exc: BaseException) -> bool:

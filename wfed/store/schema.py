@@ -144,15 +144,30 @@ def _is_mysql(dialect: Dialect) -> bool:
 # every wfectl call on SQLite about 25 ms.
 
 
+class _MySQLTimestamp(TypeDecorator[datetime]):
+    """MySQL's DATETIME(6), but a zero date ('0000-00-00 00:00:00', which an INSERT may
+    write unless the sql_mode has NO_ZERO_DATE) reads as UnreadableTimestamp: the driver
+    hands it over as text, which every reader of a time would trip on."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        from sqlalchemy.dialects.mysql import DATETIME  # noqa: PLC0415 - see above
+
+        return dialect.type_descriptor(DATETIME(fsp=6))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return UnreadableTimestamp.of(value) if isinstance(value, str) else value
+
+
 class _Timestamp(TypeDecorator[datetime]):
     impl = DateTime
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if _is_mysql(dialect):
-            from sqlalchemy.dialects.mysql import DATETIME  # noqa: PLC0415 - see above
-
-            return dialect.type_descriptor(DATETIME(fsp=6))
+            return dialect.type_descriptor(_MySQLTimestamp())
         if dialect.name == "sqlite":
             return dialect.type_descriptor(_SQLiteTimestamp())
         return dialect.type_descriptor(DateTime())
