@@ -376,6 +376,48 @@ async def test_a_time_python_cannot_hold_stops_no_daemon_and_no_reader(
         assert bad in out, (args, out)
 
 
+@pytest.mark.parametrize("backend_url", ["mariadb"], indirect=True)
+@pytest.mark.parametrize("state", ["PENDING", "Running", "pending "])
+async def test_a_state_written_past_the_checks_stops_no_daemon(
+    backend_url: str, start_daemon: DaemonFactory, queue: str, journal: Path, state: str
+) -> None:
+    """A MariaDB session may switch the CHECK constraints off and write a state that
+    differs from a known one by case or a trailing space: the claim passes the row over
+    (states compare byte for byte), the daemon stays up and the good rows complete."""
+    engine = create_async_engine(backend_url)
+    bad = f"{queue}-bad"
+    goods = good_rows(str(journal), str(journal.parent), 3)[:3]
+    names = [f"{queue}-good-{n}" for n in range(len(goods))]
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("SET SESSION check_constraint_checks = 0"))
+            await conn.execute(
+                text(
+                    "INSERT INTO workflows (name, queue, steps, context, state) "
+                    "VALUES (:name, :queue, '[\"mark\"]', '{}', :state)"
+                ),
+                {"name": bad, "queue": queue, "state": state},
+            )
+        for number, (label, steps, context) in enumerate(goods):
+            good = HostileRow(label, steps, context)
+            assert await insert(engine, names[number], queue, good) is None
+        daemon = start_daemon(backend_url, queue=queue, lease=5.0, poll_interval=0.1)
+
+        async def settled() -> bool:
+            if daemon.proc.poll() is not None:
+                return True
+            now = await states(engine, names)
+            return all(now[n][0] == "completed" for n in names)
+
+        await wait_until(settled, limit=60, what="the good rows completed or the daemon gone")
+        final = await states(engine, [bad, *names])
+    finally:
+        await engine.dispose()
+    assert daemon.proc.poll() is None, daemon.log_path.read_text()[-2000:]
+    assert final[bad][0] == state  # passed over, not taken for a known state
+    assert not daemon.events("runner_failed"), daemon.log_path.read_text()[-2000:]
+
+
 @pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("lease", ["never", b"\x00"])
 async def test_sqlite_running_row_with_an_unreadable_lease_is_taken_over(

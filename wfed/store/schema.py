@@ -110,10 +110,12 @@ class Str(_SQLiteReadable, TypeDecorator[str]):
 
 
 class ExactStr(Str):
-    """VARCHAR(n) compared byte for byte on every backend: a workflow's name, its queue.
-    MariaDB's and MySQL's default collations ignore case and accents, so there `M3` was
-    taken by `m3` in the unique index while `show M3` found nothing, and a daemon of queue
-    `default` claimed the work of `Default`. Migration 0007 gives these columns the
+    """VARCHAR(n) compared byte for byte on every backend: a workflow's name, its queue,
+    the states and requests every claim and heartbeat select by. MariaDB's and MySQL's
+    default collations ignore case and accents, so there `M3` was taken by `m3` in the
+    unique index while `show M3` found nothing, a daemon of queue `default` claimed the
+    work of `Default`, and (with the CHECK constraints switched off for a session) of
+    state `PENDING`, which no reader could parse. Migration 0007 gives these columns the
     binary collation; PostgreSQL and SQLite always compared bytes."""
 
     cache_ok = True
@@ -121,11 +123,13 @@ class ExactStr(Str):
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if _is_mysql(dialect):
             length = cast(String, self.impl_instance).length
-            return dialect.type_descriptor(String(length, collation=BINARY_COLLATION))
+            return dialect.type_descriptor(String(length, collation=exact_collation(dialect)))
         return super().load_dialect_impl(dialect)
 
 
-BINARY_COLLATION = "utf8mb4_bin"
+def exact_collation(dialect: Dialect) -> str:
+    """The binary NO PAD collation (`utf8mb4_bin` ignores trailing spaces)."""
+    return "utf8mb4_nopad_bin" if getattr(dialect, "is_mariadb", False) else "utf8mb4_0900_bin"
 
 
 class LongText(_SQLiteReadable, TypeDecorator[str]):
@@ -248,7 +252,7 @@ workflows = Table(
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("name", ExactStr(255), nullable=False),
-    Column("state", String(16), nullable=False, server_default=WorkflowState.PENDING.value),
+    Column("state", ExactStr(16), nullable=False, server_default=WorkflowState.PENDING.value),
     Column("steps", Json, nullable=False),
     # NULL is read as {}: a plain-SQL INSERT may leave it out.
     Column("context", Json, nullable=True),
@@ -259,7 +263,7 @@ workflows = Table(
     # ignores DESC in an index, so the index carries the negated priority instead.
     Column("claim_rank", Integer, Computed("-priority", persisted=True)),
     Column("run_after", Timestamp, nullable=True),
-    Column("requested", String(8), nullable=True),
+    Column("requested", ExactStr(8), nullable=True),
     Column("claimed_by", Str(255), nullable=True),
     Column("lease_expires_at", Timestamp, nullable=True),
     # Fencing token: bumped by every claim; every write of an owner checks it.
@@ -310,7 +314,7 @@ workflow_steps = Table(
     Column("step", Str(255), nullable=False),
     Column("label", Str(255), nullable=True),
     Column("args", Json, nullable=False),
-    Column("state", String(16), nullable=False, server_default=StepState.PENDING.value),
+    Column("state", ExactStr(16), nullable=False, server_default=StepState.PENDING.value),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("started_at", Timestamp, nullable=True),
     Column("finished_at", Timestamp, nullable=True),
