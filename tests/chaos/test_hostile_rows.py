@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_harness import DaemonFactory
+from daemon_harness import DaemonFactory, DaemonProcess
 from harness import (
     CHAOS_DIR,
     INTERNAL_ERRORS,
@@ -72,6 +72,25 @@ async def states(engine: AsyncEngine, names: list[str]) -> dict[str, tuple[str, 
             {"names": names},
         )
         return {row.name: (row.state, row.last_error) for row in rows}
+
+
+async def settle(
+    engine: AsyncEngine,
+    daemon: DaemonProcess,
+    names: list[str],
+    ends: frozenset[str] | set[str] = frozenset({"completed", "error"}),
+) -> dict[str, tuple[str, str | None]]:
+    """Wait until every workflow of `names` is in one of `ends`, or the daemon is gone;
+    their (state, last_error) then."""
+
+    async def settled() -> bool:
+        if daemon.proc.poll() is not None:
+            return True
+        now = await states(engine, names)
+        return all(now[name][0] in ends for name in names)
+
+    await wait_until(settled, limit=60, what=f"{len(names)} workflows settled or the daemon gone")
+    return await states(engine, names)
 
 
 @pytest.mark.parametrize("backend_url", ["sqlite", "mariadb", "postgresql"], indirect=True)
@@ -260,14 +279,7 @@ async def test_sqlite_row_with_an_unreadable_timestamp_stops_no_daemon(
         daemon = start_daemon(backend_url, queue=queue, lease=5.0, poll_interval=0.1)
         names = [f"{queue}-bad", *(f"{queue}-good-{n}" for n in range(len(goods)))]
 
-        async def settled() -> bool:
-            if daemon.proc.poll() is not None:
-                return True
-            now = await states(engine, names)
-            return all(now[n][0] in {"completed", "error"} for n in names)
-
-        await wait_until(settled, limit=60, what="every row finished or the daemon gone")
-        final = await states(engine, names)
+        final = await settle(engine, daemon, names)
     finally:
         # The SQLite file is the whole session's: a row no reader can decode must not
         # outlive this test.
@@ -350,14 +362,7 @@ async def test_a_time_python_cannot_hold_stops_no_daemon_and_no_reader(
             assert await insert(engine, f"{queue}-good-{number}", queue, good) is None
         daemon = start_daemon(backend_url, queue=queue, lease=5.0, poll_interval=0.1)
 
-        async def settled() -> bool:
-            if daemon.proc.poll() is not None:
-                return True
-            now = await states(engine, names)
-            return all(now[n][0] in {"completed", "error"} for n in names)
-
-        await wait_until(settled, limit=60, what="every row finished or the daemon gone")
-        final = await states(engine, names)
+        final = await settle(engine, daemon, names)
         readers = [
             (args, *await run_wfectl(backend_url, *args))
             for args in (["list", "--queue", queue], ["show", bad], ["show", bad, "--json"])
@@ -403,13 +408,7 @@ async def test_a_state_written_past_the_checks_stops_no_daemon(
             assert await insert(engine, names[number], queue, good) is None
         daemon = start_daemon(backend_url, queue=queue, lease=5.0, poll_interval=0.1)
 
-        async def settled() -> bool:
-            if daemon.proc.poll() is not None:
-                return True
-            now = await states(engine, names)
-            return all(now[n][0] == "completed" for n in names)
-
-        await wait_until(settled, limit=60, what="the good rows completed or the daemon gone")
+        await settle(engine, daemon, names, ends={"completed"})
         final = await states(engine, [bad, *names])
     finally:
         await engine.dispose()
@@ -439,13 +438,7 @@ async def test_sqlite_running_row_with_an_unreadable_lease_is_taken_over(
         assert await insert(engine, name, queue, orphan) is None
         daemon = start_daemon(backend_url, queue=queue, lease=5.0, poll_interval=0.1)
 
-        async def settled() -> bool:
-            if daemon.proc.poll() is not None:
-                return True
-            return (await states(engine, [name]))[name][0] in {"completed", "error"}
-
-        await wait_until(settled, limit=60, what="the orphan finished or the daemon gone")
-        final = await states(engine, [name])
+        final = await settle(engine, daemon, [name])
     finally:
         async with engine.begin() as conn:
             await conn.execute(text("DELETE FROM workflows WHERE queue = :q"), {"q": queue})
