@@ -819,12 +819,13 @@ def test_colours_only_on_a_terminal_and_not_with_no_color(wfectl_config: Path) -
 
 def test_control_characters_in_a_row_are_shown_not_obeyed(wfectl: Wfectl, unique: str) -> None:
     """A name written with SQL holding terminal escape sequences (a window title, a
-    screen clear) is printed with them as visible escapes by list, show and pause: the
-    operator's terminal never receives them."""
-    name = f"esc-{unique}\x1b]0;pwned\x07\x1b[2J"
+    screen clear) or a bidirectional override (which shows what follows reversed) is
+    printed with them as visible escapes by list, show and pause: the operator's terminal
+    never receives them."""
+    name = f"esc-{unique}\x1b]0;pwned\x07\x1b[2J\u202egnp.exe"
     queue = f"q-{unique}"
     execute(wfectl.url, insert(workflows).values(name=name, steps=["sleep"], queue=queue))
-    shown = f"esc-{unique}\\x1b]0;pwned\\x07\\x1b[2J"
+    shown = f"esc-{unique}\\x1b]0;pwned\\x07\\x1b[2J\\u202egnp.exe"
     for result in (
         wfectl("list", "--queue", queue),
         wfectl("show", name),
@@ -833,6 +834,7 @@ def test_control_characters_in_a_row_are_shown_not_obeyed(wfectl: Wfectl, unique
         ok(result, shown)
         assert "\x1b" not in result.out
         assert "\x07" not in result.out
+        assert "\u202e" not in result.out
 
 
 def test_a_blob_an_sqlite_row_holds_for_a_name_is_read_as_text(wfectl: Wfectl, unique: str) -> None:

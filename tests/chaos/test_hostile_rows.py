@@ -417,6 +417,48 @@ async def test_a_state_written_past_the_checks_stops_no_daemon(
     assert not daemon.events("runner_failed"), daemon.log_path.read_text()[-2000:]
 
 
+# SQLite, with `PRAGMA ignore_check_constraints`, lets such rows in too, but checks on an
+# UPDATE only the constraints on the columns it writes: there the claim goes through.
+@pytest.mark.parametrize("backend_url", ["mariadb"], indirect=True)
+async def test_rows_whose_claim_the_database_refuses_stop_no_daemon(
+    backend_url: str, start_daemon: DaemonFactory, queue: str, journal: Path
+) -> None:
+    """Rows written with the CHECK constraints off (a request `kill`, a negative step)
+    make the claim's UPDATE fail. The daemon claims the candidates one by one instead:
+    it leaves those rows alone, names each in its log, and runs the good rows."""
+    engine = create_async_engine(backend_url)
+    bad = {f"{queue}-bad-request": ("requested", "kill"), f"{queue}-bad-step": ("current_step", -1)}
+    goods = good_rows(str(journal), str(journal.parent), 3)[:3]
+    names = [f"{queue}-good-{n}" for n in range(len(goods))]
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("SET SESSION check_constraint_checks = 0"))
+            for name, (column, value) in bad.items():
+                await conn.execute(
+                    text(
+                        f"INSERT INTO workflows (name, queue, steps, context, {column}) "
+                        "VALUES (:name, :queue, '[\"mark\"]', '{}', :value)"
+                    ),
+                    {"name": name, "queue": queue, "value": value},
+                )
+        await engine.dispose()  # no pooled connection keeps the checks off
+        for number, (label, steps, context) in enumerate(goods):
+            good = HostileRow(label, steps, context)
+            assert await insert(engine, names[number], queue, good) is None
+        daemon = start_daemon(backend_url, queue=queue, lease=5.0, poll_interval=0.1)
+        await settle(engine, daemon, names, ends={"completed"})
+        final = await states(engine, [*bad, *names])
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text("DELETE FROM workflows WHERE queue = :q"), {"q": queue})
+        await engine.dispose()
+    assert daemon.proc.poll() is None, daemon.log_path.read_text()[-2000:]
+    assert all(final[n][0] == "completed" for n in names), final
+    assert all(final[n][0] == "pending" for n in bad), final
+    refused = {line["workflow_id"] for line in daemon.events("workflow_unclaimable")}
+    assert len(refused) == len(bad), daemon.log_path.read_text()[-2000:]
+
+
 @pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("lease", ["never", b"\x00"])
 async def test_sqlite_running_row_with_an_unreadable_lease_is_taken_over(

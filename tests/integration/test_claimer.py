@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine as SyncEngine
 from wfed import Engine, WorkflowState
 from wfed.clock import utc_now
 from wfed.config import DaemonConfig
-from wfed.daemon.claimer import Claimer
+from wfed.daemon.claimer import REFUSED_FOR, Claimer
 from wfed.metrics import Metrics
 from wfed.store import claims
 from wfed.store import workflows as workflow_store
@@ -269,3 +269,65 @@ async def test_a_pass_whose_orphans_fill_the_slots_looks_again_at_once(
 
     assert [row.id for row in (await harness.claimer.run_once(1)).expired] == [first]
     assert [row.id for row in (await harness.claimer.run_once(1)).expired] == [second]
+
+
+@contextlib.asynccontextmanager
+async def refusing_claims_of(engine: Engine, workflow_id: int) -> AsyncIterator[None]:
+    """A trigger of the kind operators add, refusing any UPDATE of one workflow with an
+    error of the data (a constraint's), as a row written past the table's CHECK
+    constraints makes the server refuse it."""
+    name = f"wfed_test_refuse_{workflow_id}"
+    backend = engine.db.backend
+    if backend == "sqlite":
+        create = [
+            f"CREATE TRIGGER {name} BEFORE UPDATE ON workflows WHEN OLD.id = {workflow_id} "
+            "BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END"
+        ]
+        drop = [f"DROP TRIGGER {name}"]
+    elif backend == "postgresql":
+        create = [
+            f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "RAISE EXCEPTION 'refused by a trigger' USING ERRCODE = 'check_violation'; END $$",
+            f"CREATE TRIGGER {name} BEFORE UPDATE ON workflows FOR EACH ROW "
+            f"WHEN (OLD.id = {workflow_id}) EXECUTE FUNCTION {name}()",
+        ]
+        drop = [f"DROP TRIGGER {name} ON workflows", f"DROP FUNCTION {name}()"]
+    else:
+        create = [
+            f"CREATE TRIGGER {name} BEFORE UPDATE ON workflows FOR EACH ROW "
+            f"IF OLD.id = {workflow_id} THEN SIGNAL SQLSTATE '23000' "
+            "SET MYSQL_ERRNO = 4025, MESSAGE_TEXT = 'refused by a trigger'; END IF"
+        ]
+        drop = [f"DROP TRIGGER {name}"]
+    async with engine.db.engine.begin() as conn:
+        for statement in create:
+            await conn.exec_driver_sql(statement)
+    try:
+        yield
+    finally:
+        async with engine.db.engine.begin() as conn:
+            for statement in drop:
+                await conn.exec_driver_sql(statement)
+
+
+async def test_a_row_whose_claim_is_refused_is_left_alone_and_the_rest_claimed(
+    engine: Engine, create: CreateFn, queue: str
+) -> None:
+    """A claim the database refuses for one row's data is made again candidate by
+    candidate: the others are claimed, that row is left pending and passed over for
+    REFUSED_FOR seconds of the daemon's clock, then looked at again."""
+    first, refused, last = await pending(engine, create, queue, 3)
+    harness = Harness(engine, queue)
+    async with refusing_claims_of(engine, refused):
+        claimed = await harness.claimer.run_once(5)
+        assert [row.id for row in claimed.pending] == [first, last]
+        assert await owners(engine, [first, refused, last]) == [DAEMON, None, DAEMON]
+        harness.ticker.now += 10
+        with statements() as sent:
+            assert (await harness.claimer.run_once(5)).count == 0
+        # Passed over by the claim itself: no UPDATE tried (and refused) again.
+        assert not [sql for sql in sent if sql.lstrip().upper().startswith("UPDATE")], sent
+    harness.ticker.now += REFUSED_FOR
+    claimed = await harness.claimer.run_once(5)
+    assert [row.id for row in claimed.pending] == [refused]
+    assert [row.id for row in harness.started] == [first, last, refused]

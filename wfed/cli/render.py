@@ -74,8 +74,12 @@ def console() -> Console:
 
 # Control characters a row may hold (a name, a label or a reason written with SQL),
 # which a terminal would obey: an escape sequence can rewrite the screen or the window's
-# title. Every text wfectl prints shows them as visible escapes (`\x1b`) instead.
+# title, and a bidirectional override (U+202E) shows the text after it reversed, so that
+# a name reads as another. Every text wfectl prints shows them as visible escapes
+# (`\x1b`, `\u202e`) instead.
+_BIDI = (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
 _CONTROL = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F) if chr(code) not in "\t\n"}
+_CONTROL.update({code: f"\\u{code:04x}" for code in _BIDI})
 
 
 def _show_controls_in_rich() -> None:

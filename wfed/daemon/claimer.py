@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -25,6 +25,7 @@ from wfed.clock import Clock, utc_now
 from wfed.config import DaemonConfig, LocksConfig
 from wfed.daemon.loops import (
     LOOP_ERRORS,
+    describe,
     query_limit,
     ridden_out,
     ride_out,
@@ -34,7 +35,8 @@ from wfed.daemon.loops import (
 from wfed.metrics import Metrics
 from wfed.store import claims
 from wfed.store.claims import workflows_claimable_any
-from wfed.store.database import Database, run_retrying
+from wfed.store.database import DATABASE_ERRORS, Database, run_retrying
+from wfed.store.faults import Fault, classify
 from wfed.store.rows import WorkflowRow
 from wfed.windows import QueueWindows
 
@@ -52,6 +54,31 @@ class Slots(Protocol):
     def held(self) -> Collection[int]:
         """The workflows this daemon's runners hold."""
         ...
+
+
+REFUSED_FOR = 600.0
+"""Seconds a row whose claim the database refused for its data is left alone: long
+enough not to fill the log, short enough that a row an operator repaired runs soon."""
+
+
+class Refused:
+    """The workflows whose claim the database refused, each until `seconds` after."""
+
+    LIMIT = 10_000
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._since: dict[int, float] = {}
+
+    def add(self, workflow_id: int, now: float) -> None:
+        if len(self._since) >= self.LIMIT:  # forget the oldest first
+            del self._since[next(iter(self._since))]
+        self._since[workflow_id] = now
+
+    def ids(self, now: float) -> list[int]:
+        if self._since:
+            self._since = {i: t for i, t in self._since.items() if now - t < self.seconds}
+        return list(self._since)
 
 
 @dataclass(frozen=True)
@@ -107,6 +134,7 @@ class Claimer:
         self._expired_idle = True
         self._expired_looked_at = -math.inf
         self._woken = asyncio.Event()
+        self._refused = Refused(REFUSED_FOR)
 
     async def run_once(self, free: int, *, woken: bool = False) -> Claimed:
         """One pass: claim into `free` slots the workflows whose lease expired, then
@@ -177,6 +205,34 @@ class Claimer:
     async def _claim(
         self, limit: int, *, expired: bool, queues: list[str] | None = None
     ) -> list[WorkflowRow]:
+        with self.metrics.claim_seconds.time():
+            try:
+                rows: list[WorkflowRow] = await run_retrying(
+                    self._attempt(limit, expired=expired, queues=queues)
+                )
+            except DATABASE_ERRORS as exc:
+                if classify(exc) is not Fault.DATA:
+                    raise
+                rows = await self._claim_each(limit, expired=expired, queues=queues)
+        self.metrics.claim_batch.observe(len(rows))
+        for row in rows:
+            self.start(row)
+        if rows:
+            self.log.info("workflows_claimed", count=len(rows), expired=expired)
+            if expired:
+                self.log.warning("workflows_recovered", count=len(rows))
+        return rows
+
+    def _attempt(
+        self,
+        limit: int,
+        *,
+        expired: bool,
+        queues: list[str] | None,
+        only: list[int] | None = None,
+    ) -> Callable[[], Awaitable[list[WorkflowRow]]]:
+        """One claim transaction, to run (and retry) as a whole."""
+
         async def attempt() -> list[WorkflowRow]:
             async with self.db.transaction() as conn:
                 if not expired:
@@ -189,6 +245,8 @@ class Claimer:
                         lease=self.settings.lease,
                         limit_of=self.locks.limit_of,
                         lookahead=self._lookahead,
+                        exclude=self._refused.ids(self.monotonic()),
+                        only=only,
                     )
                     self._lookahead = min(2 * claim.waiting, self.locks.lookahead)
                     self.metrics.waiting_for_keys.set(claim.waiting)
@@ -203,19 +261,48 @@ class Claimer:
                     limit=limit,
                     now=self.clock(),
                     lease=self.settings.lease,
-                    exclude=list(self.slots.held()),
+                    exclude=[*self.slots.held(), *self._refused.ids(self.monotonic())],
+                    only=only,
                 )
 
-        with self.metrics.claim_seconds.time():
-            rows: list[WorkflowRow] = await run_retrying(attempt)
-        self.metrics.claim_batch.observe(len(rows))
-        for row in rows:
-            self.start(row)
-        if rows:
-            self.log.info("workflows_claimed", count=len(rows), expired=expired)
-            if expired:
-                self.log.warning("workflows_recovered", count=len(rows))
-        return rows
+        return attempt
+
+    async def _claim_each(
+        self, limit: int, *, expired: bool, queues: list[str] | None
+    ) -> list[WorkflowRow]:
+        """The database refused a claim for its data: a row breaks a constraint of the
+        table (written while the constraints were switched off) or a trigger of the
+        operators'. The candidates are claimed one by one instead; each row refused is
+        left alone for a while and named in the log, and the others run."""
+        async with self.db.autocommit() as conn:
+            candidates = await claims.workflow_claim_candidates(
+                conn,
+                self.settings.queues if queues is None or expired else queues,
+                self.clock(),
+                limit + self._lookahead,
+                expired=expired,
+                exclude=self._refused.ids(self.monotonic()),
+            )
+        claimed: list[WorkflowRow] = []
+        for workflow_id in candidates:
+            if len(claimed) >= limit:
+                break
+            one = self._attempt(1, expired=expired, queues=queues, only=[workflow_id])
+            try:
+                found: list[WorkflowRow] = await run_retrying(one)
+            except DATABASE_ERRORS as exc:
+                if classify(exc) is not Fault.DATA:
+                    raise
+                self._refused.add(workflow_id, self.monotonic())
+                self.log.error(
+                    "workflow_unclaimable",
+                    workflow_id=workflow_id,
+                    error=describe(exc),
+                    retry_in=REFUSED_FOR,
+                )
+                continue
+            claimed += found
+        return claimed
 
     def wake(self) -> None:
         """Start a pass now rather than at the next poll (work was notified): a claim,

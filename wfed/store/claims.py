@@ -5,7 +5,7 @@ transaction), so two claimers never take the same workflow."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -137,16 +137,49 @@ async def workflows_claimable(
     return found is not None
 
 
-def claim_pending_query(queues: Sequence[str], limit: int, now: datetime) -> Any:
+def claim_pending_query(
+    queues: Sequence[str],
+    limit: int,
+    now: datetime,
+    *,
+    exclude: Collection[int] = (),
+    only: Collection[int] | None = None,
+) -> Any:
     """The claim SELECT: pending rows of `queues`, due, by priority then age, skipping rows
-    other claimers hold."""
+    other claimers hold (and those in `exclude`; with `only`, among those alone)."""
     return (
         select(workflows)
-        .where(*pending_due(now), W.queue.in_(list(queues)))
+        .where(*pending_due(now), W.queue.in_(list(queues)), *_among(exclude, only))
         .order_by(W.claim_rank, W.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+
+
+def _among(exclude: Collection[int], only: Collection[int] | None) -> list[Any]:
+    conditions = [W.id.not_in(list(exclude))] if exclude else []
+    if only is not None:
+        conditions.append(W.id.in_(list(only)))
+    return conditions
+
+
+async def workflow_claim_candidates(
+    conn: AsyncConnection,
+    queues: Sequence[str],
+    now: datetime,
+    limit: int,
+    *,
+    expired: bool = False,
+    exclude: Collection[int] = (),
+) -> list[int]:
+    """The ids a claim (or, with `expired`, a rescue) would look at first, in its order:
+    a plain read, locking nothing."""
+    if expired:
+        query = select(W.id).where(*lease_expired(now)).order_by(W.lease_expires_at)
+    else:
+        query = select(W.id).where(*pending_due(now)).order_by(W.claim_rank, W.id)
+    query = query.where(W.queue.in_(list(queues)), *_among(exclude, None)).limit(limit)
+    return [int(found) for found in (await conn.scalars(query)).all()]
 
 
 async def workflow_claim_pending(
@@ -159,6 +192,7 @@ async def workflow_claim_pending(
     lease: float,
     limit_of: LimitOf = one_slot,
     lookahead: int = 0,
+    exclude: Collection[int] = (),
 ) -> list[WorkflowRow]:
     """Claim up to `limit` runnable pending workflows for `owner` (see
     `workflow_claim_pending_counted`)."""
@@ -171,6 +205,7 @@ async def workflow_claim_pending(
         lease=lease,
         limit_of=limit_of,
         lookahead=lookahead,
+        exclude=exclude,
     )
     return claim.rows
 
@@ -194,12 +229,15 @@ async def workflow_claim_pending_counted(
     lease: float,
     limit_of: LimitOf = one_slot,
     lookahead: int = 0,
+    exclude: Collection[int] = (),
+    only: Collection[int] | None = None,
 ) -> PendingClaim:
     """Claim up to `limit` runnable pending workflows for `owner`, each with all of its
     concurrency keys (`limit_of` gives a key's slots). A workflow that cannot have them
     all stays pending, holding none, and the claim takes the next candidates instead: it
-    looks at up to `limit + lookahead` of them, in one pass of the claim index."""
-    query = claim_pending_query(queues, limit + lookahead, now)
+    looks at up to `limit + lookahead` of them, in one pass of the claim index. Those in
+    `exclude` are passed over; with `only`, only those are looked at."""
+    query = claim_pending_query(queues, limit + lookahead, now, exclude=exclude, only=only)
     candidates = [WorkflowRow.from_mapping(r) for r in (await conn.execute(query)).mappings().all()]
     candidates = await _set_aside(conn, candidates, owner=owner, now=now)
     chosen, waiting = await locks.claimable_with_keys(conn, candidates, limit, limit_of, now)
@@ -215,14 +253,14 @@ async def workflow_claim_expired(
     limit: int,
     now: datetime,
     lease: float,
-    exclude: Sequence[int] = (),
+    exclude: Collection[int] = (),
+    only: Collection[int] | None = None,
 ) -> list[WorkflowRow]:
     """Claim up to `limit` running workflows whose owner's lease expired (recovery),
     except the workflows in `exclude` (those the claiming daemon still runs itself: its
-    own runner has to give such a workflow up before anyone may take it over)."""
-    conditions = [*lease_expired(now), W.queue.in_(list(queues))]
-    if exclude:
-        conditions.append(W.id.not_in(list(exclude)))
+    own runner has to give such a workflow up before anyone may take it over); with
+    `only`, among those alone."""
+    conditions = [*lease_expired(now), W.queue.in_(list(queues)), *_among(exclude, only)]
     query = (
         select(workflows)
         .where(*conditions)
