@@ -362,3 +362,48 @@ async def test_a_current_step_that_is_no_step_number_goes_to_error(
     assert failed.state is WorkflowState.ERROR
     assert "not a step number" in (failed.last_error or "")
     assert CALLS[key] == 0
+
+
+@pytest.mark.parametrize(
+    ("position", "step", "words"),
+    [
+        (0, "os.system", ["step row 0 names 'os.system'", "definition's step 0 is 'record'"]),
+        (5, "record", ["a step row is at position 5 where 0 was due"]),
+    ],
+    ids=["another-step", "another-position"],
+)
+async def test_step_rows_that_are_not_the_record_of_the_definition_are_refused(
+    engine: Engine, probe, new_name, position: int, step: str, words: list[str]
+) -> None:
+    """A step row written with SQL that names another step, or sits at another position,
+    than the definition's: the workflow goes to error saying so, and how to let wfed
+    make its rows again, instead of running the definition while `show` reports the
+    hand-written row as what ran. Once the rows are deleted, `retry` runs it."""
+    key = _key()
+    name = new_name("rows")
+    await _insert(engine, name, [_record(key)], {})
+    workflow_id = (await engine.get(name)).row.id
+    async with engine.db.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO workflow_steps (workflow_id, position, step, args, state, attempts) "
+                "VALUES (:id, :position, :step, '{}', 'pending', 0)"
+            ),
+            {"id": workflow_id, "position": position, "step": step},
+        )
+
+    with pytest.raises(InvalidDefinition):
+        await engine.run(name)
+
+    failed = await engine.get(name)
+    assert failed.state is WorkflowState.ERROR
+    for word in [*words, f"DELETE FROM workflow_steps WHERE workflow_id = {workflow_id}"]:
+        assert word in (failed.last_error or ""), failed.last_error
+    assert CALLS[key] == 0
+    async with engine.db.engine.begin() as conn:
+        await conn.execute(
+            text("DELETE FROM workflow_steps WHERE workflow_id = :id"), {"id": workflow_id}
+        )
+    await engine.retry(name)
+    assert (await engine.run(name)).state is WorkflowState.COMPLETED
+    assert CALLS[key] == 1

@@ -155,11 +155,13 @@ class TurnStart:
             started = requested is None and closed is None
             rows = await self._first_rows(conn, plans, started=started)
         self.prior_attempts = [r.attempts for r in rows]
-        if len(rows) != len(plans):
+        mismatch = _rows_mismatch(rows, plans)
+        if mismatch is not None:
             raise InvalidDefinition(
-                f"the definition has {len(plans)} steps but {len(rows)} step rows exist "
-                "(was `steps` edited after the workflow started?); "
-                "`wfectl restart --from-step 0` rebuilds them"
+                f"{mismatch}: its step rows, wfed's record of what ran, no longer match "
+                "`steps` (edited after the workflow started, or rows written with SQL?). "
+                f"Delete them (DELETE FROM workflow_steps WHERE workflow_id = {row.id}) "
+                "for wfed to make them again from `steps`, then `wfectl retry`"
             )
         if not 0 <= position <= len(plans):  # len: the last step is done, to complete
             raise InvalidDefinition(_out_of_range(position, len(plans)))
@@ -320,6 +322,23 @@ async def start_again(
     await step_store.step_start(conn, lease.workflow_id, again.position, writer.clock())
     await event_store.events_insert(conn, retry)
     return again
+
+
+def _rows_mismatch(rows: list[StepRow], plans: list[StepPlan]) -> str | None:
+    """How the workflow's step rows fail to be the record of its definition, or None.
+    Only wfed writes them, one per step, in order, naming the step: any other row would
+    be shown by `show` and `export` as what ran while the definition's step ran."""
+    if len(rows) != len(plans):
+        return f"the definition has {len(plans)} steps but {len(rows)} step rows exist"
+    for position, (found, plan) in enumerate(zip(rows, plans, strict=True)):
+        if found.position != position:
+            return f"a step row is at position {found.position!r} where {position} was due"
+        if found.step != plan.name:
+            return (
+                f"step row {position} names {str(found.step)[:80]!r} but the definition's "
+                f"step {position} is {plan.name!r}"
+            )
+    return None
 
 
 def _unreadable_timestamp(row: WorkflowRow) -> str | None:
