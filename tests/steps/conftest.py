@@ -7,6 +7,7 @@ session's test databases (with the wfed schema: `make_engine` in tests/conftest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -165,7 +166,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(code, b'{"error": "the backend is on fire"}', "application/json")
         elif path == "/slow":
             self.server.release.wait(10)
-            self._send(200, b"late", "text/plain")
+            # The client has usually given up (its timeout is what the test is about).
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self._send(200, b"late", "text/plain")
         elif path == "/echo":
             echo = {
                 "method": self.command,
