@@ -325,6 +325,18 @@ def test_names_that_differ_only_in_case_or_accents_are_two_workflows(
     assert wfectl("show", names[0], "--json").json()["name"] == names[0]
 
 
+def test_show_says_a_request_on_a_halted_workflow_is_not_acted_on(
+    wfectl: Wfectl, unique: str
+) -> None:
+    """`requested` set with SQL on a paused workflow waits for no daemon: show says so,
+    and which wfectl verb acts on it."""
+    name = f"halted-request-{unique}"
+    create(wfectl.url, name, f"q-{unique}")
+    ok(wfectl("pause", name))
+    execute(wfectl.url, update(workflows).where(workflows.c.name == name).values(requested="stop"))
+    ok(wfectl("show", name), "not acted on: no daemon takes a paused workflow", "`wfectl stop`")
+
+
 def test_the_actor_is_the_account_not_the_environment(wfectl: Wfectl, unique: str) -> None:
     """The events name the account wfectl runs as (its uid), whatever USER and LOGNAME
     say; as root, the sudo invoker is named with it."""

@@ -52,6 +52,8 @@ _EVENT_STYLES = {
 }
 _CURRENT = "> "
 _HALTED = {WorkflowState.PAUSED, WorkflowState.STOPPED, WorkflowState.ERROR}
+_WATCHED = {WorkflowState.PENDING, WorkflowState.RUNNING}
+"""The states whose `requested` a daemon acts on (a claim, the owner's heartbeat)."""
 
 
 _PIPE_WIDTH = 200
@@ -286,7 +288,13 @@ def _workflow_header(workflow: Workflow, now: datetime) -> Table:
         header.add_row("halted because", Text(workflow.halt_reason, style="red"))
     if row.requested is not None:
         requested = Text(row.requested.value, style="yellow")
-        if workflow.halt_reason:
+        if row.state not in _WATCHED:
+            # Written with SQL: wfectl applies a request to such a workflow at once.
+            requested.append(
+                f"  (not acted on: no daemon takes a {row.state.value} workflow; "
+                f"`wfectl {row.requested.value}` acts at once)"
+            )
+        elif workflow.halt_reason:
             requested.append(f"  ({workflow.halt_reason})")
         header.add_row("requested", requested)
     header.add_row("queue", Text(f"{row.queue}   priority {row.priority}"))
