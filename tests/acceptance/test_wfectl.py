@@ -871,19 +871,25 @@ def test_a_blob_an_sqlite_row_holds_for_a_name_is_read_as_text(wfectl: Wfectl, u
     assert "unexpected error" not in health.err
 
 
+def insert_by_hand(url: str, unique: str, name: str, column: str, value: str) -> None:
+    """INSERT, as plain SQL would, a one-step workflow whose `column` holds `value`
+    (after a workflow made by wfed, so that the schema is on this database)."""
+    create(url, f"plain-{unique}", f"q-{unique}")
+    execute(
+        url,
+        text(
+            f"INSERT INTO workflows (name, steps, {column}) VALUES (:n, '[\"sleep\"]', :v)"
+        ).bindparams(n=name, v=value),
+    )
+
+
 def test_show_of_a_row_whose_current_step_is_text(wfectl: Wfectl, unique: str) -> None:
     """SQLite keeps text written into `current_step`: `show` prints the row as it is
     (the daemon sends it to error when it claims it) instead of failing."""
     if not wfectl.url.startswith("sqlite"):
         pytest.skip("only SQLite stores text in an INTEGER column")
     name = f"textstep-{unique}"
-    create(wfectl.url, f"plain-{unique}", f"q-{unique}")  # the schema, on this database
-    execute(
-        wfectl.url,
-        text(
-            "INSERT INTO workflows (name, steps, current_step) VALUES (:n, '[\"sleep\"]', 'abc')"
-        ).bindparams(n=name),
-    )
+    insert_by_hand(wfectl.url, unique, name, "current_step", "abc")
     ok(wfectl("show", name), name, "step abc of 1")
 
 
@@ -896,13 +902,7 @@ def test_a_lone_surrogate_in_a_context_is_shown_escaped(wfectl: Wfectl, unique: 
             "only SQLite stores a lone surrogate (MariaDB's and PostgreSQL's JSON refuse it)"
         )
     name = f"surrogate-{unique}"
-    create(wfectl.url, f"plain-{unique}", f"q-{unique}")  # the schema, on this database
-    execute(
-        wfectl.url,
-        text(
-            "INSERT INTO workflows (name, steps, context) VALUES (:n, '[\"sleep\"]', :c)"
-        ).bindparams(n=name, c='{"k": "\\ud800x"}'),
-    )
+    insert_by_hand(wfectl.url, unique, name, "context", '{"k": "\\ud800x"}')
     assert "\\ud800x" in ok(wfectl("show", name), name)
     shown = wfectl("show", name, "--json")
     assert shown.code == 0, shown

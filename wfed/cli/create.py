@@ -139,9 +139,9 @@ async def check_new_name(engine: "Engine", name: str) -> str:
 
     engine.check_name(name)
     try:
-        holder = await engine.name_taken_by(name)
+        taken = await engine.name_taken(name)
     except (DatabaseUnavailable, SchemaOutdated) as exc:
         return f" (the name was not checked against the database: {exc})"
-    if holder is not None:
-        raise WorkflowExists(f"a workflow named {holder!r} already exists")
+    if taken:
+        raise WorkflowExists(f"a workflow named {name!r} already exists")
     return ""

@@ -287,11 +287,10 @@ class Engine(RunbookFiles, OutputReads, ScheduleApi, ConcurrencyKeys, Notificati
 
         creation.check_name(name)
 
-    async def name_taken_by(self, name: str) -> str | None:
-        """The name of the existing workflow a new one named `name` would collide with,
-        or None."""
+    async def name_taken(self, name: str) -> bool:
+        """Whether a workflow named `name` exists."""
         async with self.db.transaction() as conn:
-            return await workflow_store.workflow_name_holder(conn, name)
+            return await workflow_store.workflow_name_taken(conn, name)
 
     @staticmethod
     def check_placement(queue: str, priority: int) -> None:

@@ -25,6 +25,7 @@ from wfed.states import (
     REQUEST_OF,
     EventKind,
     Operation,
+    Request,
     StepState,
     event_kind,
     finishes,
@@ -144,9 +145,14 @@ def recorded_as(end: TurnEnd) -> EventKind:
     return kind
 
 
+def _request_of(honour: Operation) -> Request:
+    """The request that `honour` carries out."""
+    return next(r for r, operation in HONOURED.items() if operation is honour)
+
+
 def _request_event(honour: Operation) -> str:
     """The event kind of the operator's request that `honour` carries out."""
-    request = next(r for r, operation in HONOURED.items() if operation is honour)
+    request = _request_of(honour)
     asked = next(op for op, r in REQUEST_OF.items() if r is request)
     kind = event_kind(asked)
     if kind is None:
@@ -244,9 +250,8 @@ class TurnWriter:
             else:
                 # `requested` set with SQL: nobody is on record, and the event must not
                 # read as if the daemon chose to halt the workflow.
-                request = next(r for r, op in HONOURED.items() if op is end.operation)
                 reason = (
-                    f"{request.value} requested in the database "
+                    f"{_request_of(end.operation).value} requested in the database "
                     "(workflows.requested set without wfectl: no one is on record)"
                 )
         await event_store.events_insert(

@@ -147,13 +147,22 @@ def claim_pending_query(
 ) -> Any:
     """The claim SELECT: pending rows of `queues`, due, by priority then age, skipping rows
     other claimers hold (and those in `exclude`; with `only`, among those alone)."""
+    conditions, order = _looked_at(now, expired=False)
     return (
         select(workflows)
-        .where(*pending_due(now), W.queue.in_(list(queues)), *_among(exclude, only))
-        .order_by(W.claim_rank, W.id)
+        .where(*conditions, W.queue.in_(list(queues)), *_among(exclude, only))
+        .order_by(*order)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+
+
+def _looked_at(now: datetime, *, expired: bool) -> tuple[list[Any], tuple[Any, ...]]:
+    """What a claim (or, with `expired`, a rescue) selects, and in which order it takes
+    the rows: by priority then age, or the longest expired first."""
+    if expired:
+        return lease_expired(now), (W.lease_expires_at,)
+    return pending_due(now), (W.claim_rank, W.id)
 
 
 def _among(exclude: Collection[int], only: Collection[int] | None) -> list[Any]:
@@ -174,11 +183,13 @@ async def workflow_claim_candidates(
 ) -> list[int]:
     """The ids a claim (or, with `expired`, a rescue) would look at first, in its order:
     a plain read, locking nothing."""
-    if expired:
-        query = select(W.id).where(*lease_expired(now)).order_by(W.lease_expires_at)
-    else:
-        query = select(W.id).where(*pending_due(now)).order_by(W.claim_rank, W.id)
-    query = query.where(W.queue.in_(list(queues)), *_among(exclude, None)).limit(limit)
+    conditions, order = _looked_at(now, expired=expired)
+    query = (
+        select(W.id)
+        .where(*conditions, W.queue.in_(list(queues)), *_among(exclude, None))
+        .order_by(*order)
+        .limit(limit)
+    )
     return [int(found) for found in (await conn.scalars(query)).all()]
 
 
@@ -260,11 +271,11 @@ async def workflow_claim_expired(
     except the workflows in `exclude` (those the claiming daemon still runs itself: its
     own runner has to give such a workflow up before anyone may take it over); with
     `only`, among those alone."""
-    conditions = [*lease_expired(now), W.queue.in_(list(queues)), *_among(exclude, only)]
+    conditions, order = _looked_at(now, expired=True)
     query = (
         select(workflows)
-        .where(*conditions)
-        .order_by(W.lease_expires_at)
+        .where(*conditions, W.queue.in_(list(queues)), *_among(exclude, only))
+        .order_by(*order)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )

@@ -82,11 +82,9 @@ async def workflow_get(
     return WorkflowRow.from_mapping(row) if row else None
 
 
-async def workflow_name_holder(conn: AsyncConnection, name: str) -> str | None:
-    """The name of the workflow that would make a new one named `name` a duplicate (as
-    the unique index compares names), or None."""
-    found = await conn.scalar(select(W.name).where(W.name == name).limit(1))
-    return None if found is None else str(found)
+async def workflow_name_taken(conn: AsyncConnection, name: str) -> bool:
+    """Whether a workflow named `name` exists (a new one of that name would be refused)."""
+    return await conn.scalar(select(W.id).where(W.name == name).limit(1)) is not None
 
 
 async def workflow_get_by_id(conn: AsyncConnection, workflow_id: int) -> WorkflowRow | None:
